@@ -1,0 +1,66 @@
+"""One exception tree for certfailover.
+
+    CertFailoverError                 base: every error the tool raises on purpose
+    ├── ConfigError                   bad config: names file, table and key
+    ├── InputError                    bad PEM / file given by the operator: names the file
+    ├── StoreError                    vault or database problem
+    ├── IssuanceError                 an ACME CA refused or failed
+    │   └── TransientIssuanceError    worth retrying later (badNonce, 5xx, refused connection)
+    ├── ServerError                   web server adapter failed
+    │   └── ServerConfigError         config test failed (e.g. `nginx -t`)
+    ├── DeployError                   activation could not be verified (rolled back)
+    ├── FetchError                    bounded HTTP fetch failed: names the URL
+    └── TrustDataError                root-program data could not be parsed: names the source
+
+Findings (health results) are data, never exceptions.
+"""
+
+from __future__ import annotations
+
+
+class CertFailoverError(Exception):
+    """Base of every error certfailover raises on purpose."""
+
+
+class ConfigError(CertFailoverError):
+    def __init__(self, file: str, where: str, message: str) -> None:
+        self.file, self.where, self.message = file, where, message
+        super().__init__(f"{file}: {where}: {message}" if where else f"{file}: {message}")
+
+
+class InputError(CertFailoverError):
+    pass
+
+
+class StoreError(CertFailoverError):
+    pass
+
+
+class IssuanceError(CertFailoverError):
+    pass
+
+
+class TransientIssuanceError(IssuanceError):
+    pass
+
+
+class ServerError(CertFailoverError):
+    pass
+
+
+class ServerConfigError(ServerError):
+    pass
+
+
+class DeployError(CertFailoverError):
+    pass
+
+
+class FetchError(CertFailoverError):
+    def __init__(self, url: str, message: str) -> None:
+        self.url = url
+        super().__init__(f"{url}: {message}")
+
+
+class TrustDataError(CertFailoverError):
+    pass

@@ -1,0 +1,130 @@
+"""Plain, frozen data shared by every part of certfailover."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The real clock. Code takes a Clock argument so tests can move time."""
+    return datetime.now(timezone.utc)
+
+
+class Severity(str, enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+    @property
+    def rank(self) -> int:
+        return {"ok": 0, "warn": 1, "fail": 2}[self.value]
+
+
+class CertState(str, enum.Enum):
+    ACTIVE = "active"
+    STANDBY = "standby"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's verdict on one certificate."""
+
+    check: str
+    severity: Severity
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Health:
+    cert_id: str
+    findings: tuple[Finding, ...]
+
+    @property
+    def severity(self) -> Severity:
+        worst = Severity.OK
+        for f in self.findings:
+            if f.severity.rank > worst.rank:
+                worst = f.severity
+        return worst
+
+    @property
+    def healthy(self) -> bool:
+        return self.severity is not Severity.FAIL
+
+    def reasons(self, at_least: Severity = Severity.WARN) -> list[str]:
+        return [f"{f.check}: {f.reason}" for f in self.findings if f.severity.rank >= at_least.rank]
+
+
+@dataclass(frozen=True)
+class Cert:
+    """A certificate certfailover keeps for a site (metadata; material lives in the vault)."""
+
+    id: str  # "<site>/<ca>/<serial hex>"
+    site: str
+    ca: str
+    serial: str  # lower-case hex
+    not_before: datetime
+    not_after: datetime
+    sha256: str  # hex fingerprint of the leaf DER
+    key_type: str  # "ec-p256", "rsa-2048", ...
+    issuer_dn: str
+    state: CertState
+    created: datetime
+    path: str  # the archive directory holding cert.pem, chain.pem, fullchain.pem, privkey.pem
+
+    def remaining(self, now: datetime) -> float:
+        return (self.not_after - now).total_seconds()
+
+
+class Action(str, enum.Enum):
+    KEEP = "keep"
+    ACTIVATE = "activate"  # first activation: nothing served yet
+    FAILOVER = "failover"
+    NONE_HEALTHY = "none_healthy"
+
+
+@dataclass(frozen=True)
+class Decision:
+    site: str
+    action: Action
+    active: str | None  # cert id active now
+    target: str | None  # cert id to activate
+    reason: str
+    replenish_from: tuple[str, ...] = ()  # CA names to issue a new standby from, in order
+    renew: tuple[str, ...] = ()  # cert ids inside their renewal window (replace, new key)
+
+
+@dataclass(frozen=True)
+class Event:
+    time: datetime
+    site: str
+    kind: str  # issued, failover, rollback, none_healthy, activated, replenish_failed, ...
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """One JSON shape per result, derived from the dataclasses."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, Health):
+            out["severity"] = obj.severity.value
+        return out
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    return obj
