@@ -1,0 +1,36 @@
+"""Notifications: webhook, email (SMTP + STARTTLS), command hook, and a Dispatcher."""
+
+from .base import (
+    CRITICAL,
+    EVENT_KINDS,
+    INFO,
+    SEVERITIES,
+    WARNING,
+    Notifier,
+    NotifyError,
+    event_payload,
+    event_severity,
+)
+from .command import CommandNotifier
+from .dispatch import Delivery, Dispatcher
+from .email import EmailNotifier
+from .webhook import SIGNATURE_HEADER, WebhookNotifier, sign
+
+__all__ = [
+    "CRITICAL",
+    "EVENT_KINDS",
+    "INFO",
+    "SEVERITIES",
+    "SIGNATURE_HEADER",
+    "WARNING",
+    "CommandNotifier",
+    "Delivery",
+    "Dispatcher",
+    "EmailNotifier",
+    "Notifier",
+    "NotifyError",
+    "WebhookNotifier",
+    "event_payload",
+    "event_severity",
+    "sign",
+]
