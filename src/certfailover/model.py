@@ -99,8 +99,9 @@ class Decision:
     active: str | None  # cert id active now
     target: str | None  # cert id to activate
     reason: str
-    replenish_from: tuple[str, ...] = ()  # CA names to issue a new standby from, in order
-    renew: tuple[str, ...] = ()  # cert ids inside their renewal window (replace, new key)
+    replenish_from: tuple[str, ...] = ()  # CA names to try for new certificates, in order
+    need: int = 0  # how many new certificates the site needs (from distinct CAs in replenish_from)
+    retire: tuple[str, ...] = ()  # cert ids no longer worth keeping (expired, superseded)
 
 
 @dataclass(frozen=True)
