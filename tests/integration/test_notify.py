@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,7 +38,7 @@ from certfailover.notify import (
 
 pytestmark = pytest.mark.integration
 
-T = datetime(2026, 3, 19, 12, 0, tzinfo=timezone.utc)
+T = datetime(2026, 3, 19, 12, 0, tzinfo=UTC)
 SECRET = "whsec-9f8e7d"
 PASSWORD = "smtp-pass-4242"
 
@@ -76,7 +76,7 @@ def receiver() -> Iterator[Receiver]:
     rec = Receiver(url="", statuses=[200])
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             n = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(n)
             rec.requests.append(Received(self.path, dict(self.headers.items()), body))
@@ -185,7 +185,7 @@ class Mailbox:
 
 def _start_smtp(box: Mailbox, *, tls: bool) -> Controller:
     class Handler:
-        async def handle_DATA(self, server: SMTP, session: Session,  # noqa: N802
+        async def handle_DATA(self, server: SMTP, session: Session,
                               envelope: Envelope) -> str:
             raw = envelope.original_content or b""
             msg = email.message_from_bytes(raw, policy=email.policy.default)
@@ -304,8 +304,7 @@ def test_command_hook_gets_event_in_environment(tmp_path: Path) -> None:
 
 
 def test_command_hook_failure_and_missing_binary(tmp_path: Path) -> None:
-    bad = CommandNotifier([sys.executable, "-c", "import sys; sys.stderr.write('boom'); "
-                           "sys.exit(3)"])
+    bad = CommandNotifier([sys.executable, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"])
     with pytest.raises(NotifyError, match="exit status 3: boom"):
         bad.send(failover_event())
     with pytest.raises(NotifyError, match="cannot run"):

@@ -4,11 +4,11 @@ import hashlib
 import hmac
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-import certfailover.notify as notify
+from certfailover import notify
 from certfailover.model import Event
 from certfailover.notify import (
     EVENT_KINDS,
@@ -23,7 +23,7 @@ from certfailover.notify.base import redact_url
 from certfailover.notify.command import event_environment
 from certfailover.notify.email import format_email
 
-T = datetime(2026, 3, 19, 12, 0, tzinfo=timezone.utc)
+T = datetime(2026, 3, 19, 12, 0, tzinfo=UTC)
 
 
 def ev(kind: str, site: str = "example.org") -> Event:
