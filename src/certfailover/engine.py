@@ -1,0 +1,313 @@
+"""One tick of the engine, per site: check -> decide -> deploy -> replenish -> record.
+
+The engine knows ports, not adapters: issuers (by CA name), a deploy function (per server
+name) and a notifier come from the composition root (wiring.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from . import keys, policy
+from .checks import CertMaterial, Check, CheckContext
+from .config import Config, SiteConfig
+from .errors import CertFailoverError, InputError, IssuanceError, StoreError
+from .health import cert_names, name_matches, run_checks
+from .model import Action, Cert, CertState, Clock, Decision, Event, Health, utcnow
+from .store.db import Database
+from .store.vault import Vault, load_key, load_pem_certs
+
+log = logging.getLogger(__name__)
+
+
+class IssuerPort(Protocol):
+    name: str
+
+    def issue(self, csr_pem: bytes, *, deadline: Any, replaces: str | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One site's activation, handed to the deploy port."""
+
+    site: SiteConfig
+    target: Cert
+    previous: Cert | None
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    site: str
+    ok: bool
+    rolled_back: bool
+    message: str
+    seconds: float
+
+
+# deploy port: server name (None = no server configured, only the live link) -> results
+DeployPort = Callable[[str | None, Sequence[Switch]], list[SwitchResult]]
+Notify = Callable[[Event], None]
+
+
+@dataclass
+class TickReport:
+    decisions: list[Decision] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    health: dict[str, Health] = field(default_factory=dict)
+
+
+def cert_id(site: str, ca: str, serial: str) -> str:
+    return f"{site}/{ca}/{serial}"
+
+
+def describe(site: str, ca: str, leaf: x509.Certificate, path: Path, state: CertState,
+             now: Any) -> Cert:
+    serial = format(leaf.serial_number, "x")
+    return Cert(
+        id=cert_id(site, ca, serial), site=site, ca=ca, serial=serial,
+        not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
+        sha256=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        key_type=keys.key_type_of(leaf.public_key()), issuer_dn=leaf.issuer.rfc4514_string(),
+        state=state, created=now, path=str(path),
+    )
+
+
+def check_chain_order(leaf: x509.Certificate, chain: Sequence[x509.Certificate], source: str) -> None:
+    child = leaf
+    for i, parent in enumerate(chain):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, Exception) as exc:  # InvalidSignature is not a ValueError
+            raise InputError(f"{source}: chain certificate #{i + 1} ({parent.subject.rfc4514_string()}) "
+                             f"did not issue {child.subject.rfc4514_string()}: {exc or 'bad signature'}") from exc
+        child = parent
+
+
+class Engine:
+    def __init__(self, config: Config, db: Database, vault: Vault, *,
+                 checks: Sequence[Check], issuers: Mapping[str, Callable[[SiteConfig], IssuerPort]],
+                 deploy: DeployPort, notify: Notify | None = None, clock: Clock = utcnow,
+                 workers: int = 8) -> None:
+        self.config, self.db, self.vault = config, db, vault
+        self.checks, self.issuers, self.deploy = list(checks), issuers, deploy
+        self.notify, self.clock, self.workers = notify, clock, workers
+
+    # -- recording -------------------------------------------------------------------------
+    def record(self, report: TickReport | None, site: str, kind: str, message: str,
+               **data: Any) -> Event:
+        ev = Event(self.clock(), site, kind, message, data)
+        self.db.add_events([ev])
+        log.info("%s %s: %s", site, kind, message)
+        if report is not None:
+            report.events.append(ev)
+        if self.notify is not None:
+            try:
+                self.notify(ev)
+            except Exception:  # notifications never stop the engine
+                log.exception("notification of %s failed", kind)
+        return ev
+
+    # -- material --------------------------------------------------------------------------
+    def material(self, cert: Cert) -> CertMaterial:
+        m = self.vault.load(Path(cert.path))
+        return CertMaterial(cert=cert, leaf=m.leaf, chain=m.chain,
+                            key_matches=keys.same_public_key(m.key.public_key(), m.leaf.public_key()))
+
+    def context(self, site: SiteConfig) -> CheckContext:
+        return CheckContext(
+            now=self.clock(), domains=site.domains, trust=site.trust,
+            distrusted_cas=frozenset(self.db.distrusted()),
+            options={"renew_fraction": site.renew_fraction, "revocation": site.revocation,
+                     "forecast_days": site.forecast_days, "site": site.name},
+        )
+
+    def check_site(self, site: SiteConfig, certs: Sequence[Cert] | None = None) -> dict[str, Health]:
+        certs = self.db.certs(site.name) if certs is None else certs
+        ctx = self.context(site)
+        out: dict[str, Health] = {}
+        for c in certs:
+            try:
+                mat = self.material(c)
+            except CertFailoverError as exc:
+                from .model import Finding, Severity
+                out[c.id] = Health(c.id, (Finding("store", Severity.FAIL, str(exc)),))
+                continue
+            out[c.id] = run_checks(mat, ctx, self.checks)
+        for cid, h in out.items():
+            self.db.save_findings(cid, ctx.now, h.findings)
+        return out
+
+    # -- adding certificates ---------------------------------------------------------------
+    def store_cert(self, site: SiteConfig, ca: str, *, leaf_pem: bytes, chain_pem: bytes,
+                   key_pem: bytes, source: str) -> Cert:
+        """Check a certificate for consistency, then write it to the vault as a standby."""
+        leaf_list = load_pem_certs(leaf_pem, f"{source} certificate")
+        if not leaf_list:
+            raise InputError(f"{source}: no certificate found")
+        leaf = leaf_list[0]
+        chain = leaf_list[1:] + (load_pem_certs(chain_pem, f"{source} chain") if chain_pem.strip() else [])
+        key = load_key(key_pem, f"{source} private key")
+        if not keys.same_public_key(key.public_key(), leaf.public_key()):
+            raise InputError(f"{source}: the private key does not belong to the certificate")
+        names = cert_names(leaf)
+        missing = [d for d in site.domains if not any(name_matches(n, d) for n in names)]
+        if missing:
+            raise InputError(f"{source}: certificate does not cover {', '.join(missing)} "
+                             f"(it names {', '.join(names) or 'nothing'})")
+        check_chain_order(leaf, chain, source)
+        spki = keys.spki_sha256(leaf.public_key())
+        for other in self.db.certs(site.name, include_retired=True):
+            if other.ca != ca:
+                om = self.vault.load(Path(other.path))
+                if keys.spki_sha256(om.leaf.public_key()) == spki:
+                    raise InputError(f"{source}: this key is already used by {other.id}; "
+                                     "certificates from different CAs must have their own keys")
+        serial = format(leaf.serial_number, "x")
+        pem = serialization.Encoding.PEM
+        path = self.vault.save(
+            site.name, ca, serial, leaf_pem=leaf.public_bytes(pem),
+            chain_pem=b"".join(c.public_bytes(pem) for c in chain),
+            key_pem=keys.key_pem(key))
+        cert = describe(site.name, ca, leaf, path, CertState.STANDBY, self.clock())
+        self.db.add_cert(cert)
+        return cert
+
+    def issue(self, site: SiteConfig, ca: str, *, report: TickReport | None = None,
+              replaces: str | None = None) -> Cert:
+        """A fresh key, a CSR, an order at `ca`; the result is verified and stored as a standby."""
+        if ca not in self.issuers:
+            raise IssuanceError(f"CA {ca!r} has no issuer configured")
+        key = keys.generate(site.key_type)
+        csr = keys.csr_pem(key, site.domains)
+        issuer = self.issuers[ca](site)
+        deadline = self.clock() + timedelta(seconds=self.config.daemon.issue_timeout)
+        started = time.monotonic()
+        issued = issuer.issue(csr, deadline=deadline, replaces=replaces)
+        cert = self.store_cert(site, ca, leaf_pem=issued.leaf_pem, chain_pem=issued.chain_pem,
+                               key_pem=keys.key_pem(key), source=f"CA {ca}")
+        self.record(report, site.name, "issued",
+                    f"issued {cert.id} from {ca}, expires {cert.not_after:%Y-%m-%d %H:%M}Z",
+                    cert=cert.id, ca=ca, serial=cert.serial, seconds=round(time.monotonic() - started, 3))
+        return cert
+
+    # -- one tick --------------------------------------------------------------------------
+    def tick(self, sites: Iterable[str] | None = None, *, replenish: bool = True) -> TickReport:
+        report = TickReport()
+        wanted = [s for s in self.config.sites if sites is None or s.name in set(sites)]
+        distrusted = frozenset(self.db.distrusted())
+        decisions = self._decide_all(wanted, report, distrusted)
+        self._apply(decisions, report)
+        if replenish:
+            again = []
+            for site, d in decisions:
+                if d.need and self._replenish(site, d, report) and (d.target is None and d.active is None):
+                    again.append(site)
+            if again:  # first run: activate what was just issued in the same tick
+                self._apply(self._decide_all(again, report, distrusted), report)
+        return report
+
+    def _decide_all(self, sites: Sequence[SiteConfig], report: TickReport,
+                    distrusted: frozenset[str]) -> list[tuple[SiteConfig, Decision]]:
+        def one(site: SiteConfig) -> tuple[SiteConfig, Decision, dict[str, Health]]:
+            certs = self.db.certs(site.name)
+            health = self.check_site(site, certs)
+            return site, policy.decide(site, certs, health, distrusted=distrusted,
+                                       now=self.clock()), health
+
+        out = []
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(sites) or 1))) as pool:
+            for site, d, health in pool.map(one, sites):
+                report.health.update(health)
+                report.decisions.append(d)
+                out.append((site, d))
+        return out
+
+    def _apply(self, decisions: Sequence[tuple[SiteConfig, Decision]], report: TickReport) -> None:
+        batches: dict[str | None, list[Switch]] = {}
+        for site, d in decisions:
+            for cid in d.retire:
+                self.db.set_state(cid, CertState.RETIRED)
+                self.record(report, site.name, "retired", f"retired {cid}", cert=cid)
+            if d.action is Action.NONE_HEALTHY:
+                self.record(report, site.name, "none_healthy", d.reason, active=d.active)
+            if d.target is None:
+                continue
+            target = self.db.cert(d.target)
+            previous = self.db.cert(d.active) if d.active else None
+            assert target is not None
+            batches.setdefault(site.server, []).append(Switch(site, target, previous))
+        for server, switches in batches.items():
+            results = {r.site: r for r in self.deploy(server, switches)}
+            for sw in switches:
+                r = results.get(sw.site.name)
+                d = next(d for s, d in decisions if s.name == sw.site.name)
+                if r is not None and r.ok:
+                    self.db.set_active(sw.site.name, sw.target.id)
+                    kind = "failover" if d.action is Action.FAILOVER else "activated"
+                    self.record(report, sw.site.name, kind,
+                                f"{'failed over' if kind == 'failover' else 'activated'} to "
+                                f"{sw.target.id} ({d.reason}); verified by handshake in {r.seconds:.2f}s",
+                                cert=sw.target.id, previous=sw.previous.id if sw.previous else None,
+                                reason=d.reason, seconds=r.seconds)
+                else:
+                    msg = r.message if r else "deploy returned no result"
+                    self.record(report, sw.site.name, "rollback" if r and r.rolled_back else "deploy_failed",
+                                f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
+
+    def _replenish(self, site: SiteConfig, d: Decision, report: TickReport) -> int:
+        issued = 0
+        for ca in d.replenish_from:
+            if issued >= d.need:
+                break
+            try:
+                self.issue(site, ca, report=report)
+                issued += 1
+            except (CertFailoverError, OSError) as exc:
+                self.record(report, site.name, "issuance_failed", f"could not issue from {ca}: {exc}",
+                            ca=ca, transient=not isinstance(exc, (StoreError,)) and
+                            type(exc).__name__ == "TransientIssuanceError")
+        if issued < d.need:
+            self.record(report, site.name, "standby_missing",
+                        f"needs {d.need} new certificate(s), got {issued}; will retry next tick",
+                        need=d.need, got=issued)
+        return issued
+
+    # -- operator actions ------------------------------------------------------------------
+    def failover(self, site_name: str, *, to: str | None = None) -> TickReport:
+        """Switch now to `to` or the best healthy standby (still verified and rolled back if wrong)."""
+        site = self.config.site(site_name)
+        report = TickReport()
+        certs = self.db.certs(site.name)
+        health = self.check_site(site, certs)
+        report.health.update(health)
+        active = next((c for c in certs if c.state is CertState.ACTIVE), None)
+        if to is not None:
+            choice = next((c for c in certs if c.id == to), None)
+            if choice is None:
+                raise InputError(f"no certificate {to!r} for site {site.name}")
+            if not health[choice.id].healthy:
+                raise InputError(f"{to} is not healthy: {'; '.join(health[to].reasons())}")
+        else:
+            pool = [c for c in certs if active is None or c.id != active.id]
+            ranked = sorted((c for c in pool if health[c.id].healthy),
+                            key=lambda c: policy._rank(c, health[c.id], site, self.clock(),
+                                                       active.ca if active else None))
+            if not ranked:
+                raise InputError(f"site {site.name} has no healthy standby to fail over to")
+            choice = ranked[0]
+        d = Decision(site.name, Action.FAILOVER, active.id if active else None, choice.id,
+                     "operator requested failover")
+        report.decisions.append(d)
+        self._apply([(site, d)], report)
+        return report
