@@ -1,0 +1,105 @@
+"""Key pins: base64 SHA-256 of the DER SubjectPublicKeyInfo (RFC 7469 `pin-sha256`), spare keys.
+
+A spare key is generated ahead of need and kept private (0600), so an app that pins keys can
+ship its pin before the key is ever used in a certificate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    PrivateKeyTypes,
+    PublicKeyTypes,
+)
+
+from .errors import InputError, StoreError
+from .store.files import atomic_write
+
+__all__ = ["KEY_TYPES", "ensure_spare_key", "generate_key", "key_type_of", "spki_pin"]
+
+_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "ec-p256": ec.SECP256R1,
+    "ec-p384": ec.SECP384R1,
+}
+_RSA_BITS: dict[str, int] = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
+KEY_TYPES: tuple[str, ...] = (*_CURVES, *_RSA_BITS, "ed25519")
+
+SparePrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def spki_pin(public_key: PublicKeyTypes) -> str:
+    """base64(SHA-256(DER SubjectPublicKeyInfo)), the `pin-sha256` value of HPKP and app pinning."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
+
+
+def generate_key(key_type: str) -> SparePrivateKey:
+    if key_type in _CURVES:
+        return ec.generate_private_key(_CURVES[key_type]())
+    if key_type in _RSA_BITS:
+        return rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS[key_type])
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unknown key type {key_type!r}: expected one of {', '.join(KEY_TYPES)}")
+
+
+def key_type_of(key: PrivateKeyTypes) -> str | None:
+    """The key_type name ("ec-p256", "rsa-2048", ...) of a private key, None if unsupported."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        for name, curve in _CURVES.items():
+            if isinstance(key.curve, curve):
+                return name
+        return None
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"rsa-{key.key_size}" if f"rsa-{key.key_size}" in _RSA_BITS else None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "ed25519"
+    return None
+
+
+def _load(path: Path, key_type: str) -> SparePrivateKey:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise StoreError(f"{path}: spare key has mode {mode:04o}; it must be 0600 (chmod 600)")
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: not an unencrypted PEM private key ({exc})") from None
+    found = key_type_of(key)
+    if found != key_type:
+        raise InputError(f"{path}: spare key is {found or type(key).__name__}, expected {key_type}")
+    assert isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey,
+                            ed25519.Ed25519PrivateKey))
+    return key
+
+
+def ensure_spare_key(path: Path, key_type: str) -> SparePrivateKey:
+    """Return the spare key at `path`, creating it (PKCS#8 PEM, 0600, atomically) the first time.
+
+    An existing key is reused as long as it has `key_type` and mode 0600; otherwise a clear
+    error names the file. Callers serialise (the daemon holds the store lock).
+    """
+    if key_type not in KEY_TYPES:
+        raise ValueError(f"unknown key type {key_type!r}: expected one of {', '.join(KEY_TYPES)}")
+    path = Path(path)
+    if path.exists():
+        return _load(path, key_type)
+    if not path.parent.exists():
+        os.makedirs(path.parent, mode=0o700, exist_ok=True)
+    key = generate_key(key_type)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    atomic_write(path, pem, mode=0o600)
+    return key
