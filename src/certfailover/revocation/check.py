@@ -1,0 +1,297 @@
+"""RevocationCheck: CRL + OCSP + ARI for one certificate, or many concurrently.
+
+Findings (never exceptions):
+
+* check "revocation": FAIL when a verified source says revoked; OK when a verified source
+  says good; WARN "unknown" otherwise (FAIL once unknown for `hard_fail_after` on a site
+  with option `revocation = "hard-fail"`).
+* check "ari": WARN with detail["replace"] = True once the CA's suggested renewal window has
+  started; OK before; WARN (replace False) when renewal info cannot be read.
+
+The issuer used to verify CRLs and OCSP responses is `material.chain[0]`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from ..checks import CertMaterial, CheckContext
+from ..errors import FetchError
+from ..model import Finding, Severity
+from .ari import RenewalInfo, ari_cert_id, parse_renewal_info
+from .cache import CRLCache, TTLCache
+from .crl import cdp_urls
+from .fetch import Fetcher
+from .ocsp import OCSPAnswer, aia_ocsp_urls, build_request, get_url, verify_response
+from .result import InvalidRevocationData, RevocationResult, Status
+
+__all__ = ["CASources", "RevocationCheck", "RevocationConfig", "ari_cert_id"]
+
+
+@dataclass(frozen=True)
+class CASources:
+    """Per-CA revocation sources in addition to what the certificate itself names.
+
+    crl_urls: CRLs to consult for every certificate of this CA (Pebble writes no CRL DP).
+    ocsp_urls: OCSP responders to ask in addition to the certificate's AIA.
+    ari_url: the CA's renewalInfo base URL (".../renewalInfo"); wins over directory_url.
+    directory_url: the CA's ACME directory; its "renewalInfo" entry is used.
+    """
+
+    crl_urls: tuple[str, ...] = ()
+    ocsp_urls: tuple[str, ...] = ()
+    ari_url: str | None = None
+    directory_url: str | None = None
+
+
+@dataclass(frozen=True)
+class RevocationConfig:
+    """Knobs of RevocationCheck; the defaults suit production.
+
+    cas: CASources by CA name (model.Cert.ca). timeout: seconds per fetch, all included.
+    ca_bundle: PEM of extra https trust anchors (e.g. Pebble's) for all fetches.
+    hard_fail_after: how long "unknown" may last before a hard-fail site fails.
+    cache_dir: keep verified CRLs on disk across restarts (None: memory only).
+    """
+
+    cas: Mapping[str, CASources] = field(default_factory=dict)
+    timeout: float = 5.0
+    max_crl_bytes: int = 128 << 20
+    max_ocsp_bytes: int = 64 << 10
+    max_ari_bytes: int = 64 << 10
+    max_redirects: int = 3
+    clock_skew: timedelta = timedelta(minutes=5)
+    hard_fail_after: timedelta = timedelta(hours=24)
+    crl_max_age: timedelta = timedelta(hours=1)
+    failure_backoff: timedelta = timedelta(minutes=1)
+    workers: int = 8
+    cache_dir: Path | None = None
+    ca_bundle: str | None = None
+    ocsp_get_max: int = 255  # RFC 5019: GET when the encoded request is shorter
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+class RevocationCheck:
+    """The revocation and CA-signal check; one instance shares its caches across calls."""
+
+    name: ClassVar[str] = "revocation"
+
+    def __init__(self, config: RevocationConfig | None = None, *,
+                 fetcher: Fetcher | None = None, crl_cache: CRLCache | None = None) -> None:
+        self.config = config if config is not None else RevocationConfig()
+        c = self.config
+        self.fetcher = fetcher or Fetcher(timeout=c.timeout, max_bytes=c.max_ocsp_bytes,
+                                          max_redirects=c.max_redirects, ca_bundle=c.ca_bundle)
+        self.crls = crl_cache or CRLCache(self.fetcher, max_bytes=c.max_crl_bytes,
+                                          crl_max_age=c.crl_max_age,
+                                          failure_backoff=c.failure_backoff,
+                                          skew=c.clock_skew, directory=c.cache_dir)
+        self._ocsp: TTLCache[OCSPAnswer] = TTLCache()
+        self._ari: TTLCache[RenewalInfo] = TTLCache()
+        self._dirs: TTLCache[str] = TTLCache()
+        self._unknown_since: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- one certificate -------------------------------------------------------------------
+
+    def _sources(self, material: CertMaterial) -> CASources:
+        return self.config.cas.get(material.cert.ca, CASources())
+
+    def crl_status(self, material: CertMaterial, now: datetime) -> list[RevocationResult]:
+        issuer = material.chain[0]
+        urls = list(dict.fromkeys(cdp_urls(material.leaf) + self._sources(material).crl_urls))
+        out: list[RevocationResult] = []
+        for url in urls:
+            try:
+                crl = self.crls.get(url, issuer, now)
+            except (InvalidRevocationData, FetchError) as e:
+                out.append(RevocationResult(Status.UNKNOWN, "crl", url, str(e)))
+                continue
+            out.append(crl.status(material.leaf, now, self.config.clock_skew))
+        return out
+
+    def ocsp_status(self, material: CertMaterial, now: datetime) -> list[RevocationResult]:
+        issuer, leaf = material.chain[0], material.leaf
+        urls = list(dict.fromkeys(aia_ocsp_urls(leaf) + self._sources(material).ocsp_urls))
+        out: list[RevocationResult] = []
+        for url in urls:
+            key = (url, leaf.serial_number, issuer.fingerprint(hashes.SHA256()))
+            answer = self._ocsp.get(key, now)
+            if answer is None:
+                try:
+                    answer = self._query_ocsp(url, leaf, issuer, now)
+                except (InvalidRevocationData, FetchError) as e:
+                    out.append(RevocationResult(Status.UNKNOWN, "ocsp", url, str(e)))
+                    continue
+                if answer.result.status is not Status.UNKNOWN:
+                    self._ocsp.put(key, answer, answer.cache_until)
+            out.append(answer.result)
+        return out
+
+    def _query_ocsp(self, url: str, leaf: x509.Certificate, issuer: x509.Certificate,
+                    now: datetime) -> OCSPAnswer:
+        req = build_request(leaf, issuer)
+        der = req.public_bytes(serialization.Encoding.DER)
+        target = get_url(url, der)
+        if len(target) - len(url) <= self.config.ocsp_get_max:
+            resp = self.fetcher.fetch(target, max_bytes=self.config.max_ocsp_bytes)
+        else:
+            resp = self.fetcher.fetch(url, method="POST", body=der,
+                                      headers={"Content-Type": "application/ocsp-request"},
+                                      max_bytes=self.config.max_ocsp_bytes)
+        if resp.status != 200:
+            raise FetchError(url, f"HTTP {resp.status}")
+        return verify_response(resp.body, leaf=leaf, issuer=issuer, request=req, now=now,
+                               source=url, skew=self.config.clock_skew)
+
+    def status(self, material: CertMaterial, now: datetime) -> tuple[RevocationResult, ...]:
+        """Every source's verdict (CRLs first, then OCSP); empty if none is known."""
+        if not material.chain:
+            return (RevocationResult(Status.UNKNOWN, "none", None,
+                                     "no issuer certificate in the chain"),)
+        return tuple(self.crl_status(material, now) + self.ocsp_status(material, now))
+
+    def renewal_info(self, material: CertMaterial, now: datetime) -> RenewalInfo | None:
+        """The CA's renewalInfo (cached until Retry-After); None if the CA offers no ARI."""
+        base = self._ari_base(material, now)
+        if base is None:
+            return None
+        ari_id = ari_cert_id(material.leaf)
+        key = (base, ari_id)
+        info = self._ari.get(key, now)
+        if info is None:
+            url = base.rstrip("/") + "/" + ari_id
+            resp = self.fetcher.fetch(url, max_bytes=self.config.max_ari_bytes)
+            if resp.status != 200:
+                raise FetchError(url, f"HTTP {resp.status}")
+            info = parse_renewal_info(resp.body, ari_id=ari_id, source=url, now=now,
+                                      retry_after=resp.headers.get("retry-after"))
+            self._ari.put(key, info, info.next_poll)
+        return info
+
+    def _ari_base(self, material: CertMaterial, now: datetime) -> str | None:
+        src = self._sources(material)
+        if src.ari_url:
+            return src.ari_url
+        if not src.directory_url:
+            return None
+        cached = self._dirs.get(src.directory_url, now)
+        if cached is not None:
+            return cached
+        resp = self.fetcher.fetch(src.directory_url, max_bytes=self.config.max_ari_bytes)
+        try:
+            doc = json.loads(resp.body) if resp.status == 200 else None
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise FetchError(src.directory_url, "not an ACME directory")
+        url = doc.get("renewalInfo")
+        if not isinstance(url, str):
+            return None
+        self._dirs.put(src.directory_url, url, now + timedelta(hours=1))
+        return url
+
+    # -- findings ----------------------------------------------------------------------------
+
+    def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:
+        try:
+            findings = [self._revocation_finding(material, ctx)]
+            ari = self._ari_finding(material, ctx)
+        except Exception as e:  # noqa: BLE001 - a check never raises: unknown, never good
+            return [Finding("revocation", Severity.WARN, f"revocation check failed: {e}",
+                            {"status": "unknown", "since": ctx.now.isoformat()})]
+        if ari is not None:
+            findings.append(ari)
+        return findings
+
+    def run_many(self, materials: Sequence[CertMaterial],
+                 ctx: CheckContext) -> dict[str, list[Finding]]:
+        """Check many certificates concurrently (shared CRL downloads); keyed by Cert.id."""
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.config.workers,
+                                                    thread_name_prefix="revocation")
+        futures = [self._pool.submit(self.run, m, ctx) for m in materials]
+        return {m.cert.id: f.result() for m, f in zip(materials, futures)}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _revocation_finding(self, material: CertMaterial, ctx: CheckContext) -> Finding:
+        now = ctx.now
+        results = self.status(material, now)
+        cid = material.cert.id
+        revoked = next((r for r in results if r.status is Status.REVOKED), None)
+        good = next((r for r in results if r.status is Status.GOOD), None)
+        if revoked is not None or good is not None:
+            with self._lock:
+                self._unknown_since.pop(cid, None)
+        if revoked is not None:
+            detail: dict[str, Any] = {
+                "status": "revoked", "source": revoked.source, "reason": revoked.reason,
+                "key_compromise": revoked.key_compromise, "url": revoked.url,
+                "revoked_at": _iso(revoked.revoked_at)}
+            return Finding("revocation", Severity.FAIL,
+                           f"revoked ({revoked.reason}) according to {revoked.source} "
+                           f"{revoked.url}", detail)
+        if good is not None:
+            return Finding("revocation", Severity.OK,
+                           f"not revoked according to {good.source} {good.url}",
+                           {"status": "good", "source": good.source, "url": good.url})
+        with self._lock:
+            since = self._unknown_since.setdefault(cid, now)
+        why = "; ".join(f"{r.source}: {r.reason}" for r in results) or "no CRL, OCSP or " \
+            "configured revocation source"
+        detail = {"status": "unknown", "since": since.isoformat(),
+                  "sources": [{"source": r.source, "url": r.url, "reason": r.reason}
+                              for r in results]}
+        hard = str(ctx.options.get("revocation", "")).lower() == "hard-fail"
+        limit = ctx.options.get("revocation_hard_fail_after", self.config.hard_fail_after)
+        if isinstance(limit, (int, float)):
+            limit = timedelta(seconds=limit)
+        if hard and now - since >= limit:
+            return Finding("revocation", Severity.FAIL,
+                           f"revocation status unknown since {since.isoformat()} (hard-fail): "
+                           f"{why}", detail)
+        return Finding("revocation", Severity.WARN, f"revocation status unknown: {why}", detail)
+
+    def _ari_finding(self, material: CertMaterial, ctx: CheckContext) -> Finding | None:
+        try:
+            info = self.renewal_info(material, ctx.now)
+        except ValueError as e:  # no AKI: ARI cannot name this certificate
+            return Finding("ari", Severity.WARN, f"no renewal information: {e}",
+                           {"replace": False, "status": "unknown"})
+        except (FetchError, InvalidRevocationData) as e:
+            return Finding("ari", Severity.WARN, f"renewal information unavailable: {e}",
+                           {"replace": False, "status": "unknown"})
+        if info is None:
+            return None
+        detail: dict[str, Any] = {
+            "replace": info.started(ctx.now), "window_start": info.window_start.isoformat(),
+            "window_end": info.window_end.isoformat(), "explanation_url": info.explanation_url,
+            "ari_id": info.ari_id, "next_poll": info.next_poll.isoformat()}
+        if info.started(ctx.now):
+            why = f"; see {info.explanation_url}" if info.explanation_url else ""
+            return Finding("ari", Severity.WARN,
+                           f"CA suggests replacement since {info.window_start.isoformat()}{why}",
+                           detail)
+        return Finding("ari", Severity.OK,
+                       f"renewal window starts {info.window_start.isoformat()}", detail)
+
