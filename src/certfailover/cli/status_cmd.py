@@ -1,0 +1,43 @@
+"""`certfailover status`: per site, the active and standby certificates and their health."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..model import CertState, Health, Severity, utcnow
+from ..status import site_status
+from .common import emit, load_config, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("status", help="show certificates per site (from the last check)")
+    p.add_argument("site", nargs="?", help="only this site")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..wiring import open_store
+    config = load_config(args)
+    db, _vault = open_store(config)
+    now = utcnow()
+    sites = [s for s in config.sites if args.site in (None, s.name)]
+    data = {"time": now, "sites": [site_status(db, s, now) for s in sites]}
+    if args.json:
+        emit(args, data)
+        return 0
+    out: list[str] = []
+    for s in data["sites"]:
+        out.append(f"site {s['site']}  ({', '.join(s['domains'])})  "
+                   f"healthy standbys: {s['standbys_healthy']}/{s['min_standbys']}")
+        rows = []
+        for c in s["certs"]:
+            rows.append(["*" if c["state"] == "active" else " ", c["ca"], c["serial"][:16],
+                         f"{c['days_left']:.1f}", c["health"], c["summary"][:70]])
+        out.append(table(rows, [" ", "CA", "SERIAL", "DAYS", "HEALTH", "FINDINGS"]) if rows
+                   else "  (no certificates yet: run `certfailover issue`)")
+        for note in s["notes"]:
+            out.append(f"  ! {note}")
+        out.append("")
+    emit(args, data, "\n".join(out) or "no sites configured")
+    return 0
