@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
@@ -63,9 +63,9 @@ class OCSPAnswer:
 
 
 def _verify_signature(public_key: object, resp: ocsp.OCSPResponse, source: str) -> None:
-    sig, data = resp.signature, resp.tbs_response_bytes
-    alg = resp.signature_hash_algorithm
     try:
+        sig, data = resp.signature, resp.tbs_response_bytes
+        alg = resp.signature_hash_algorithm
         if isinstance(public_key, rsa.RSAPublicKey):
             if alg is None:
                 raise InvalidRevocationData(source, "unsupported RSA signature algorithm")
@@ -80,7 +80,7 @@ def _verify_signature(public_key: object, resp: ocsp.OCSPResponse, source: str) 
             raise InvalidRevocationData(source, f"unsupported key type {type(public_key).__name__}")
     except InvalidSignature:
         raise InvalidRevocationData(source, "OCSP response signature does not verify") from None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise InvalidRevocationData(source, f"OCSP signature cannot be checked: {e}") from None
 
 
@@ -140,7 +140,7 @@ def verify_response(der: bytes, *, leaf: x509.Certificate, issuer: x509.Certific
                     and type(s.hash_algorithm) is type(request.hash_algorithm)):
                 single = s
                 break
-    except ValueError as e:  # malformed inner structures
+    except (ValueError, UnsupportedAlgorithm) as e:  # malformed inner structures
         raise InvalidRevocationData(source, f"malformed OCSP response: {e}") from None
     if single is None:
         raise InvalidRevocationData(source, "OCSP response has no CertID matching the request")
