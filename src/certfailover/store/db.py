@@ -64,12 +64,51 @@ distrust = sa.Table(
 
 
 def _m1(op: Operations) -> None:
-    for table in (certs, findings, events):
-        op.create_table(table.name, *[c.copy() for c in table.columns])
+    """Schema 1: certificates, findings, events. Migrations are frozen: never edit one, add one."""
+    op.create_table(
+        "certs",
+        sa.Column("id", sa.String(300), primary_key=True),
+        sa.Column("site", sa.String(100), nullable=False, index=True),
+        sa.Column("ca", sa.String(100), nullable=False),
+        sa.Column("serial", sa.String(100), nullable=False),
+        sa.Column("not_before", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("not_after", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("key_type", sa.String(20), nullable=False),
+        sa.Column("issuer_dn", sa.Text, nullable=False),
+        sa.Column("state", sa.String(20), nullable=False),
+        sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("path", sa.Text, nullable=False),
+    )
+    op.create_table(
+        "findings",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("cert_id", sa.String(300), nullable=False, index=True),
+        sa.Column("time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("check", sa.String(50), nullable=False),
+        sa.Column("severity", sa.String(10), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+    )
+    op.create_table(
+        "events",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("time", sa.DateTime(timezone=True), nullable=False, index=True),
+        sa.Column("site", sa.String(100), nullable=False, index=True),
+        sa.Column("kind", sa.String(50), nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+    )
 
 
 def _m2(op: Operations) -> None:
-    op.create_table(distrust.name, *[c.copy() for c in distrust.columns])
+    """Schema 2: the operator's distrust list."""
+    op.create_table(
+        "distrust",
+        sa.Column("ca", sa.String(100), primary_key=True),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+    )
 
 
 MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2)

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from certfailover import config
+from certfailover.errors import ConfigError
+
+GOOD = """
+[store]
+directory = "store"
+[[ca]]
+name = "a"
+directory = "https://a.test/dir"
+[[ca]]
+name = "b"
+directory = "https://b.test/dir"
+eab_kid = "kid-1"
+eab_hmac_key = "env:B_HMAC"
+[[server]]
+name = "web"
+type = "nginx"
+test = ["nginx", "-t"]
+reload = ["nginx", "-s", "reload"]
+[[site]]
+name = "www"
+domains = ["www.example.test", "example.test"]
+cas = ["a", "b"]
+server = "web"
+endpoints = ["127.0.0.1:8443", "[::1]:8443"]
+[site.challenge]
+type = "http-01-standalone"
+listen = "127.0.0.1:5002"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "certfailover.toml"
+    p.write_text(text)
+    return p
+
+
+def test_good_config_parses(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, GOOD), env={"B_HMAC": "c2VjcmV0"})
+    assert cfg.store == tmp_path / "store"
+    assert cfg.database == f"sqlite:///{tmp_path / 'store' / 'state.db'}"
+    site = cfg.site("www")
+    assert site.cas == ("a", "b") and site.key_type == "ec-p256" and site.min_standbys == 1
+    assert site.endpoints[1] == config.Endpoint("::1", 8443)
+    assert site.challenge.listen_port == 5002
+    b = cfg.cas["b"]
+    assert b.eab_hmac_key is not None and b.eab_hmac_key.value == "c2VjcmV0"
+    assert "c2VjcmV0" not in repr(b), "secrets must never show in a repr (logs)"
+
+
+@pytest.mark.parametrize(("edit", "where", "message"), [
+    (("cas = [\"a\", \"b\"]", "cas = [\"a\", \"zz\"]"), "[[site]] 'www'.cas", "'zz' is not a configured"),
+    (("server = \"web\"", "server = \"web\"\nkee_type = \"rsa-2048\""), "[[site]] 'www'.kee_type",
+     "unknown key"),
+    (("directory = \"https://a.test/dir\"", "directory = \"ftp://x\""), "[[ca]] 'a'.directory", "http(s)"),
+    (("eab_hmac_key = \"env:B_HMAC\"", "eab_hmac_key = \"inline-secret\""), "[[ca]] 'b'.eab_hmac_key",
+     "never inline"),
+    (("endpoints = [\"127.0.0.1:8443\", \"[::1]:8443\"]", "endpoints = [\"127.0.0.1\"]"),
+     "[[site]] 'www'.endpoints", "host:port"),
+    (("type = \"http-01-standalone\"", "type = \"dns-99\""), "[[site]] 'www'.challenge.type", "not one of"),
+    (("name = \"www\"", "name = \"../etc\""), "[[site]] #1.name", "letters, digits"),
+    (("server = \"web\"", "server = \"nope\""), "[[site]] 'www'.server", "not a configured [[server]]"),
+])
+def test_bad_config_names_file_table_and_key(tmp_path: Path, edit: tuple[str, str], where: str,
+                                             message: str) -> None:
+    text = GOOD.replace(edit[0], edit[1], 1)
+    assert text != GOOD
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, env={"B_HMAC": "x"})
+    assert str(path) in str(info.value)
+    assert info.value.where == where
+    assert message in info.value.message
+
+
+def test_missing_secret_env_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="environment variable B_HMAC"):
+        config.load(write(tmp_path, GOOD), env={})
+
+
+def test_min_standbys_needs_enough_cas(tmp_path: Path) -> None:
+    text = GOOD.replace("cas = [\"a\", \"b\"]", "cas = [\"a\", \"b\"]\nmin_standbys = 2")
+    with pytest.raises(ConfigError, match="needs at least 3 CAs"):
+        config.load(write(tmp_path, text), env={"B_HMAC": "x"})
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "[[site]\nname="))
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_default_path_from_env() -> None:
+    assert config.default_path({"CERTFAILOVER_CONFIG": "/etc/cf.toml"}) == Path("/etc/cf.toml")
+    assert config.default_path({}) == Path("certfailover.toml")

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from certfailover.config import ChallengeConfig, SiteConfig
+from certfailover.model import Action, Cert, CertState, Finding, Health, Severity
+from certfailover.policy import decide
+
+NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+SITE = SiteConfig(name="www", domains=("www.example.test",), cas=("a", "b", "c"), server="web",
+                  endpoints=(), challenge=ChallengeConfig())
+
+
+def cert(ca: str, state: CertState = CertState.STANDBY, *, days_left: float = 60, n: int = 1,
+         age: float = 0) -> Cert:
+    return Cert(id=f"www/{ca}/{n}", site="www", ca=ca, serial=str(n),
+                not_before=NOW - timedelta(days=30), not_after=NOW + timedelta(days=days_left),
+                sha256="00", key_type="ec-p256", issuer_dn="CN=x", state=state,
+                created=NOW - timedelta(days=age), path="/x")
+
+
+def h(c: Cert, sev: Severity = Severity.OK, **detail: object) -> Health:
+    return Health(c.id, (Finding("t", sev, f"{sev.value} reason", dict(detail)),))
+
+
+def test_keeps_a_healthy_active_and_asks_for_nothing() -> None:
+    a, b = cert("a", CertState.ACTIVE), cert("b")
+    d = decide(SITE, [a, b], {a.id: h(a), b.id: h(b)}, distrusted=set(), now=NOW)
+    assert d.action is Action.KEEP and d.target is None and d.need == 0
+
+
+def test_fails_over_to_independent_ca_then_order_then_validity() -> None:
+    a = cert("a", CertState.ACTIVE)
+    a2 = cert("a", n=2)  # same CA as the failed one: last choice
+    b = cert("b", days_left=10)
+    c = cert("c", days_left=80)
+    health = {a.id: h(a, Severity.FAIL), a2.id: h(a2), b.id: h(b), c.id: h(c)}
+    d = decide(SITE, [a, a2, b, c], health, distrusted=set(), now=NOW)
+    assert d.action is Action.FAILOVER and d.target == b.id, "configured CA order before validity"
+    assert "active failed" in d.reason
+
+
+def test_never_fails_over_to_an_unhealthy_certificate() -> None:
+    a, b = cert("a", CertState.ACTIVE), cert("b")
+    d = decide(SITE, [a, b], {a.id: h(a, Severity.FAIL), b.id: h(b, Severity.FAIL)},
+               distrusted=set(), now=NOW)
+    assert d.action is Action.NONE_HEALTHY and d.target is None
+
+
+def test_warning_active_is_not_switched_to_a_warning_standby() -> None:
+    a, b = cert("a", CertState.ACTIVE), cert("b")
+    d = decide(SITE, [a, b], {a.id: h(a, Severity.WARN, renew=True), b.id: h(b, Severity.WARN)},
+               distrusted=set(), now=NOW)
+    assert d.action is Action.KEEP, "never fail over to something worse (or no better)"
+
+
+def test_renewal_window_switches_to_fresh_ok_standby() -> None:
+    a, b = cert("a", CertState.ACTIVE, days_left=5), cert("b")
+    d = decide(SITE, [a, b], {a.id: h(a, Severity.WARN, renew=True), b.id: h(b)},
+               distrusted=set(), now=NOW)
+    assert d.action is Action.FAILOVER and d.target == b.id
+
+
+def test_ari_replace_prefers_another_ca() -> None:
+    a, a2, b = cert("a", CertState.ACTIVE), cert("a", n=2), cert("b")
+    d = decide(SITE, [a, a2, b], {a.id: h(a, Severity.WARN, replace=True), a2.id: h(a2), b.id: h(b)},
+               distrusted=set(), now=NOW)
+    assert d.target == b.id
+
+
+def test_no_switch_back_unless_configured() -> None:
+    a, b = cert("a"), cert("b", CertState.ACTIVE)
+    health = {a.id: h(a), b.id: h(b)}
+    assert decide(SITE, [a, b], health, distrusted=set(), now=NOW).action is Action.KEEP
+    from dataclasses import replace
+    d = decide(replace(SITE, switch_back=True), [a, b], health, distrusted=set(), now=NOW)
+    assert d.action is Action.FAILOVER and d.target == a.id
+
+
+def test_first_run_activates_best_and_asks_for_standbys() -> None:
+    d = decide(SITE, [], {}, distrusted=set(), now=NOW)
+    assert d.action is Action.KEEP and d.need == 2 and d.replenish_from == ("a", "b", "c")
+    b = cert("b")
+    d = decide(SITE, [b], {b.id: h(b)}, distrusted=set(), now=NOW)
+    assert d.action is Action.ACTIVATE and d.target == b.id
+    assert d.need == 1 and d.replenish_from == ("a", "c")
+
+
+def test_replenish_skips_active_ca_and_distrusted() -> None:
+    a, b = cert("a", CertState.ACTIVE), cert("b")
+    d = decide(SITE, [a, b], {a.id: h(a, Severity.FAIL), b.id: h(b)}, distrusted={"c"}, now=NOW)
+    # after failing over to b, a standby is needed from a CA other than b's, not distrusted c
+    assert d.target == b.id and d.need == 1 and d.replenish_from == ("a",)
+
+
+def test_retires_expired_and_superseded_standbys_never_the_active() -> None:
+    a = cert("a", CertState.ACTIVE)
+    old_b = cert("b", days_left=3, n=1, age=60)
+    new_b = cert("b", n=2, age=0)
+    expired = cert("c", days_left=-1)
+    health = {a.id: h(a), old_b.id: h(old_b, Severity.WARN, renew=True), new_b.id: h(new_b),
+              expired.id: h(expired, Severity.FAIL)}
+    d = decide(SITE, [a, old_b, new_b, expired], health, distrusted=set(), now=NOW)
+    assert set(d.retire) == {old_b.id, expired.id}
+    assert a.id not in d.retire
