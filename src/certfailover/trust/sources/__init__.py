@@ -1,0 +1,1 @@
+"""One importer per upstream root-program format."""

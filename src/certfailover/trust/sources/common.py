@@ -1,0 +1,40 @@
+"""Helpers shared by the importers."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from ...errors import TrustDataError
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cert_sha256(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def load_pem_bundle(data: bytes, source: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM bundle; a clear error naming the source otherwise."""
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise TrustDataError(f"{source}: not a PEM certificate bundle: {exc}") from exc
+    return certs
+
+
+def utc_from_epoch(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def cert_label(cert: x509.Certificate) -> str:
+    for attr in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
+        return str(attr.value)
+    for attr in cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME):
+        return str(attr.value)
+    return cert.subject.rfc4514_string()

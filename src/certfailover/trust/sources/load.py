@@ -1,0 +1,134 @@
+"""Read upstream files or URLs and dispatch them to the right importer.
+
+Upstream locations (documented in docs/trust.md):
+
+- mozilla:   https://raw.githubusercontent.com/nss-dev/nss/master/lib/ckfw/builtins/certdata.txt
+- chrome:    https://raw.githubusercontent.com/chromium/chromium/main/net/data/ssl/chrome_root_store/root_store.textproto
+- microsoft: authroot.stl extracted from
+             http://ctldl.windowsupdate.com/msdownload/update/v3/static/trustedr/en/authrootstl.cab
+             (certificates: the CCADB "Microsoft included CA certificates" PEM report)
+- apple, android, java, openjdk: PEM bundles with observatory YAML metadata, e.g.
+  https://raw.githubusercontent.com/nabla-c0d3/sslyze/release/sslyze/plugins/certificate_info/trust_stores/pem_files/
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from ...errors import FetchError, TrustDataError
+from ..programs import ImportedProgram
+from . import chrome, microsoft, mozilla, pembundle
+from .common import cert_sha256, load_pem_bundle
+
+MAX_BYTES = 32 * 1024 * 1024
+BUNDLE_PROGRAMS = frozenset({"apple", "android", "java", "openjdk", "system"})
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """``NAME=LOCATION[,METADATA]`` as given to ``trust update --source``."""
+
+    name: str
+    location: str
+    metadata: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SourceSpec:
+        name, sep, rest = text.partition("=")
+        if not sep or not name or not rest:
+            raise TrustDataError(f"--source {text!r}: expected NAME=FILE_OR_URL[,METADATA.yaml]")
+        loc, _, meta = rest.partition(",")
+        return cls(name.strip().lower(), loc, meta or None)
+
+
+def read_location(location: str, *, timeout: float = 30.0) -> bytes:
+    if location.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            with requests.get(location, timeout=timeout, stream=True) as resp:
+                resp.raise_for_status()
+                data = resp.raw.read(MAX_BYTES + 1, decode_content=True)
+        except requests.RequestException as exc:
+            raise FetchError(location, str(exc)) from exc
+        if len(data) > MAX_BYTES:
+            raise FetchError(location, f"larger than {MAX_BYTES} bytes")
+        return bytes(data)
+    try:
+        return Path(location).read_bytes()
+    except OSError as exc:
+        raise TrustDataError(f"{location}: cannot read: {exc.strerror}") from exc
+
+
+def import_spec(spec: SourceSpec, *, now: datetime) -> ImportedProgram:
+    data = read_location(spec.location)
+    fetched = now.isoformat()
+    if spec.name == "mozilla":
+        return mozilla.import_certdata(data, source=spec.location, fetched=fetched)
+    if spec.name == "chrome":
+        return chrome.import_root_store(data, source=spec.location, fetched=fetched)
+    if spec.name == "microsoft":
+        return microsoft.import_authroot(data, source=spec.location, fetched=fetched)
+    meta = read_location(spec.metadata) if spec.metadata else None
+    return pembundle.import_bundle(
+        spec.name,
+        data,
+        source=spec.location,
+        metadata=meta,
+        metadata_source=spec.metadata or "",
+        fetched=fetched,
+    )
+
+
+def read_pool(location: str) -> Mapping[str, bytes]:
+    """Certificates to resolve hash-only anchors with: a PEM bundle or a certdata.txt."""
+    data = read_location(location)
+    if b"BEGINDATA" in data[:200_000] and b"CKA_CLASS" in data:
+        return mozilla.all_certificates(data, source=location)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return {cert_sha256(c): c.public_bytes(Encoding.DER) for c in load_pem_bundle(data, location)}
+
+
+def sniff_program(data: bytes, location: str) -> str:
+    """Guess the program a raw upstream file belongs to (used by ``trust diff``)."""
+    head = data[:200_000]
+    if b"BEGINDATA" in head and b"CKA_CLASS" in head:
+        return "mozilla"
+    if b"trust_anchors" in head:
+        return "chrome"
+    if location.endswith(".stl") or head[:1] == b"\x30":
+        return "microsoft"
+    if b"-----BEGIN CERTIFICATE-----" in head:
+        stem = Path(location).stem.lower()
+        for name in ("apple", "android", "openjdk", "java"):
+            if name in stem or (name == "android" and "aosp" in stem):
+                return name
+        return stem
+    raise TrustDataError(f"{location}: unknown root-program data format")
+
+
+def build_from_specs(
+    specs: list[SourceSpec], *, pools: list[str], now: datetime, base: object | None = None
+) -> object:
+    """Import every source, pool certificates, and compile a Snapshot.
+
+    ``base`` (a Snapshot) contributes its programs that no spec replaces and its
+    certificates to the pool, so ``trust update --source chrome=URL`` refreshes one program.
+    """
+    from ..snapshot import Snapshot, build_snapshot
+
+    pool: dict[str, bytes] = {}
+    imported = [import_spec(s, now=now) for s in specs]
+    names = {imp.program.name for imp in imported}
+    if isinstance(base, Snapshot):
+        pool.update(base.certs)
+        for name, prog in base.programs.items():
+            if name not in names:
+                imported.append(ImportedProgram(prog, {}))
+    for loc in pools:
+        pool.update(read_pool(loc))
+    return build_snapshot(imported, built=now, pool=pool)

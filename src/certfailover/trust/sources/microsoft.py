@@ -1,0 +1,177 @@
+"""Microsoft Trusted Root Program ``authroot.stl``: a CTL inside PKCS#7 SignedData.
+
+The outer CMS structure and the CTL are described with asn1crypto (cryptography does not
+expose CTLs). Each trusted subject is identified by its SHA-1 thumbprint and carries
+Microsoft property attributes (OIDs 1.3.6.1.4.1.311.10.11.<property id>):
+
+- 9   enabled EKUs (DER SEQUENCE OF OID)      - 98  SHA-256 of the root certificate
+- 11  friendly name (UTF-16LE)                 - 104 disallowed date (FILETIME)
+- 122 EKUs the disallowed date applies to      - 126 NotBefore cut-off (FILETIME)
+- 127 EKUs the NotBefore cut-off applies to
+
+The STL carries no certificates: they are resolved from the snapshot's certificate pool
+(for example the CCADB Microsoft report PEM).
+"""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timedelta, timezone
+
+from asn1crypto import algos, cms, core
+
+from ...errors import TrustDataError
+from ..programs import SERVER_AUTH, ImportedProgram, Provenance, RootEntry, RootProgram
+from .common import sha256_hex
+
+_PROP = "1.3.6.1.4.1.311.10.11."
+EKU_PROP = _PROP + "9"
+FRIENDLY_NAME_PROP = _PROP + "11"
+SHA256_PROP = _PROP + "98"
+DISALLOWED_FILETIME_PROP = _PROP + "104"
+DISALLOWED_EKU_PROP = _PROP + "122"
+NOT_BEFORE_FILETIME_PROP = _PROP + "126"
+NOT_BEFORE_EKU_PROP = _PROP + "127"
+CTL_CONTENT_TYPE = "1.3.6.1.4.1.311.10.1"
+
+
+class _Attribute(core.Sequence):
+    _fields = [("type", core.ObjectIdentifier), ("values", core.SetOf, {"spec": core.OctetString})]
+
+
+class _Attributes(core.SetOf):
+    _child_spec = _Attribute
+
+
+class TrustedSubject(core.Sequence):
+    _fields = [
+        ("subject_identifier", core.OctetString),
+        ("attributes", _Attributes, {"optional": True}),
+    ]
+
+
+class _TrustedSubjects(core.SequenceOf):
+    _child_spec = TrustedSubject
+
+
+class _OidList(core.SequenceOf):
+    _child_spec = core.ObjectIdentifier
+
+
+class _Time(core.Choice):
+    _alternatives = [("utc_time", core.UTCTime), ("general_time", core.GeneralizedTime)]
+
+
+class CertificateTrustList(core.Sequence):
+    _fields = [
+        ("version", core.Integer, {"optional": True}),
+        ("subject_usage", _OidList),
+        ("list_identifier", core.OctetString, {"optional": True}),
+        ("sequence_number", core.Integer, {"optional": True}),
+        ("this_update", _Time),
+        ("next_update", _Time, {"optional": True}),
+        ("subject_algorithm", algos.DigestAlgorithm),
+        ("trusted_subjects", _TrustedSubjects, {"optional": True}),
+        ("extensions", core.Any, {"explicit": 0, "optional": True}),
+    ]
+
+
+class _CtlContentInfo(core.Sequence):
+    _fields = [("content_type", cms.ContentType), ("content", CertificateTrustList, {"explicit": 0})]
+
+
+class _SignedCtl(core.Sequence):
+    # signer infos and certificates are not needed (and absent in unsigned STLs)
+    _fields = [
+        ("version", cms.CMSVersion),
+        ("digest_algorithms", cms.DigestAlgorithms),
+        ("encap_content_info", _CtlContentInfo),
+    ]
+
+
+class _ContentInfo(core.Sequence):
+    _fields = [("content_type", cms.ContentType), ("content", _SignedCtl, {"explicit": 0})]
+
+
+_EPOCH_1601 = datetime(1601, 1, 1, tzinfo=timezone.utc)
+
+
+def filetime(raw: bytes, where: str) -> datetime:
+    if len(raw) != 8:
+        raise TrustDataError(f"{where}: FILETIME must be 8 bytes, got {len(raw)}")
+    (ticks,) = struct.unpack("<Q", raw)
+    return _EPOCH_1601 + timedelta(microseconds=ticks // 10)
+
+
+def _oids(raw: bytes, where: str) -> frozenset[str]:
+    try:
+        return frozenset(o.dotted for o in _OidList.load(raw))
+    except ValueError as exc:
+        raise TrustDataError(f"{where}: EKU property is not a SEQUENCE OF OID: {exc}") from exc
+
+
+def parse_ctl(data: bytes, *, source: str) -> CertificateTrustList:
+    try:
+        info = _ContentInfo.load(data)
+        eci = info["content"]["encap_content_info"]
+        if eci["content_type"].dotted != CTL_CONTENT_TYPE:
+            raise TrustDataError(f"{source}: PKCS#7 content is {eci['content_type'].dotted}, not a CTL")
+        ctl = eci["content"]
+        ctl["this_update"].native  # force parsing now, so errors name the source
+        return ctl  # type: ignore[no-any-return]
+    except (ValueError, TypeError) as exc:
+        raise TrustDataError(f"{source}: not a Microsoft authroot.stl (PKCS#7 CTL): {exc}") from exc
+
+
+def import_authroot(
+    data: bytes, *, source: str, version: str | None = None, fetched: str | None = None
+) -> ImportedProgram:
+    ctl = parse_ctl(data, source=source)
+    roots: dict[str, RootEntry] = {}
+    try:
+        subjects = list(ctl["trusted_subjects"]) if ctl["trusted_subjects"].native is not None else []
+        for i, ts in enumerate(subjects):
+            where = f"{source}: trusted subject {i} ({ts['subject_identifier'].native.hex()})"
+            props: dict[str, bytes] = {}
+            for attr in ts["attributes"] or []:
+                vals = list(attr["values"])
+                if vals and vals[0].native:  # an empty value means "not set"
+                    props[attr["type"].dotted] = vals[0].native
+            sha = props.get(SHA256_PROP)
+            if sha is None or len(sha) != 32:
+                raise TrustDataError(f"{where}: no SHA-256 property")
+            name = props.get(FRIENDLY_NAME_PROP, b"").decode("utf-16-le", "replace").rstrip("\x00")
+            ekus = _oids(props[EKU_PROP], where) if EKU_PROP in props else None
+            removed_at = None
+            if DISALLOWED_FILETIME_PROP in props:
+                applies = (
+                    _oids(props[DISALLOWED_EKU_PROP], where) if DISALLOWED_EKU_PROP in props else None
+                )
+                if applies is None or SERVER_AUTH in applies:
+                    removed_at = filetime(props[DISALLOWED_FILETIME_PROP], where)
+            distrust_after = None
+            if NOT_BEFORE_FILETIME_PROP in props:
+                applies = (
+                    _oids(props[NOT_BEFORE_EKU_PROP], where) if NOT_BEFORE_EKU_PROP in props else None
+                )
+                if applies is None or SERVER_AUTH in applies:
+                    distrust_after = filetime(props[NOT_BEFORE_FILETIME_PROP], where)
+            roots[sha.hex()] = RootEntry(
+                sha256=sha.hex(),
+                name=name or sha.hex()[:16],
+                distrust_after=distrust_after,
+                removed_at=removed_at,
+                ekus=ekus,
+            )
+        this_update = ctl["this_update"].native
+        seq = ctl["sequence_number"].native
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TrustDataError(f"{source}: malformed CTL: {exc}") from exc
+    prov = Provenance(
+        source=source,
+        sha256=sha256_hex(data),
+        version=version or (f"sequence {seq:X}" if seq is not None else None),
+        date=this_update.isoformat() if this_update else None,
+        fetched=fetched,
+    )
+    return ImportedProgram(RootProgram("microsoft", prov, roots), {})
