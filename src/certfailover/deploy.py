@@ -1,0 +1,362 @@
+"""Activate certificates on a server, prove it with a handshake, roll back what does not verify.
+
+One batch = the sites that change on ONE server in one tick:
+
+    1. journal   <vault>/journal/<site>.json per site (atomic), BEFORE anything changes
+    2. flip      every site's live symlink -> its new archive dir
+    3. apply     adapter.apply(batch): one reload / hot swap for all sites
+    4. verify    handshake at every endpoint of every site until the served leaf is the expected
+                 one and validate() accepts the served chain (reloads are asynchronous)
+    5. rollback  sites that did not verify in time: journal phase "rollback", flip back, apply
+                 once more for them, re-probe until the previous leaf is served
+    6. forget    remove the journals
+
+If the process dies anywhere in between, the server still runs the state it loaded last (a
+reload either happens completely or not at all), and `recover()` at start-up makes the store
+agree with it: a site whose endpoints all serve the new leaf is finished; any other site is
+undone (live flipped back, applied, re-probed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from .errors import ServerConfigError, ServerError, StoreError
+from .probe import ProbeError, leaf_sha256, served_chain
+from .servers.base import Endpoint, LiveChange, ServerAdapter
+from .store.files import atomic_write, fsync_dir
+from .store.vault import Vault, load_pem_certs
+
+__all__ = ["Activation", "ActivationResult", "RecoveryResult", "Validate", "activate",
+           "recover", "pending_journals", "journal_dir"]
+
+Validate = Callable[[list[x509.Certificate], str], str | None]
+Phase = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Activation:
+    site: str
+    target: Path  # archive dir to activate
+    expected_sha256: str  # hex SHA-256 of the leaf DER that must be served afterwards
+    endpoints: tuple[Endpoint, ...]
+    sni: str
+    key_type: str | None = None  # "ec" / "rsa": probe this one of a dual-certificate pair
+
+
+@dataclass(frozen=True)
+class ActivationResult:
+    site: str
+    ok: bool
+    rolled_back: bool
+    previous: Path | None
+    message: str
+    seconds: float  # decision to first handshake showing the new leaf (-1 if never seen)
+
+
+@dataclass(frozen=True)
+class RecoveryResult:
+    site: str
+    action: str  # "finished" (new cert kept) | "undone" (previous restored) | "failed"
+    live: Path | None  # what live/<site> points at now
+    message: str
+
+
+# -- journal ------------------------------------------------------------------------------------
+
+def journal_dir(vault: Vault) -> Path:
+    return vault.root / "journal"
+
+
+def _journal_path(vault: Vault, site: str) -> Path:
+    return journal_dir(vault) / f"{vault.live_path(site).name}.json"
+
+
+def _write_journal(vault: Vault, act: Activation, server: str, previous: Path | None,
+                   phase: str) -> None:
+    d = journal_dir(vault)
+    d.mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    entry = {
+        "version": 1, "site": act.site, "server": server, "phase": phase,
+        "previous": str(previous) if previous else None, "target": str(act.target),
+        "expected_sha256": act.expected_sha256, "sni": act.sni, "key_type": act.key_type,
+        "endpoints": [str(e) for e in act.endpoints],
+    }
+    atomic_write(_journal_path(vault, act.site), json.dumps(entry, indent=1).encode(), mode=0o600)
+
+
+def _forget(vault: Vault, site: str) -> None:
+    try:
+        _journal_path(vault, site).unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(journal_dir(vault))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    act: Activation
+    server: str
+    phase: str
+    previous: Path | None
+
+
+def _read_journal(path: Path) -> _Entry:
+    try:
+        raw: Any = json.loads(path.read_text())
+        prev = raw["previous"]
+        act = Activation(site=raw["site"], target=Path(raw["target"]),
+                         expected_sha256=raw["expected_sha256"],
+                         endpoints=tuple(Endpoint.parse(e) for e in raw["endpoints"]),
+                         sni=raw["sni"], key_type=raw.get("key_type"))
+        return _Entry(act, str(raw["server"]), str(raw["phase"]), Path(prev) if prev else None)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{path}: unreadable activation journal: {exc}") from exc
+
+
+def pending_journals(vault: Vault) -> list[Path]:
+    d = journal_dir(vault)
+    return sorted(d.glob("*.json")) if d.is_dir() else []
+
+
+# -- probing ------------------------------------------------------------------------------------
+
+def _leaf_of(directory: Path) -> str:
+    return leaf_sha256(load_pem_certs((directory / "cert.pem").read_bytes(),
+                                      str(directory / "cert.pem"))[0])
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    ok: bool
+    message: str
+    first_seen: float  # seconds since t0 of the first handshake showing the expected leaf
+
+
+def _wait_served(items: Mapping[str, tuple[Activation, str]], validate: Validate | None,
+                 t0: float, timeout: float) -> dict[str, _Outcome]:
+    """Probe until every endpoint of every site serves its expected sha (and validates)."""
+    deadline = time.monotonic() + timeout
+    todo = {site: set(act.endpoints) for site, (act, _) in items.items()}
+    last: dict[str, str] = {site: "not probed" for site in items}
+    first: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    while True:
+        for site, (act, sha) in items.items():
+            if site in failed:
+                continue
+            for ep in sorted(todo[site], key=str):
+                per_probe = max(1.0, min(2.0, deadline - time.monotonic()))
+                try:
+                    chain = served_chain(ep, act.sni, timeout=per_probe,
+                                         key_type=act.key_type)
+                except (ProbeError, OSError) as exc:
+                    last[site] = str(exc)
+                    continue
+                got = leaf_sha256(chain[0])
+                if got != sha:
+                    last[site] = f"{ep} serves leaf {got[:16]}…, expected {sha[:16]}…"
+                    continue
+                first.setdefault(site, time.monotonic() - t0)
+                err = validate(chain, act.sni) if validate else None
+                if err is not None:  # the right leaf that does not validate will not improve
+                    failed[site] = f"{ep} serves the expected leaf but it does not validate: {err}"
+                    break
+                todo[site].discard(ep)
+        pending = [s for s in items if todo[s] and s not in failed]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    out: dict[str, _Outcome] = {}
+    for site in items:
+        if site in failed:
+            out[site] = _Outcome(False, failed[site], first.get(site, -1.0))
+        elif todo[site]:
+            out[site] = _Outcome(False, f"not verified after {timeout:g} s: {last[site]}",
+                                 first.get(site, -1.0))
+        else:
+            out[site] = _Outcome(True, "verified at " + ", ".join(str(e) for e in items[site][0]
+                                                                  .endpoints), first[site])
+    return out
+
+
+# -- activation ---------------------------------------------------------------------------------
+
+def _noop(_: str) -> None:
+    return None
+
+
+def activate(vault: Vault, adapter: ServerAdapter, batch: Sequence[Activation], *,
+             validate: Validate, verify_timeout: float = 10.0,
+             on_phase: Phase = _noop) -> list[ActivationResult]:
+    """Flip, apply once, prove by handshake; roll back the sites that do not verify."""
+    t0 = time.monotonic()
+    sites = [a.site for a in batch]
+    if len(set(sites)) != len(sites):
+        raise ValueError(f"a site appears twice in one batch: {sites}")
+    for a in batch:
+        if not a.endpoints:
+            raise ValueError(f"site {a.site!r}: no endpoints to verify the activation at")
+    previous = {a.site: vault.live_target(a.site) for a in batch}
+    on_phase("journal")
+    for a in batch:
+        _write_journal(vault, a, adapter.name, previous[a.site], "activate")
+    on_phase("flip")
+    for a in batch:
+        vault.point_live(a.site, a.target)
+    on_phase("apply")
+    try:
+        adapter.apply([LiveChange(a.site, vault.live_path(a.site), a.target) for a in batch])
+    except ServerConfigError as exc:
+        # the server refused the new state and still runs the old one: only the store goes back
+        on_phase("config-error")
+        results = []
+        for a in batch:
+            _restore_live(vault, a.site, previous[a.site])
+            _forget(vault, a.site)
+            results.append(ActivationResult(a.site, False, previous[a.site] is not None,
+                                            previous[a.site], f"config test failed: {exc}",
+                                            -1.0))
+        return results
+    except ServerError as exc:
+        on_phase("apply-error")
+        return _rollback(vault, adapter, list(batch), previous,
+                         {a.site: f"apply failed: {exc}" for a in batch}, {}, verify_timeout,
+                         on_phase, reapply=True)
+    on_phase("verify")
+    outcomes = _wait_served({a.site: (a, a.expected_sha256) for a in batch}, validate, t0,
+                            verify_timeout)
+    results: list[ActivationResult] = []
+    for a in batch:
+        o = outcomes[a.site]
+        if o.ok:
+            _forget(vault, a.site)
+            results.append(ActivationResult(a.site, True, False, previous[a.site], o.message,
+                                            o.first_seen))
+    bad = [a for a in batch if not outcomes[a.site].ok]
+    if bad:
+        results += _rollback(vault, adapter, bad, previous,
+                             {a.site: outcomes[a.site].message for a in bad},
+                             {a.site: outcomes[a.site].first_seen for a in bad},
+                             verify_timeout, on_phase, reapply=True)
+    on_phase("done")
+    order = {s: i for i, s in enumerate(sites)}
+    return sorted(results, key=lambda r: order[r.site])
+
+
+def _restore_live(vault: Vault, site: str, previous: Path | None) -> None:
+    if previous is not None:
+        vault.point_live(site, previous)
+
+
+def _rollback(vault: Vault, adapter: ServerAdapter, bad: list[Activation],
+              previous: Mapping[str, Path | None], why: Mapping[str, str],
+              seen: Mapping[str, float], verify_timeout: float, on_phase: Phase, *,
+              reapply: bool) -> list[ActivationResult]:
+    on_phase("rollback-journal")
+    for a in bad:
+        _write_journal(vault, a, adapter.name, previous[a.site], "rollback")
+    on_phase("rollback-flip")
+    back = [a for a in bad if previous[a.site] is not None]
+    for a in back:
+        _restore_live(vault, a.site, previous[a.site])
+    results: list[ActivationResult] = []
+    note: dict[str, str] = {}
+    if back and reapply:
+        on_phase("rollback-apply")
+        try:
+            adapter.apply([LiveChange(a.site, vault.live_path(a.site), previous[a.site] or a.target)
+                           for a in back])
+        except ServerError as exc:
+            note = {a.site: f"; re-apply of the previous certificate failed: {exc}" for a in back}
+    on_phase("rollback-verify")
+    olds: dict[str, tuple[Activation, str]] = {}
+    for a in back:
+        prev = previous[a.site]
+        assert prev is not None
+        olds[a.site] = (a, _leaf_of(prev))
+    proven = _wait_served(olds, None, time.monotonic(), verify_timeout) if olds else {}
+    for a in bad:
+        p = proven.get(a.site)
+        if previous[a.site] is None:
+            tail = "; nothing to roll back to (first activation): left in place"
+        elif p is not None and p.ok:
+            tail = "; rolled back, previous certificate proven served"
+        else:
+            tail = f"; rolled back, previous certificate NOT proven: {p.message if p else '?'}"
+        results.append(ActivationResult(a.site, False, previous[a.site] is not None,
+                                        previous[a.site], why[a.site] + tail + note.get(a.site, ""),
+                                        seen.get(a.site, -1.0)))
+        _forget(vault, a.site)
+    return results
+
+
+# -- crash recovery -----------------------------------------------------------------------------
+
+def recover(vault: Vault, adapters: Mapping[str, ServerAdapter], *, validate: Validate,
+            verify_timeout: float = 10.0) -> list[RecoveryResult]:
+    """Finish or undo activations interrupted by a crash, judged by what the server serves.
+
+    A site in phase "activate" whose every endpoint serves the new leaf (and validates) is
+    finished: live stays on the new certificate. Every other site is undone: live back to the
+    previous certificate, the adapter applied once per server, the previous leaf re-probed.
+    """
+    results: list[RecoveryResult] = []
+    undo: dict[str, list[_Entry]] = {}
+    live_dir = vault.root / "live"
+    if live_dir.is_dir():
+        for stray in live_dir.glob(".*.tmp"):  # a symlink rename interrupted by the crash
+            stray.unlink(missing_ok=True)
+    for path in pending_journals(vault):
+        e = _read_journal(path)
+        site = e.act.site
+        if e.server not in adapters:
+            results.append(RecoveryResult(site, "failed", vault.live_target(site),
+                                          f"journal {path} names server {e.server!r}, "
+                                          "which is not configured; left for the operator"))
+            continue
+        if e.phase == "activate":
+            o = _wait_served({site: (e.act, e.act.expected_sha256)}, validate, time.monotonic(),
+                             0.0)[site]
+            if o.ok:
+                vault.point_live(site, e.act.target)
+                _forget(vault, site)
+                results.append(RecoveryResult(site, "finished", e.act.target,
+                                              "interrupted activation was complete: " + o.message))
+                continue
+        undo.setdefault(e.server, []).append(e)
+    for server, entries in undo.items():
+        adapter = adapters[server]
+        changes = []
+        for e in entries:
+            dest = e.previous if e.previous is not None else e.act.target
+            vault.point_live(e.act.site, dest)
+            changes.append(LiveChange(e.act.site, vault.live_path(e.act.site), dest))
+        err = ""
+        try:
+            adapter.apply(changes)
+        except ServerError as exc:
+            err = f"; apply failed: {exc}"
+        expect = {e.act.site: (e.act, _leaf_of(e.previous or e.act.target)) for e in entries}
+        proven = _wait_served(expect, None, time.monotonic(), verify_timeout)
+        for e in entries:
+            p = proven[e.act.site]
+            what = "undone" if e.previous is not None else "finished"
+            if p.ok and not err:
+                _forget(vault, e.act.site)
+                results.append(RecoveryResult(e.act.site, what, vault.live_target(e.act.site),
+                                              f"{what} interrupted {e.phase}: {p.message}"))
+            else:
+                results.append(RecoveryResult(e.act.site, "failed", vault.live_target(e.act.site),
+                                              f"could not restore a consistent state: "
+                                              f"{p.message}{err}"))
+    return results
