@@ -3,7 +3,9 @@ HTTP server with fault injection (imported as `revpki`; fixtures live in conftes
 
 from __future__ import annotations
 
+import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -209,10 +211,12 @@ class TestServer:
                     self.send_header("Content-Length", str(len(route.body)))
                 self.end_headers()
                 if route.reset:
+                    self.wfile.write(route.body[: len(route.body) // 2])
                     self.wfile.flush()
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                               b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    self.connection.close()
+                                               struct.pack("ii", 1, 0))
+                    os.close(self.connection.detach())  # RST, not FIN
+                    self.close_connection = True
                     return
                 if route.trickle:
                     for i in range(len(route.body)):
@@ -223,6 +227,12 @@ class TestServer:
                     self.wfile.write(route.body)
 
             do_GET = do_POST = _serve
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
