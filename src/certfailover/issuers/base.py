@@ -26,9 +26,7 @@ class Issued:
 class Issuer(Protocol):
     name: str
 
-    def issue(
-        self, csr_pem: bytes, *, deadline: datetime, replaces: str | None = None
-    ) -> Issued:
+    def issue(self, csr_pem: bytes, *, deadline: datetime, replaces: str | None = None) -> Issued:
         """Issue a certificate for `csr_pem` before `deadline` (UTC-aware).
 
         `replaces` is the ARI CertID (RFC 9773) of the certificate this one replaces.

@@ -18,7 +18,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import josepy as jose
 import requests
 import trustme
 from acme import client as acme_client
@@ -27,6 +26,8 @@ from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
+from josepy.jwk import JWK, JWKEC, JWKRSA
 
 from ..errors import CertFailoverError
 from ..store.files import atomic_write
@@ -303,17 +304,15 @@ class PebbleCA:
         self.stop()
 
 
-def _jwk_and_alg(key_pem: bytes) -> tuple[jose.JWK, jose.JWASignature]:
+def _jwk_and_alg(key_pem: bytes) -> tuple[JWK, JWASignature]:
     key = serialization.load_pem_private_key(key_pem, password=None)
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        alg = {"secp256r1": jose.ES256, "secp384r1": jose.ES384, "secp521r1": jose.ES512}.get(
-            key.curve.name
-        )
+        alg = {"secp256r1": ES256, "secp384r1": ES384, "secp521r1": ES512}.get(key.curve.name)
         if alg is None:
             raise LabError(f"revoke: unsupported EC curve {key.curve.name}")
-        return jose.JWKEC(key=key), alg
+        return JWKEC(key=key), alg
     if isinstance(key, rsa.RSAPrivateKey):
-        return jose.JWKRSA(key=key), jose.RS256
+        return JWKRSA(key=key), RS256
     raise LabError(f"revoke: unsupported key type {type(key).__name__}")
 
 
@@ -331,7 +330,9 @@ def revoke(
     jwk, alg = _jwk_and_alg(key_pem)
     verify: Any = str(ca_bundle) if ca_bundle is not None else True
     for attempt in range(attempts):
-        net = acme_client.ClientNetwork(jwk, alg=alg, verify_ssl=verify, user_agent="certfailover-lab")
+        net = acme_client.ClientNetwork(
+            jwk, alg=alg, verify_ssl=verify, user_agent="certfailover-lab"
+        )
         try:
             directory = acme_client.ClientV2.get_directory(directory_url, net)
             acme_client.ClientV2(directory, net).revoke(cert, reason)
