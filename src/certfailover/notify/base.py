@@ -26,6 +26,8 @@ EVENT_KINDS: dict[str, str] = {
     "signal_unknown": WARNING,  # a revocation/trust signal has been unknown for long
     "activated": INFO,  # first activation of a certificate for a site
     "issued": INFO,  # a new certificate was issued
+    "retired": INFO,  # a certificate left the rotation (expired, replaced)
+    "deploy_failed": CRITICAL,  # a switch failed and could not be verified or rolled back
 }
 
 

@@ -50,6 +50,10 @@ class Dispatcher:
             return False
         return severity_rank(event_severity(event.kind)) >= self._min_rank
 
+    def __call__(self, event: Event) -> None:
+        """The engine's `notify` port: a callable taking an Event."""
+        self.send(event)
+
     def send(self, event: Event) -> tuple[Delivery, ...]:
         """Never raises (except BaseException like KeyboardInterrupt); returns what happened."""
         if not self.wants(event):

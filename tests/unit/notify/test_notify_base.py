@@ -68,7 +68,10 @@ def test_severity_of_every_documented_kind() -> None:
         assert event_severity(kind) == "warning", kind
     assert set(EVENT_KINDS) == {
         "failover", "rollback", "none_healthy", "standby_missing", "distrust_forecast",
-        "issuance_failed", "ca_unreachable", "signal_unknown", "activated", "issued"}
+        "issuance_failed", "ca_unreachable", "signal_unknown", "activated", "issued",
+        "retired", "deploy_failed"}
+    assert event_severity("deploy_failed") == "critical"
+    assert event_severity("retired") == "info"
 
 
 def test_unknown_kind_is_never_silently_info() -> None:

@@ -1,0 +1,153 @@
+"""Build notifiers from the `[notify]` config table (see contrib/certfailover.example.toml).
+
+    [notify]                      # defaults for every notifier below
+    kinds = ["failover", ...]     # optional; default: every kind
+    min_severity = "info"         # info | warning | critical
+
+    [[notify.webhook]]            # or [notify.webhook] for a single one
+    url = "https://..."  secret = "env:NAME"  timeout = 10  retries = 3  backoff = 1.0
+    [[notify.email]]
+    host port sender recipients starttls username password="env:NAME" ca_bundle timeout
+    [[notify.command]]
+    argv = ["/usr/local/bin/hook"]  timeout = 30
+
+Each notifier table may set its own `kinds` and `min_severity`. Secrets are references
+("env:NAME" or "file:/path"), never inline; errors name the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..config import _Table, resolve_secret
+from ..model import Event
+from .base import EVENT_KINDS, INFO, SEVERITIES, Notifier
+from .command import CommandNotifier
+from .dispatch import Delivery, Dispatcher
+from .email import EmailNotifier
+from .webhook import WebhookNotifier
+
+__all__ = ["Routes", "from_config"]
+
+
+class Routes:
+    """Several Dispatchers (one per notifier, each with its own filter) behind one callable."""
+
+    def __init__(self, dispatchers: Sequence[Dispatcher]) -> None:
+        self.dispatchers = tuple(dispatchers)
+
+    def __len__(self) -> int:
+        return len(self.dispatchers)
+
+    def send(self, event: Event) -> tuple[Delivery, ...]:
+        return tuple(d for disp in self.dispatchers for d in disp.send(event))
+
+    def __call__(self, event: Event) -> None:
+        self.send(event)
+
+
+def _filters(t: _Table, kinds: set[str] | None, min_sev: str) -> tuple[set[str] | None, str]:
+    if "kinds" in t.data:
+        listed = t.str_list("kinds", nonempty=True)
+        unknown = [k for k in listed if k not in EVENT_KINDS]
+        if unknown:
+            raise t.err("kinds", f"unknown event kind {unknown[0]!r}; "
+                                 f"expected some of {', '.join(EVENT_KINDS)}")
+        kinds = set(listed)
+    sev = t.get("min_severity", str, min_sev)
+    if sev not in SEVERITIES:
+        raise t.err("min_severity", f"{sev!r} is not one of {', '.join(SEVERITIES)}")
+    return kinds, sev
+
+
+def _positive(t: _Table, key: str, default: float) -> float:
+    value = float(t.get(key, float, default))
+    if value <= 0:
+        raise t.err(key, "must be > 0")
+    return value
+
+
+def _webhook(t: _Table, env: Mapping[str, str]) -> Notifier:
+    url = t.get("url", str, required=True)
+    if not url.startswith(("http://", "https://")):
+        raise t.err("url", "must be an http:// or https:// URL")
+    ref = t.get("secret", str, None)
+    retries = t.get("retries", int, 3)
+    if retries < 0 or retries > 10:
+        raise t.err("retries", "must be between 0 and 10")
+    backoff = float(t.get("backoff", float, 1.0))
+    if backoff < 0:
+        raise t.err("backoff", "must be >= 0 seconds")
+    return WebhookNotifier(
+        url,
+        secret=resolve_secret(ref, t, "secret", env).value if ref else None,
+        timeout=_positive(t, "timeout", 10.0), retries=retries, backoff=backoff,
+    )
+
+
+def _email(t: _Table, env: Mapping[str, str]) -> Notifier:
+    host = t.get("host", str, required=True)
+    port = t.get("port", int, 587)
+    if not 0 < port < 65536:
+        raise t.err("port", "out of range")
+    recipients = t.str_list("recipients", nonempty=True)
+    starttls = t.get("starttls", bool, True)
+    username = t.get("username", str, None)
+    ref = t.get("password", str, None)
+    if (username is None) != (ref is None):
+        raise t.err("password" if username else "username", "username and password go together")
+    if username is not None and not starttls:
+        raise t.err("starttls", "must be true when a password is set (never sent in clear)")
+    ctx: ssl.SSLContext | None = None
+    bundle = t.get("ca_bundle", str, None)
+    if bundle is not None:
+        if not Path(bundle).is_file():
+            raise t.err("ca_bundle", f"{bundle} does not exist")
+        try:
+            ctx = ssl.create_default_context(cafile=bundle)
+        except (ssl.SSLError, OSError) as exc:
+            raise t.err("ca_bundle", f"{bundle}: not a PEM CA bundle ({exc})") from None
+    return EmailNotifier(
+        host, port, sender=t.get("sender", str, required=True), recipients=recipients,
+        starttls=starttls, username=username,
+        password=resolve_secret(ref, t, "password", env).value if ref else None,
+        ssl_context=ctx, timeout=_positive(t, "timeout", 30.0),
+    )
+
+
+def _command(t: _Table, env: Mapping[str, str]) -> Notifier:
+    argv = t.str_list("argv", nonempty=True)
+    return CommandNotifier(argv, timeout=_positive(t, "timeout", 30.0))
+
+
+_BUILDERS = {"webhook": _webhook, "email": _email, "command": _command}
+
+
+def from_config(raw: Mapping[str, Any], *, file: str,
+                env: Mapping[str, str] | None = None) -> Routes | None:
+    """Routes for the `[notify]` table `raw`, or None when no notifier is configured."""
+    env = os.environ if env is None else env
+    top = _Table(file, "[notify]", dict(raw))
+    kinds, min_sev = _filters(top, None, INFO)
+    dispatchers: list[Dispatcher] = []
+    for kind, build in _BUILDERS.items():
+        value = top.get(kind, (dict, list), None)
+        if value is None:
+            continue
+        tables = value if isinstance(value, list) else [value]
+        for i, data in enumerate(tables):
+            where = f"[notify.{kind}]" if isinstance(value, dict) else f"[[notify.{kind}]] #{i + 1}"
+            t = _Table(file, where, data)
+            k, sev = _filters(t, kinds, min_sev)
+            notifier = build(t, env)
+            t.check_unknown()
+            dispatchers.append(Dispatcher([notifier], kinds=k, min_severity=sev))
+    top.check_unknown()
+    if not dispatchers:
+        return None
+    return Routes(dispatchers)
+

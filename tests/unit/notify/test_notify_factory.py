@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certfailover.errors import ConfigError
+from certfailover.model import Event
+from certfailover.notify import CommandNotifier, EmailNotifier, WebhookNotifier
+from certfailover.notify.factory import Routes, from_config
+
+ENV = {"HOOK_SECRET": "whsec-1", "SMTP_PW": "pw-2"}
+F = "/etc/certfailover.toml"
+
+
+def build(raw: dict[str, Any]) -> Routes:
+    routes = from_config(raw, file=F, env=ENV)
+    assert routes is not None
+    return routes
+
+
+def test_no_notifiers_is_none() -> None:
+    assert from_config({}, file=F, env=ENV) is None
+    assert from_config({"min_severity": "warning"}, file=F, env=ENV) is None
+
+
+def test_all_three_kinds_with_own_filters() -> None:
+    routes = build({
+        "min_severity": "warning",
+        "webhook": [{"url": "https://h.example/hook", "secret": "env:HOOK_SECRET"},
+                    {"url": "http://127.0.0.1:9/x", "kinds": ["issued"],
+                     "min_severity": "info"}],
+        "email": {"host": "smtp.example", "port": 587, "sender": "cf@example",
+                  "recipients": ["ops@example"], "username": "cf", "password": "env:SMTP_PW",
+                  "min_severity": "critical"},
+        "command": {"argv": ["/bin/true"], "timeout": 5},
+    })
+    assert len(routes) == 4
+    kinds = [type(d._notifiers[0]) for d in routes.dispatchers]
+    assert kinds == [WebhookNotifier, WebhookNotifier, EmailNotifier, CommandNotifier]
+    assert routes.dispatchers[0]._notifiers[0]._secret == "whsec-1"  # type: ignore[attr-defined]
+    assert routes.dispatchers[2]._notifiers[0]._password == "pw-2"  # type: ignore[attr-defined]
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    issued = Event(t, "s", "issued", "m")
+    failover = Event(t, "s", "failover", "m")
+    none = Event(t, "s", "none_healthy", "m")
+    assert [d.wants(issued) for d in routes.dispatchers] == [False, True, False, False]
+    assert [d.wants(failover) for d in routes.dispatchers] == [True, False, False, True]
+    assert [d.wants(none) for d in routes.dispatchers] == [True, False, True, True]
+
+
+def test_secrets_are_references_never_inline() -> None:
+    with pytest.raises(ConfigError, match=r"\[notify.webhook\]\.secret: must be a reference"):
+        build({"webhook": {"url": "https://h/x", "secret": "plain-text-secret"}})
+    with pytest.raises(ConfigError, match="environment variable NOPE"):
+        build({"webhook": {"url": "https://h/x", "secret": "env:NOPE"}})
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    f = tmp_path / "secret"
+    f.write_text("from-file\n")
+    routes = build({"webhook": {"url": "https://h/x", "secret": f"file:{f}"}})
+    assert routes.dispatchers[0]._notifiers[0]._secret == "from-file"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("raw", "where", "msg"), [
+    ({"webhook": {"url": "ftp://x"}}, r"\[notify.webhook\]\.url", "http"),
+    ({"webhook": {}}, r"\[notify.webhook\]\.url", "is required"),
+    ({"webhook": [{"url": "https://a"}, {"url": "https://b", "retires": 2}]},
+     r"\[\[notify.webhook\]\] #2\.retires", "unknown key"),
+    ({"webhook": {"url": "https://a", "timeout": 0}}, r"\[notify.webhook\]\.timeout", "> 0"),
+    ({"email": {"host": "h", "sender": "a@x", "recipients": []}}, r"\[notify.email\]\.recipients", "empty"),
+    ({"email": {"host": "h", "sender": "a@x", "recipients": ["b@x"], "username": "u",
+                "password": "env:SMTP_PW", "starttls": False}}, r"\[notify.email\]\.starttls", "in clear"),
+    ({"email": {"host": "h", "sender": "a@x", "recipients": ["b@x"],
+                "ca_bundle": "/no/such.pem"}}, r"\[notify.email\]\.ca_bundle", "does not exist"),
+    ({"command": {"argv": []}}, r"\[notify.command\]\.argv", "empty"),
+    ({"kinds": ["faliover"], "command": {"argv": ["x"]}}, r"\[notify\]\.kinds", "faliover"),
+    ({"min_severity": "loud", "command": {"argv": ["x"]}}, r"\[notify\]\.min_severity", "loud"),
+    ({"pager": {}}, r"\[notify\]\.pager", "unknown key"),
+])
+def test_errors_name_file_table_key(raw: dict[str, Any], where: str, msg: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^/etc/certfailover\.toml: {where}: .*{msg}"):
+        build(raw)
+
+
+def test_routes_is_the_engine_notify_port() -> None:
+    seen: list[str] = []
+    routes = build({"command": {"argv": ["/bin/true"]}})
+
+    class Rec:
+        name = "rec"
+
+        def send(self, event: Event) -> None:
+            seen.append(event.kind)
+
+    routes.dispatchers[0]._notifiers = (Rec(),)
+    routes(Event(datetime(2026, 1, 1, tzinfo=UTC), "s", "failover", "m"))
+    assert seen == ["failover"]
