@@ -1,5 +1,6 @@
 """Notifications: webhook, email (SMTP + STARTTLS), command hook, and a Dispatcher."""
 
+from .background import Background
 from .base import (
     CRITICAL,
     EVENT_KINDS,
@@ -23,6 +24,7 @@ __all__ = [
     "SEVERITIES",
     "SIGNATURE_HEADER",
     "WARNING",
+    "Background",
     "CommandNotifier",
     "Delivery",
     "Dispatcher",
