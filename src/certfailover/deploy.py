@@ -143,10 +143,16 @@ class _Outcome:
 
 
 def _wait_served(items: Mapping[str, tuple[Activation, str]], validate: Validate | None,
-                 t0: float, timeout: float) -> dict[str, _Outcome]:
-    """Probe until every endpoint of every site serves its expected sha (and validates)."""
+                 t0: float, timeout: float, settle: float) -> dict[str, _Outcome]:
+    """Probe until every endpoint of every site steadily serves its expected leaf.
+
+    "Steadily": every handshake during `settle` seconds shows the expected leaf (nginx lets the
+    old and the new worker generation accept side by side for ~0.1 s after a reload, so one
+    good handshake proves little). validate() must accept the served chain.
+    """
     deadline = time.monotonic() + timeout
     todo = {site: set(act.endpoints) for site, (act, _) in items.items()}
+    streak: dict[tuple[str, Endpoint], float] = {}
     last: dict[str, str] = {site: "not probed" for site in items}
     first: dict[str, float] = {}
     failed: dict[str, str] = {}
@@ -160,22 +166,29 @@ def _wait_served(items: Mapping[str, tuple[Activation, str]], validate: Validate
                     chain = served_chain(ep, act.sni, timeout=per_probe,
                                          key_type=act.key_type)
                 except (ProbeError, OSError) as exc:
+                    streak.pop((site, ep), None)
                     last[site] = str(exc)
                     continue
                 got = leaf_sha256(chain[0])
+                now = time.monotonic()
                 if got != sha:
+                    streak.pop((site, ep), None)
                     last[site] = f"{ep} serves leaf {got[:16]}…, expected {sha[:16]}…"
                     continue
-                first.setdefault(site, time.monotonic() - t0)
+                first.setdefault(site, now - t0)
                 err = validate(chain, act.sni) if validate else None
                 if err is not None:  # the right leaf that does not validate will not improve
                     failed[site] = f"{ep} serves the expected leaf but it does not validate: {err}"
                     break
-                todo[site].discard(ep)
+                since = streak.setdefault((site, ep), now)
+                if now - since >= settle:
+                    todo[site].discard(ep)
+                else:
+                    last[site] = f"{ep} serves the expected leaf, not yet for {settle:g} s"
         pending = [s for s in items if todo[s] and s not in failed]
         if not pending or time.monotonic() >= deadline:
             break
-        time.sleep(0.02)
+        time.sleep(0.01)
     out: dict[str, _Outcome] = {}
     for site in items:
         if site in failed:
@@ -184,8 +197,8 @@ def _wait_served(items: Mapping[str, tuple[Activation, str]], validate: Validate
             out[site] = _Outcome(False, f"not verified after {timeout:g} s: {last[site]}",
                                  first.get(site, -1.0))
         else:
-            out[site] = _Outcome(True, "verified at " + ", ".join(str(e) for e in items[site][0]
-                                                                  .endpoints), first[site])
+            eps = ", ".join(str(e) for e in items[site][0].endpoints)
+            out[site] = _Outcome(True, f"verified at {eps}", first[site])
     return out
 
 
@@ -196,9 +209,13 @@ def _noop(_: str) -> None:
 
 
 def activate(vault: Vault, adapter: ServerAdapter, batch: Sequence[Activation], *,
-             validate: Validate, verify_timeout: float = 10.0,
+             validate: Validate, verify_timeout: float = 10.0, settle: float = 0.3,
              on_phase: Phase = _noop) -> list[ActivationResult]:
-    """Flip, apply once, prove by handshake; roll back the sites that do not verify."""
+    """Flip, apply once, prove by handshake; roll back the sites that do not verify.
+
+    `settle`: how long every handshake at an endpoint must show the expected leaf.
+    `on_phase` is called with each phase name (journal, flip, apply, verify, rollback-…, done).
+    """
     t0 = time.monotonic()
     sites = [a.site for a in batch]
     if len(set(sites)) != len(sites):
@@ -231,10 +248,10 @@ def activate(vault: Vault, adapter: ServerAdapter, batch: Sequence[Activation], 
         on_phase("apply-error")
         return _rollback(vault, adapter, list(batch), previous,
                          {a.site: f"apply failed: {exc}" for a in batch}, {}, verify_timeout,
-                         on_phase, reapply=True)
+                         settle, on_phase)
     on_phase("verify")
     outcomes = _wait_served({a.site: (a, a.expected_sha256) for a in batch}, validate, t0,
-                            verify_timeout)
+                            verify_timeout, settle)
     results: list[ActivationResult] = []
     for a in batch:
         o = outcomes[a.site]
@@ -247,7 +264,7 @@ def activate(vault: Vault, adapter: ServerAdapter, batch: Sequence[Activation], 
         results += _rollback(vault, adapter, bad, previous,
                              {a.site: outcomes[a.site].message for a in bad},
                              {a.site: outcomes[a.site].first_seen for a in bad},
-                             verify_timeout, on_phase, reapply=True)
+                             verify_timeout, settle, on_phase)
     on_phase("done")
     order = {s: i for i, s in enumerate(sites)}
     return sorted(results, key=lambda r: order[r.site])
@@ -260,8 +277,8 @@ def _restore_live(vault: Vault, site: str, previous: Path | None) -> None:
 
 def _rollback(vault: Vault, adapter: ServerAdapter, bad: list[Activation],
               previous: Mapping[str, Path | None], why: Mapping[str, str],
-              seen: Mapping[str, float], verify_timeout: float, on_phase: Phase, *,
-              reapply: bool) -> list[ActivationResult]:
+              seen: Mapping[str, float], verify_timeout: float, settle: float,
+              on_phase: Phase) -> list[ActivationResult]:
     on_phase("rollback-journal")
     for a in bad:
         _write_journal(vault, a, adapter.name, previous[a.site], "rollback")
@@ -271,7 +288,7 @@ def _rollback(vault: Vault, adapter: ServerAdapter, bad: list[Activation],
         _restore_live(vault, a.site, previous[a.site])
     results: list[ActivationResult] = []
     note: dict[str, str] = {}
-    if back and reapply:
+    if back:
         on_phase("rollback-apply")
         try:
             adapter.apply([LiveChange(a.site, vault.live_path(a.site), previous[a.site] or a.target)
@@ -284,7 +301,7 @@ def _rollback(vault: Vault, adapter: ServerAdapter, bad: list[Activation],
         prev = previous[a.site]
         assert prev is not None
         olds[a.site] = (a, _leaf_of(prev))
-    proven = _wait_served(olds, None, time.monotonic(), verify_timeout) if olds else {}
+    proven = _wait_served(olds, None, time.monotonic(), verify_timeout, settle) if olds else {}
     for a in bad:
         p = proven.get(a.site)
         if previous[a.site] is None:
@@ -303,7 +320,7 @@ def _rollback(vault: Vault, adapter: ServerAdapter, bad: list[Activation],
 # -- crash recovery -----------------------------------------------------------------------------
 
 def recover(vault: Vault, adapters: Mapping[str, ServerAdapter], *, validate: Validate,
-            verify_timeout: float = 10.0) -> list[RecoveryResult]:
+            verify_timeout: float = 10.0, settle: float = 0.3) -> list[RecoveryResult]:
     """Finish or undo activations interrupted by a crash, judged by what the server serves.
 
     A site in phase "activate" whose every endpoint serves the new leaf (and validates) is
@@ -326,7 +343,7 @@ def recover(vault: Vault, adapters: Mapping[str, ServerAdapter], *, validate: Va
             continue
         if e.phase == "activate":
             o = _wait_served({site: (e.act, e.act.expected_sha256)}, validate, time.monotonic(),
-                             0.0)[site]
+                             settle + 1.0, settle)[site]
             if o.ok:
                 vault.point_live(site, e.act.target)
                 _forget(vault, site)
@@ -347,7 +364,7 @@ def recover(vault: Vault, adapters: Mapping[str, ServerAdapter], *, validate: Va
         except ServerError as exc:
             err = f"; apply failed: {exc}"
         expect = {e.act.site: (e.act, _leaf_of(e.previous or e.act.target)) for e in entries}
-        proven = _wait_served(expect, None, time.monotonic(), verify_timeout)
+        proven = _wait_served(expect, None, time.monotonic(), verify_timeout, settle)
         for e in entries:
             p = proven[e.act.site]
             what = "undone" if e.previous is not None else "finished"
