@@ -5,11 +5,10 @@ from datetime import timedelta
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from revpki import NOW, PKI, make_ca, make_crl
 
 from certfailover.revocation.crl import cdp_urls, load_crl, verify_crl
 from certfailover.revocation.result import InvalidRevocationData, Status
-
-from revpki import NOW, PKI, make_ca, make_crl
 
 URL = "http://crl.example/a.crl"
 
@@ -88,10 +87,10 @@ def test_pem_and_der_load(pki: PKI) -> None:
 
 
 def _idp(**kw: object) -> x509.IssuingDistributionPoint:
-    args: dict[str, object] = dict(full_name=None, relative_name=None,
-                                   only_contains_user_certs=False,
-                                   only_contains_ca_certs=False, only_some_reasons=None,
-                                   indirect_crl=False, only_contains_attribute_certs=False)
+    args: dict[str, object] = {"full_name": None, "relative_name": None,
+                                   "only_contains_user_certs": False,
+                                   "only_contains_ca_certs": False, "only_some_reasons": None,
+                                   "indirect_crl": False, "only_contains_attribute_certs": False}
     args.update(kw)
     return x509.IssuingDistributionPoint(**args)  # type: ignore[arg-type]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import cryptography_vectors
 import pytest
@@ -16,7 +16,7 @@ from certfailover.revocation.result import InvalidRevocationData, Status
 
 BASE = os.path.join(os.path.dirname(cryptography_vectors.__file__), "x509")
 PKITS = os.path.join(BASE, "PKITS_data")
-NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)  # PKITS CRLs: 2010 .. 2030
+NOW = datetime(2026, 3, 1, tzinfo=UTC)  # PKITS CRLs: 2010 .. 2030
 
 
 def cert(name: str) -> x509.Certificate:
@@ -83,7 +83,7 @@ def test_real_lets_encrypt_ocsp_response_verifies() -> None:
     leaf = x509.load_pem_x509_certificate(_vec("cryptography.io.precert.pem"))
     issuer = x509.load_pem_x509_certificate(_vec("letsencryptx3.pem"))
     req = build_request(leaf, issuer)  # the response's CertID uses SHA-1 (signature: SHA-256)
-    at = datetime(2018, 9, 1, tzinfo=timezone.utc)
+    at = datetime(2018, 9, 1, tzinfo=UTC)
     ans = verify_response(_vec("ocsp/resp-sha256.der"), leaf=leaf, issuer=issuer, request=req,
                           now=at, source="vector")
     assert ans.result.status is Status.GOOD
@@ -91,7 +91,7 @@ def test_real_lets_encrypt_ocsp_response_verifies() -> None:
     # a week later the same response is stale
     with pytest.raises(InvalidRevocationData, match="stale"):
         verify_response(_vec("ocsp/resp-sha256.der"), leaf=leaf, issuer=issuer, request=req,
-                        now=datetime(2018, 9, 8, tzinfo=timezone.utc), source="vector")
+                        now=datetime(2018, 9, 8, tzinfo=UTC), source="vector")
     # a SHA-256 CertID request does not match the SHA-1 CertID of the response
     with pytest.raises(InvalidRevocationData, match="CertID"):
         verify_response(_vec("ocsp/resp-sha256.der"), leaf=leaf, issuer=issuer,
@@ -110,4 +110,4 @@ def test_real_ocsp_responses_not_for_this_issuer_are_rejected(name: str) -> None
     with pytest.raises(InvalidRevocationData):
         verify_response(_vec(name), leaf=leaf, issuer=issuer,
                         request=build_request(leaf, issuer),
-                        now=datetime(2018, 9, 1, tzinfo=timezone.utc), source=name)
+                        now=datetime(2018, 9, 1, tzinfo=UTC), source=name)

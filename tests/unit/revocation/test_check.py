@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import ocsp
+from revpki import NOW, PKI, Route, TestServer, context, make_ca, make_crl, make_ocsp, material
+
+from certfailover.checks import Check
+from certfailover.model import Severity
+from certfailover.revocation import CASources, RevocationCheck, RevocationConfig, ari_cert_id
+
+DER = serialization.Encoding.DER
+
+
+def check_for(server: TestServer, **ca: object) -> RevocationCheck:
+    return RevocationCheck(RevocationConfig(cas={"ca-a": CASources(**ca)},  # type: ignore[arg-type]
+                                            timeout=1.0, max_crl_bytes=100_000))
+
+
+def crl_bytes(pki: PKI, revoked: dict[int, x509.ReasonFlags | None], **kw: object) -> bytes:
+    return make_crl(pki.issuer, pki.issuer_key, revoked, **kw).public_bytes(DER)  # type: ignore[arg-type]
+
+
+def test_is_a_check() -> None:
+    assert isinstance(RevocationCheck(), Check)
+    assert RevocationCheck.name == "revocation"
+
+
+def test_crl_revoked_fails_with_reason(pki: PKI, server: TestServer) -> None:
+    leaf = pki.leaf(serial=4242)
+    server.routes["/ca.crl"] = Route(body=crl_bytes(pki, {4242: x509.ReasonFlags.key_compromise}))
+    chk = check_for(server, crl_urls=(server.url("/ca.crl"),))
+    [f] = chk.run(material(leaf, pki.issuer), context())
+    assert f.check == "revocation" and f.severity is Severity.FAIL
+    assert "crl" in f.reason and "key_compromise" in f.reason
+    assert f.detail["status"] == "revoked" and f.detail["source"] == "crl"
+    assert f.detail["reason"] == "key_compromise" and f.detail["key_compromise"] is True
+
+
+def test_crl_from_certificate_cdp_good(pki: PKI, server: TestServer) -> None:
+    server.routes["/dp.crl"] = Route(body=crl_bytes(pki, {1: None}))
+    leaf = pki.leaf(serial=2, cdp=(server.url("/dp.crl"),))
+    [f] = RevocationCheck().run(material(leaf, pki.issuer), context())
+    assert f.severity is Severity.OK and f.detail == {
+        "status": "good", "source": "crl", "url": server.url("/dp.crl")}
+
+
+def test_ocsp_revoked_and_good_by_get(pki: PKI, server: TestServer) -> None:
+    revoked, good = pki.leaf(ocsp_urls=(server.url("/ocsp"),)), pki.leaf(
+        ocsp_urls=(server.url("/ocsp"),))
+    answers = {revoked.serial_number: ocsp.OCSPCertStatus.REVOKED,
+               good.serial_number: ocsp.OCSPCertStatus.GOOD}
+
+    def responder(h: BaseHTTPRequestHandler, body: bytes) -> None:
+        import base64
+        from urllib.parse import unquote
+        der = body or base64.b64decode(unquote(h.path.split("/ocsp/", 1)[1]))
+        serial = ocsp.load_der_ocsp_request(der).serial_number
+        leaf = revoked if serial == revoked.serial_number else good
+        st = answers[serial]
+        out = make_ocsp(leaf, pki.issuer, pki.issuer, pki.issuer_key, status=st,
+                        reason=x509.ReasonFlags.cessation_of_operation
+                        if st is ocsp.OCSPCertStatus.REVOKED else None)
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(out)))
+        h.end_headers()
+        h.wfile.write(out)
+
+    server.routes["/ocsp/*"] = responder
+    chk = RevocationCheck()
+    [f] = chk.run(material(revoked, pki.issuer), context())
+    assert f.severity is Severity.FAIL and f.detail["source"] == "ocsp"
+    assert f.detail["reason"] == "cessation_of_operation" and not f.detail["key_compromise"]
+    [g] = chk.run(material(good, pki.issuer), context())
+    assert g.severity is Severity.OK
+    assert all(r[0] == "GET" for r in server.requests)
+    n = len(server.requests)
+    chk.run(material(good, pki.issuer), context(NOW + timedelta(hours=4)))
+    assert len(server.requests) == n  # cached until half of the validity
+    chk.run(material(good, pki.issuer), context(NOW + timedelta(hours=6)))
+    assert len(server.requests) == n + 1
+
+
+def _bad_routes(pki: PKI, leaf: x509.Certificate) -> dict[str, Route]:
+    forger = make_ca("Test Intermediate")
+    other = make_ca("Other CA")
+    serial = leaf.serial_number
+    kc = x509.ReasonFlags.key_compromise
+    return {
+        "forged": Route(body=make_crl(pki.issuer, forger[1], {serial: kc}).public_bytes(DER)),
+        "wrong_issuer": Route(body=make_crl(other[0], other[1], {serial: kc}).public_bytes(DER)),
+        "expired": Route(body=crl_bytes(pki, {serial: kc}, this_update=NOW - timedelta(days=9),
+                                        next_update=NOW - timedelta(days=2))),
+        "garbage": Route(body=b"\x30\x82\x01\x00 this is not a CRL"),
+        "huge": Route(body=b"\x30" * 200_000),
+        "slow": Route(body=crl_bytes(pki, {serial: kc}), delay=2.0),
+        "trickle": Route(body=crl_bytes(pki, {serial: kc}), trickle=0.01),
+        "reset": Route(body=crl_bytes(pki, {serial: kc}), reset=True),
+        "error": Route(status=500),
+        "missing": Route(status=404),
+        "html": Route(body=b"<html>captive portal</html>"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["forged", "wrong_issuer", "expired", "garbage", "huge", "slow",
+                                  "trickle", "reset", "error", "missing", "html"])
+def test_bad_crl_is_unknown_never_revoked_nor_good(pki: PKI, server: TestServer,
+                                                   kind: str) -> None:
+    leaf = pki.leaf()
+    server.routes["/bad.crl"] = _bad_routes(pki, leaf)[kind]
+    chk = check_for(server, crl_urls=(server.url("/bad.crl"),))
+    findings = chk.run(material(leaf, pki.issuer), context())
+    assert [f.severity for f in findings] == [Severity.WARN]
+    assert findings[0].detail["status"] == "unknown"
+    assert findings[0].detail["since"] == NOW.isoformat()
+    assert server.url("/bad.crl") in findings[0].reason
+
+
+@pytest.mark.parametrize("kind", ["forged_key", "other_cert", "garbage", "stale", "no_eku",
+                                  "unsuccessful"])
+def test_bad_ocsp_is_unknown(pki: PKI, server: TestServer, kind: str) -> None:
+    leaf = pki.leaf(ocsp_urls=(server.url("/o"),))
+    forger = make_ca("Test Intermediate")
+    rev = ocsp.OCSPCertStatus.REVOKED
+    body = {
+        "forged_key": lambda: make_ocsp(leaf, pki.issuer, forger[0], forger[1], status=rev,
+                                        include_signer=False),
+        "other_cert": lambda: make_ocsp(pki.leaf(), pki.issuer, pki.issuer, pki.issuer_key,
+                                        status=rev),
+        "garbage": lambda: b"\x30\x03\x0a\x01\x00",
+        "stale": lambda: make_ocsp(leaf, pki.issuer, pki.issuer, pki.issuer_key, status=rev,
+                                   this_update=NOW - timedelta(days=3),
+                                   next_update=NOW - timedelta(days=1)),
+        "no_eku": lambda: make_ocsp(leaf, pki.issuer, *pki.responder(eku=False), status=rev),
+        "unsuccessful": lambda: ocsp.OCSPResponseBuilder.build_unsuccessful(
+            ocsp.OCSPResponseStatus.TRY_LATER).public_bytes(DER),
+    }[kind]()
+    server.routes["/o/*"] = Route(body=body)
+    [f] = RevocationCheck(RevocationConfig(timeout=1.0)).run(material(leaf, pki.issuer),
+                                                             context())
+    assert f.severity is Severity.WARN and f.detail["status"] == "unknown"
+
+
+def test_forged_crl_does_not_mask_a_good_ocsp(pki: PKI, server: TestServer) -> None:
+    leaf = pki.leaf(ocsp_urls=(server.url("/o"),))
+    server.routes["/bad.crl"] = _bad_routes(pki, leaf)["forged"]
+    server.routes["/o/*"] = Route(body=make_ocsp(leaf, pki.issuer, pki.issuer, pki.issuer_key))
+    chk = check_for(server, crl_urls=(server.url("/bad.crl"),))
+    [f] = chk.run(material(leaf, pki.issuer), context())
+    assert f.severity is Severity.OK and f.detail["source"] == "ocsp"
+
+
+def test_hard_fail_after_long_unknown(pki: PKI, server: TestServer) -> None:
+    server.routes["/e.crl"] = Route(status=503)
+    chk = RevocationCheck(RevocationConfig(cas={"ca-a": CASources(
+        crl_urls=(server.url("/e.crl"),))}, hard_fail_after=timedelta(hours=24),
+        failure_backoff=timedelta(0)))
+    m = material(pki.leaf(), pki.issuer)
+    assert chk.run(m, context(revocation="hard-fail"))[0].severity is Severity.WARN
+    later = NOW + timedelta(hours=25)
+    soft = chk.run(m, context(later))[0]
+    assert soft.severity is Severity.WARN and soft.detail["since"] == NOW.isoformat()
+    hard = chk.run(m, context(later, revocation="hard-fail"))[0]
+    assert hard.severity is Severity.FAIL and hard.detail["status"] == "unknown"
+    # a verified answer resets "since"
+    server.routes["/e.crl"] = Route(body=crl_bytes(pki, {}, this_update=later,
+                                                   next_update=later + timedelta(days=1)))
+    assert chk.run(m, context(later, revocation="hard-fail"))[0].severity is Severity.OK
+    again = chk.run(m, context(later + timedelta(days=3), revocation="hard-fail"))[0]
+    assert again.severity is Severity.WARN
+
+
+def test_no_issuer_or_no_source_is_unknown(pki: PKI) -> None:
+    [f] = RevocationCheck().run(material(pki.leaf(), None), context())
+    assert f.severity is Severity.WARN and "issuer" in f.reason
+    [g] = RevocationCheck().run(material(pki.leaf(), pki.issuer), context())
+    assert g.severity is Severity.WARN and g.detail["status"] == "unknown"
+
+
+def test_many_certificates_share_one_crl_download(pki: PKI, server: TestServer) -> None:
+    leaves = [pki.leaf(serial=10_000 + i) for i in range(60)]
+    route = Route(body=crl_bytes(pki, {10_007: None, 10_011: x509.ReasonFlags.superseded}),
+                  delay=0.2, headers={"ETag": '"v1"'})
+    server.routes["/shared.crl"] = route
+    chk = check_for(server, crl_urls=(server.url("/shared.crl"),))
+    out = chk.run_many([material(leaf, pki.issuer) for leaf in leaves], context())
+    chk.close()
+    assert route.hits == 1 and chk.crls.downloads == 1
+    failed = sorted(cid for cid, fs in out.items() if fs[0].severity is Severity.FAIL)
+    assert failed == [f"site/ca-a/{10_007:x}", f"site/ca-a/{10_011:x}"]
+    assert sum(fs[0].severity is Severity.OK for fs in out.values()) == 58
+
+
+def test_conditional_refresh_with_etag(pki: PKI, server: TestServer) -> None:
+    body = crl_bytes(pki, {}, next_update=NOW + timedelta(days=7))
+    seen: list[str | None] = []
+
+    def conditional(h: BaseHTTPRequestHandler, _: bytes) -> None:
+        seen.append(h.headers.get("If-None-Match"))
+        if h.headers.get("If-None-Match") == '"v1"':
+            h.send_response(304)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h.send_response(200)
+        h.send_header("ETag", '"v1"')
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    server.routes["/c.crl"] = conditional
+    chk = check_for(server, crl_urls=(server.url("/c.crl"),))
+    m = material(pki.leaf(), pki.issuer)
+    for t in (NOW, NOW + timedelta(minutes=30), NOW + timedelta(hours=2)):
+        assert chk.run(m, context(t))[0].severity is Severity.OK
+    assert seen == [None, '"v1"'] and chk.crls.downloads == 1
+
+
+def test_crl_disk_cache_survives_restart(pki: PKI, server: TestServer, tmp_path: object) -> None:
+    from pathlib import Path
+    route = Route(body=crl_bytes(pki, {}))
+    server.routes["/d.crl"] = route
+    cfg = RevocationConfig(cas={"ca-a": CASources(crl_urls=(server.url("/d.crl"),))},
+                           cache_dir=Path(str(tmp_path)))
+    m = material(pki.leaf(), pki.issuer)
+    assert RevocationCheck(cfg).run(m, context())[0].severity is Severity.OK
+    assert RevocationCheck(cfg).run(m, context())[0].severity is Severity.OK
+    assert route.hits == 1
+
+
+def _ari_doc(start: object, end: object, url: str | None = None) -> bytes:
+    d: dict[str, object] = {"suggestedWindow": {"start": start.isoformat(),  # type: ignore[attr-defined]
+                                                "end": end.isoformat()}}  # type: ignore[attr-defined]
+    if url:
+        d["explanationURL"] = url
+    return json.dumps(d).encode()
+
+
+def test_ari_window_started_asks_for_replacement(pki: PKI, server: TestServer) -> None:
+    leaf = pki.leaf()
+    aid = ari_cert_id(leaf)
+    server.routes["/dir"] = Route(body=json.dumps(
+        {"renewalInfo": server.url("/ari")}).encode())
+    server.routes[f"/ari/{aid}"] = Route(
+        body=_ari_doc(NOW - timedelta(hours=1), NOW + timedelta(hours=1), "https://ca/why"),
+        headers={"Retry-After": "600"})
+    chk = check_for(server, directory_url=server.url("/dir"))
+    findings = chk.run(material(leaf, pki.issuer), context())
+    ari = next(f for f in findings if f.check == "ari")
+    assert ari.severity is Severity.WARN and ari.detail["replace"] is True
+    assert ari.detail["ari_id"] == aid and ari.detail["explanation_url"] == "https://ca/why"
+    assert ari.detail["window_start"] == (NOW - timedelta(hours=1)).isoformat()
+    hits = server.routes[f"/ari/{aid}"].hits  # type: ignore[union-attr]
+    chk.run(material(leaf, pki.issuer), context(NOW + timedelta(minutes=5)))
+    assert server.routes[f"/ari/{aid}"].hits == hits  # type: ignore[union-attr]  # Retry-After
+    chk.run(material(leaf, pki.issuer), context(NOW + timedelta(minutes=11)))
+    assert server.routes[f"/ari/{aid}"].hits == hits + 1  # type: ignore[union-attr]
+
+
+def test_ari_future_window_and_failures(pki: PKI, server: TestServer) -> None:
+    leaf = pki.leaf()
+    aid = ari_cert_id(leaf)
+    server.routes[f"/ari/{aid}"] = Route(body=_ari_doc(NOW + timedelta(days=30),
+                                                       NOW + timedelta(days=32)))
+    chk = check_for(server, ari_url=server.url("/ari"))
+    ari = next(f for f in chk.run(material(leaf, pki.issuer), context()) if f.check == "ari")
+    assert ari.severity is Severity.OK and ari.detail["replace"] is False
+    other = pki.leaf()
+    server.routes[f"/ari/{ari_cert_id(other)}"] = Route(body=b"{oops")
+    bad = next(f for f in chk.run(material(other, pki.issuer), context()) if f.check == "ari")
+    assert bad.severity is Severity.WARN and bad.detail["replace"] is False
+    none = RevocationCheck().run(material(leaf, pki.issuer), context())
+    assert [f.check for f in none] == ["revocation"]
