@@ -30,6 +30,7 @@ from .errors import ConfigError
 
 __all__ = [
     "SIGNALS",
+    "Alert",
     "Backoff",
     "BackoffState",
     "Intervals",
@@ -84,12 +85,15 @@ class Intervals:
     backoff_base: timedelta = timedelta(minutes=1)  # first wait after a CA error
     backoff_cap: timedelta = timedelta(hours=6)
     backoff_factor: float = 2.0
+    ca_unreachable_after: timedelta = timedelta(hours=1)  # then one `ca_unreachable` alert
+    signal_unknown_after: timedelta = timedelta(hours=24)  # then one `signal_unknown` alert
 
     def __post_init__(self) -> None:
         zero = timedelta(0)
         if not zero < self.minimum <= self.maximum:
             raise ValueError("intervals: need 0 < minimum <= maximum")
-        for name in (*SIGNALS, "retry", "backoff_base", "backoff_cap", "max_jitter"):
+        for name in (*SIGNALS, "retry", "backoff_base", "backoff_cap", "max_jitter",
+                     "ca_unreachable_after", "signal_unknown_after"):
             if getattr(self, name) < zero:
                 raise ValueError(f"intervals: {name} must not be negative")
         if self.retry <= zero or self.backoff_base <= zero:
@@ -134,6 +138,16 @@ class Intervals:
 
 
 @dataclass(frozen=True)
+class Alert:
+    """A condition that has lasted past its threshold; raised once per streak."""
+
+    kind: str  # "ca_unreachable" or "signal_unknown" (notify event kinds)
+    subject: str  # the CA name, or the schedule key (site / cert id)
+    signal: str | None  # for signal_unknown: crl, ocsp, ari, trust, expiry
+    since: datetime
+
+
+@dataclass(frozen=True)
 class BackoffState:
     failures: int
     since: datetime  # first failure of the current streak
@@ -172,6 +186,9 @@ class Backoff:
         """The current failure streak (None when the CA's last call succeeded)."""
         return self._state.get(ca)
 
+    def items(self) -> list[tuple[str, BackoffState]]:
+        return list(self._state.items())
+
     def failing_since(self, ca: str) -> datetime | None:
         """Start of the failure streak: alert `ca_unreachable` when now - this > threshold."""
         st = self._state.get(ca)
@@ -188,6 +205,8 @@ class Scheduler:
         self._next: dict[tuple[str, str], datetime] = {}
         self._seq = 0
         self.backoff = Backoff(self.intervals, rng)
+        self._unknown: dict[tuple[str, str], datetime] = {}
+        self._alerted: set[Alert] = set()
 
     # ------------------------------------------------------------------ membership
     def add(self, key: str, now: datetime, signals: Iterable[str] = SIGNALS) -> None:
@@ -201,6 +220,7 @@ class Scheduler:
     def remove(self, key: str) -> None:
         for signal in SIGNALS:
             self._next.pop((key, signal), None)
+            self._unknown.pop((key, signal), None)
         self._maybe_compact()
 
     def __len__(self) -> int:
@@ -237,13 +257,21 @@ class Scheduler:
         return out
 
     def done(self, key: str, signal: str, now: datetime, *,
-             next_hint: datetime | None = None) -> datetime:
-        """Record a finished check and schedule the next one; returns the new due time."""
+             next_hint: datetime | None = None, known: bool = True) -> datetime:
+        """Record a finished check and schedule the next one; returns the new due time.
+
+        `known=False` says the signal could not be obtained (fetch failed, no answer): once
+        that has lasted `signal_unknown_after`, `alerts()` reports it.
+        """
         _aware(now, "now")
         if next_hint is not None:
             _aware(next_hint, "next_hint")
         if (key, signal) not in self._next:
             raise KeyError(f"{key!r}/{signal!r} is not scheduled")
+        if known:
+            self._unknown.pop((key, signal), None)
+        else:
+            self._unknown.setdefault((key, signal), now)
         delay = self._delay(signal, now, next_hint)
         when = now + delay + self._jitter(delay)
         self._push(key, signal, when)
@@ -264,6 +292,25 @@ class Scheduler:
 
     def blocked(self, ca: str, now: datetime) -> bool:
         return self.backoff.blocked(ca, now)
+
+    def unknown_since(self, key: str, signal: str) -> datetime | None:
+        return self._unknown.get((key, signal))
+
+    def alerts(self, now: datetime) -> list[Alert]:
+        """Conditions that crossed their threshold since the last call (once per streak):
+        a CA failing for `ca_unreachable_after`, a signal unknown for `signal_unknown_after`."""
+        _aware(now, "now")
+        current: list[Alert] = [
+            Alert("ca_unreachable", ca, None, st.since) for ca, st in self.backoff.items()
+            if now - st.since >= self.intervals.ca_unreachable_after
+        ] + [
+            Alert("signal_unknown", key, signal, since)
+            for (key, signal), since in self._unknown.items()
+            if now - since >= self.intervals.signal_unknown_after
+        ]
+        out = [a for a in current if a not in self._alerted]
+        self._alerted = set(current)  # a streak (identified by its start) alerts once
+        return sorted(out, key=lambda a: (a.since, a.kind, a.subject, a.signal or ""))
 
     # ------------------------------------------------------------------ internals
     def _delay(self, signal: str, now: datetime, hint: datetime | None) -> timedelta:

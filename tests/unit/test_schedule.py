@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from certfailover.errors import ConfigError
-from certfailover.schedule import SIGNALS, Intervals, Scheduler, parse_duration
+from certfailover.schedule import SIGNALS, Alert, Intervals, Scheduler, parse_duration
 
 T0 = datetime(2026, 3, 19, 0, 0, tzinfo=UTC)
 NO_JITTER = Intervals(jitter=0)
@@ -263,3 +263,52 @@ def test_intervals_from_config_table() -> None:
         Intervals.from_mapping({"jitter": "lots"}, file="c.toml", table="schedule")
     with pytest.raises(ConfigError, match="minimum <= maximum"):
         Intervals.from_mapping({"minimum": "2d"}, file="c.toml", table="schedule")
+
+
+def test_ca_unreachable_alert_once_per_streak() -> None:
+    clock = FakeClock()
+    s = sched(Intervals(jitter=0, ca_unreachable_after=timedelta(minutes=30)))
+    s.failure("ca1", clock())
+    assert s.alerts(clock()) == []
+    s.failure("ca1", clock.advance(timedelta(minutes=20)))
+    assert s.alerts(clock()) == []
+    clock.advance(timedelta(minutes=10))
+    assert s.alerts(clock()) == [Alert("ca_unreachable", "ca1", None, T0)]
+    s.failure("ca1", clock.advance(timedelta(minutes=10)))
+    assert s.alerts(clock()) == []  # same streak: no repeat
+    s.success("ca1")
+    s.failure("ca1", clock.advance(H))
+    later = clock()
+    assert s.alerts(clock.advance(timedelta(minutes=30))) == [
+        Alert("ca_unreachable", "ca1", None, later)]
+    s.backoff.success("ca1")  # ended behind the scheduler's back: still re-arms
+    s.failure("ca1", clock())
+    assert s.alerts(clock.advance(H)) != []
+
+
+def test_signal_unknown_alert_after_threshold() -> None:
+    clock = FakeClock()
+    s = sched(Intervals(jitter=0, signal_unknown_after=timedelta(hours=12)))
+    s.add("site.example", clock(), ["crl", "ocsp"])
+    s.due(clock())
+    s.done("site.example", "crl", clock(), known=False)
+    s.done("site.example", "ocsp", clock())
+    assert s.unknown_since("site.example", "crl") == T0
+    s.done("site.example", "crl", clock.advance(6 * H), known=False)
+    assert s.unknown_since("site.example", "crl") == T0  # the streak keeps its start
+    assert s.alerts(clock()) == []
+    assert s.alerts(clock.advance(6 * H)) == [
+        Alert("signal_unknown", "site.example", "crl", T0)]
+    assert s.alerts(clock.advance(H)) == []
+    s.done("site.example", "crl", clock())  # known again
+    assert s.unknown_since("site.example", "crl") is None
+    s.done("site.example", "crl", clock(), known=False)
+    assert s.alerts(clock.advance(12 * H))[0].since == clock() - 12 * H
+    s.remove("site.example")
+    assert s.unknown_since("site.example", "crl") is None
+
+
+def test_alert_thresholds_from_config() -> None:
+    iv = Intervals.from_mapping({"ca_unreachable_after": "2h", "signal_unknown_after": "3d"},
+                                file="c.toml", table="schedule")
+    assert iv.ca_unreachable_after == 2 * H and iv.signal_unknown_after == timedelta(days=3)
