@@ -304,7 +304,7 @@ def _forecasts(
             out.append(Forecast(program, d, ForecastKind.ISSUANCE, reason,
                                 f"certificates issued after {_fmt(d)} are not trusted: {detail}"))
             break
-    return tuple(out)
+    return tuple(sorted(out, key=lambda f: f.date))
 
 
 # -- the engine ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ...errors import FetchError, TrustDataError
 from ..programs import ImportedProgram
+from ..snapshot import Snapshot, build_snapshot
 from . import chrome, microsoft, mozilla, pembundle
 from .common import cert_sha256, load_pem_bundle
 
@@ -29,19 +30,26 @@ BUNDLE_PROGRAMS = frozenset({"apple", "android", "java", "openjdk", "system"})
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """``NAME=LOCATION[,METADATA]`` as given to ``trust update --source``."""
+    """``NAME=LOCATION[,METADATA][@@REVISION]`` as given to ``trust update --source``.
+
+    REVISION (e.g. the upstream commit) is recorded as the program's provenance version.
+    """
 
     name: str
     location: str
     metadata: str | None = None
+    revision: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> SourceSpec:
         name, sep, rest = text.partition("=")
+        rest, _, rev = rest.partition("@@")
         if not sep or not name or not rest:
-            raise TrustDataError(f"--source {text!r}: expected NAME=FILE_OR_URL[,METADATA.yaml]")
+            raise TrustDataError(
+                f"--source {text!r}: expected NAME=FILE_OR_URL[,METADATA.yaml][@@REVISION]"
+            )
         loc, _, meta = rest.partition(",")
-        return cls(name.strip().lower(), loc, meta or None)
+        return cls(name.strip().lower(), loc, meta or None, rev or None)
 
 
 def read_location(location: str, *, timeout: float = 30.0) -> bytes:
@@ -66,12 +74,13 @@ def read_location(location: str, *, timeout: float = 30.0) -> bytes:
 def import_spec(spec: SourceSpec, *, now: datetime) -> ImportedProgram:
     data = read_location(spec.location)
     fetched = now.isoformat()
+    rev = spec.revision
     if spec.name == "mozilla":
-        return mozilla.import_certdata(data, source=spec.location, fetched=fetched)
+        return mozilla.import_certdata(data, source=spec.location, version=rev, fetched=fetched)
     if spec.name == "chrome":
-        return chrome.import_root_store(data, source=spec.location, fetched=fetched)
+        return chrome.import_root_store(data, source=spec.location, version=rev, fetched=fetched)
     if spec.name == "microsoft":
-        return microsoft.import_authroot(data, source=spec.location, fetched=fetched)
+        return microsoft.import_authroot(data, source=spec.location, version=rev, fetched=fetched)
     meta = read_location(spec.metadata) if spec.metadata else None
     return pembundle.import_bundle(
         spec.name,
@@ -79,6 +88,7 @@ def import_spec(spec: SourceSpec, *, now: datetime) -> ImportedProgram:
         source=spec.location,
         metadata=meta,
         metadata_source=spec.metadata or "",
+        version=rev,
         fetched=fetched,
     )
 
@@ -112,19 +122,17 @@ def sniff_program(data: bytes, location: str) -> str:
 
 
 def build_from_specs(
-    specs: list[SourceSpec], *, pools: list[str], now: datetime, base: object | None = None
-) -> object:
+    specs: list[SourceSpec], *, pools: list[str], now: datetime, base: Snapshot | None = None
+) -> Snapshot:
     """Import every source, pool certificates, and compile a Snapshot.
 
     ``base`` (a Snapshot) contributes its programs that no spec replaces and its
     certificates to the pool, so ``trust update --source chrome=URL`` refreshes one program.
     """
-    from ..snapshot import Snapshot, build_snapshot
-
     pool: dict[str, bytes] = {}
     imported = [import_spec(s, now=now) for s in specs]
     names = {imp.program.name for imp in imported}
-    if isinstance(base, Snapshot):
+    if base is not None:
         pool.update(base.certs)
         for name, prog in base.programs.items():
             if name not in names:

@@ -1,0 +1,148 @@
+"""What changed between two trust snapshots (or two upstream files of one program).
+
+Roots added, removed, newly constrained (or unconstrained), and which of the given sites'
+certificates change verdict. A root-program update becomes an early warning.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography import x509
+
+from .evaluate import Reason, TrustEngine
+from .snapshot import Snapshot, build_snapshot, load_snapshot, read_snapshot
+from .sources import chrome, microsoft, mozilla, pembundle
+from .sources.load import read_location, sniff_program
+
+Site = tuple[str, x509.Certificate, Sequence[x509.Certificate]]  # (label, leaf, intermediates)
+
+
+class ChangeKind(str, enum.Enum):
+    ADDED = "added"
+    REMOVED = "removed"
+    CONSTRAINED = "constrained"  # a constraint was added or tightened/changed
+    UNCONSTRAINED = "unconstrained"  # every constraint was lifted
+
+
+@dataclass(frozen=True)
+class RootChange:
+    program: str
+    sha256: str
+    name: str
+    kind: ChangeKind
+    before: str  # constraint summary ("" when none / absent)
+    after: str
+
+
+@dataclass(frozen=True)
+class SiteChange:
+    label: str
+    program: str
+    before: Reason
+    after: Reason
+    detail: str
+
+
+@dataclass(frozen=True)
+class SnapshotDiff:
+    old: str
+    new: str
+    roots: tuple[RootChange, ...]
+    sites: tuple[SiteChange, ...]
+    programs_added: tuple[str, ...] = ()
+    programs_removed: tuple[str, ...] = ()
+
+
+def diff_snapshots(
+    old: Snapshot, new: Snapshot, *, sites: Iterable[Site] = (), at: datetime
+) -> SnapshotDiff:
+    changes: list[RootChange] = []
+    common = sorted(set(old.programs) & set(new.programs))
+    for name in common:
+        a, b = old.programs[name].roots, new.programs[name].roots
+        for sha in sorted(set(a) | set(b)):
+            ea, eb = a.get(sha), b.get(sha)
+            if ea is None and eb is not None:
+                changes.append(RootChange(name, sha, eb.name, ChangeKind.ADDED, "", eb.constraint_summary()))
+            elif eb is None and ea is not None:
+                changes.append(RootChange(name, sha, ea.name, ChangeKind.REMOVED, ea.constraint_summary(), ""))
+            elif ea is not None and eb is not None:
+                sa, sb = ea.constraint_summary(), eb.constraint_summary()
+                if sa != sb:
+                    kind = ChangeKind.UNCONSTRAINED if not sb else ChangeKind.CONSTRAINED
+                    changes.append(RootChange(name, sha, eb.name, kind, sa, sb))
+    site_changes: list[SiteChange] = []
+    sites = list(sites)
+    if sites:
+        eng_old, eng_new = TrustEngine(old), TrustEngine(new)
+        for label, leaf, chain in sites:
+            va = eng_old.evaluate(leaf, chain, at=at, programs=common)
+            vb = eng_new.evaluate(leaf, chain, at=at, programs=common)
+            for x, y in zip(va.verdicts, vb.verdicts):
+                if x.trusted != y.trusted or x.reason != y.reason or (
+                    [f.date for f in x.forecasts] != [f.date for f in y.forecasts]
+                ):
+                    detail = y.detail
+                    if y.trusted and y.forecasts:
+                        detail = "; ".join(f"{f.date.date()}: {f.detail}" for f in y.forecasts)
+                    site_changes.append(SiteChange(label, x.program, x.reason, y.reason, detail))
+    return SnapshotDiff(
+        old=old.source,
+        new=new.source,
+        roots=tuple(changes),
+        sites=tuple(site_changes),
+        programs_added=tuple(sorted(set(new.programs) - set(old.programs))),
+        programs_removed=tuple(sorted(set(old.programs) - set(new.programs))),
+    )
+
+
+def load_any(location: str, *, built: datetime, pool: Snapshot | None = None) -> Snapshot:
+    """A compiled snapshot, or one upstream file (certdata.txt, root_store.textproto,
+    authroot.stl, PEM bundle) compiled on the fly into a one-program snapshot. Roots named
+    only by hash are resolved from ``pool`` (default: the packaged snapshot)."""
+    path = Path(location)
+    if location.endswith((".json", ".json.gz")):
+        return read_snapshot(path)
+    data = read_location(location)
+    kind = sniff_program(data, location)
+    if kind == "mozilla":
+        imp = mozilla.import_certdata(data, source=location)
+    elif kind == "chrome":
+        imp = chrome.import_root_store(data, source=location)
+    elif kind == "microsoft":
+        imp = microsoft.import_authroot(data, source=location)
+    else:
+        imp = pembundle.import_bundle(kind, data, source=location)
+    base = pool if pool is not None else load_snapshot()
+    snap = build_snapshot([imp], built=built, pool=base.certs)
+    return Snapshot(built=snap.built, programs=snap.programs, certs=snap.certs, source=location)
+
+
+def summarize(d: SnapshotDiff) -> list[str]:
+    """Human-readable lines (the CLI's text output)."""
+    lines = [f"trust diff {d.old} -> {d.new}"]
+    for p in d.programs_added:
+        lines.append(f"  program added: {p}")
+    for p in d.programs_removed:
+        lines.append(f"  program removed: {p}")
+    if not d.roots:
+        lines.append("  no root changes")
+    for c in d.roots:
+        if c.kind is ChangeKind.ADDED:
+            lines.append(f"  {c.program}: + {c.name} ({c.sha256[:16]}) {c.after}".rstrip())
+        elif c.kind is ChangeKind.REMOVED:
+            lines.append(f"  {c.program}: - {c.name} ({c.sha256[:16]})")
+        else:
+            lines.append(
+                f"  {c.program}: ~ {c.name} ({c.sha256[:16]}) {c.kind.value}: "
+                f"[{c.before or 'none'}] -> [{c.after or 'none'}]"
+            )
+    for s in d.sites:
+        lines.append(f"  site {s.label} in {s.program}: {s.before.value} -> {s.after.value}: {s.detail}")
+    return lines
+

@@ -1,0 +1,217 @@
+"""Test PKIs and test root-program data for the trust engine tests.
+
+Certificates are built with cryptography's CertificateBuilder. SCT lists are written as the
+raw RFC 6962 extension (cryptography can parse but not build SCTs); the signatures inside
+are dummies, which is fine: only timestamps are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from asn1crypto import core
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+SCT_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+_KEYS: dict[str, ec.EllipticCurvePrivateKey] = {}
+
+
+@dataclass(frozen=True)
+class CA:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+    @property
+    def sha256(self) -> str:
+        return self.cert.fingerprint(hashes.SHA256()).hex()
+
+    @property
+    def der(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.DER)
+
+
+def _key(label: str | None) -> ec.EllipticCurvePrivateKey:
+    if label is None:
+        return ec.generate_private_key(ec.SECP256R1())
+    if label not in _KEYS:
+        _KEYS[label] = ec.generate_private_key(ec.SECP256R1())
+    return _KEYS[label]
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _ski(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> x509.SubjectKeyIdentifier:
+    return x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+
+
+def make_root(cn: str, *, key_label: str | None = None, not_before: datetime = T0 - timedelta(days=3650),
+              days: int = 9000) -> CA:
+    key = _key(key_label or cn)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn)).issuer_name(_name(cn))
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(not_before).not_valid_after(not_before + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(_ski(key), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return CA(cert, key)
+
+
+def make_intermediate(parent: CA, cn: str, *, key_label: str | None = None,
+                      not_before: datetime = T0 - timedelta(days=1000), days: int = 5000,
+                      ekus: Sequence[x509.ObjectIdentifier] | None = None) -> CA:
+    """An intermediate; with ``key_label`` of an existing root this is a cross-sign."""
+    key = _key(key_label or cn)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn)).issuer_name(parent.cert.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(not_before).not_valid_after(not_before + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(_ski(key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)
+    )
+    if ekus is not None:
+        b = b.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
+    return CA(b.sign(parent.key, hashes.SHA256()), key)
+
+
+def sct_extension(times: Sequence[datetime]) -> x509.UnrecognizedExtension:
+    body = b""
+    for i, t in enumerate(times):
+        sig = b"\x00" * 8
+        sct = (b"\x00" + hashlib.sha256(bytes([i])).digest() + struct.pack(">Q", int(t.timestamp() * 1000))
+               + b"\x00\x00" + b"\x04\x03" + struct.pack(">H", len(sig)) + sig)
+        body += struct.pack(">H", len(sct)) + sct
+    tls = struct.pack(">H", len(body)) + body
+    return x509.UnrecognizedExtension(SCT_OID, core.OctetString(tls).dump())
+
+
+def make_leaf(issuer: CA, names: Sequence[str] = ("www.example.test",), *,
+              not_before: datetime = T0, days: int = 90, scts: Sequence[datetime] | None = None,
+              ekus: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.SERVER_AUTH,),
+              rsa_key: bool = False) -> x509.Certificate:
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(65537, 2048) if rsa_key else _key("leaf-key")
+    )
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0])).issuer_name(issuer.cert.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(not_before).not_valid_after(not_before + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
+    )
+    if scts is not None:
+        b = b.add_extension(sct_extension(scts), critical=False)
+    return b.sign(issuer.key, hashes.SHA256())
+
+
+def pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+# -- test program data in upstream formats --------------------------------------------------
+
+
+def _octal(data: bytes) -> str:
+    rows = [data[i:i + 16] for i in range(0, len(data), 16)]
+    return "\n".join("".join(f"\\{b:03o}" for b in row) for row in rows)
+
+
+def certdata(entries: Sequence[tuple[CA, str, str | None, str | None]]) -> bytes:
+    """A certdata.txt with (root, server trust level, cert distrust-after, trust distrust-after);
+    distrust-after values are UTCTime strings like ``241130235959Z``."""
+    out = ["# test certdata", "BEGINDATA"]
+    for ca, level, cert_da, trust_da in entries:
+        issuer = ca.cert.issuer.public_bytes()
+        serial = core.Integer(ca.cert.serial_number).dump()
+
+        def da(v: str | None) -> list[str]:
+            if v is None:
+                return ["CKA_NSS_SERVER_DISTRUST_AFTER CK_BBOOL CK_FALSE"]
+            return ["CKA_NSS_SERVER_DISTRUST_AFTER MULTILINE_OCTAL", _octal(v.encode()), "END"]
+
+        label = ca.cert.subject.rfc4514_string()
+        out += [
+            "", "CKA_CLASS CK_OBJECT_CLASS CKO_CERTIFICATE", f'CKA_LABEL UTF8 "{label}"',
+            "CKA_ISSUER MULTILINE_OCTAL", _octal(issuer), "END",
+            "CKA_SERIAL_NUMBER MULTILINE_OCTAL", _octal(serial), "END",
+            "CKA_VALUE MULTILINE_OCTAL", _octal(ca.der), "END", *da(cert_da),
+            "", "CKA_CLASS CK_OBJECT_CLASS CKO_NSS_TRUST", f'CKA_LABEL UTF8 "{label}"',
+            "CKA_ISSUER MULTILINE_OCTAL", _octal(issuer), "END",
+            "CKA_SERIAL_NUMBER MULTILINE_OCTAL", _octal(serial), "END",
+            f"CKA_TRUST_SERVER_AUTH CK_TRUST {level}", *da(trust_da),
+        ]
+    return ("\n".join(out) + "\n").encode()
+
+
+def textproto(entries: Sequence[tuple[CA, str]]) -> bytes:
+    """A root_store.textproto: (root, extra text inside trust_anchors {...})."""
+    out = ["version_major: 1"]
+    for ca, extra in entries:
+        out.append(f'trust_anchors {{\n  sha256_hex: "{ca.sha256}"\n  {extra}\n}}')
+    return ("\n".join(out) + "\n").encode()
+
+
+def write(tmp: Path, name: str, data: bytes) -> Path:
+    p = tmp / name
+    p.write_bytes(data)
+    return p
+
+
+def _filetime(d: datetime) -> bytes:
+    delta = d - datetime(1601, 1, 1, tzinfo=timezone.utc)
+    return struct.pack("<Q", (delta.days * 86400 + delta.seconds) * 10_000_000)
+
+
+def authroot_stl(entries: Sequence[tuple[CA, dict[str, bytes | datetime | Sequence[str]]]]) -> bytes:
+    """An unsigned authroot.stl; property values keyed by property id ("9", "104", ...)."""
+    from asn1crypto import algos, cms
+
+    from certfailover.trust.sources import microsoft as ms
+
+    subjects = []
+    for ca, props in entries:
+        attrs = [{"type": ms.SHA256_PROP, "values": [core.OctetString(bytes.fromhex(ca.sha256))]},
+                 {"type": ms.FRIENDLY_NAME_PROP,
+                  "values": [core.OctetString(ca.cert.subject.rfc4514_string().encode("utf-16-le"))]}]
+        for pid, val in props.items():
+            if isinstance(val, datetime):
+                raw = _filetime(val)
+            elif isinstance(val, bytes):
+                raw = val
+            else:
+                raw = ms._OidList(list(val)).dump()
+            attrs.append({"type": ms._PROP + pid, "values": [core.OctetString(raw)]})
+        subjects.append({"subject_identifier": hashlib.sha1(ca.der).digest(), "attributes": attrs})
+    ctl = ms.CertificateTrustList({
+        "subject_usage": ["1.3.6.1.4.1.311.10.3.9"],
+        "sequence_number": 7,
+        "this_update": ms._Time(name="utc_time", value=datetime(2024, 1, 2, tzinfo=timezone.utc)),
+        "subject_algorithm": algos.DigestAlgorithm({"algorithm": "sha1"}),
+        "trusted_subjects": subjects,
+    })
+    signed = ms._SignedCtl({
+        "version": "v1",
+        "digest_algorithms": cms.DigestAlgorithms([algos.DigestAlgorithm({"algorithm": "sha256"})]),
+        "encap_content_info": {"content_type": ms.CTL_CONTENT_TYPE, "content": ctl},
+    })
+    return ms._ContentInfo({"content_type": "signed_data", "content": signed}).dump()
