@@ -15,6 +15,7 @@ Metrics (all prefixed certfailover_):
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 from collections.abc import Mapping
@@ -26,12 +27,52 @@ from typing import Any, Self
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
-__all__ = ["CONTENT_TYPE", "HEALTH_VALUES", "Metrics", "MetricsServer"]
+from .errors import ConfigError
+
+__all__ = [
+    "CONTENT_TYPE", "HEALTH_VALUES", "Metrics", "MetricsServer", "listen_from_config",
+    "parse_listen",
+]
 
 #: what generate_latest() writes (the classic text format; every Prometheus version reads it)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEALTH_VALUES: dict[str, int] = {"ok": 0, "warn": 1, "fail": 2}
 _CERT_LABELS = ("site", "cert_id", "ca")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """ "127.0.0.1:9786", "[::1]:9786" or "localhost:9786" -> (host, port); ValueError if not."""
+    host, sep, port_s = text.rpartition(":")
+    if not sep or not host or not port_s.isdigit():
+        raise ValueError(f"{text!r} must be host:port (IPv6 as [::1]:port)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: bad IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9786")
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{text!r}: port out of range")
+    return host, port
+
+
+def listen_from_config(raw: Mapping[str, object], *, file: str) -> tuple[str, int] | None:
+    """The `[metrics]` table: `listen = "host:port"`; None when metrics are not configured."""
+    unknown = sorted(set(raw) - {"listen"})
+    if unknown:
+        raise ConfigError(file, f"[metrics].{unknown[0]}", "unknown key (expected: listen)")
+    value = raw.get("listen")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(file, "[metrics].listen", f"must be a string \"host:port\", got {value!r}")
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise ConfigError(file, "[metrics].listen", str(exc)) from None
 
 
 def _aware(ts: datetime, what: str) -> datetime:

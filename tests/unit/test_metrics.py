@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import re
+import socket
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from certfailover.metrics import Metrics, MetricsServer
+from certfailover.errors import ConfigError
+from certfailover.metrics import Metrics, MetricsServer, listen_from_config, parse_listen
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+EXAMPLE = Path(__file__).resolve().parents[2] / "contrib" / "certfailover.example.toml"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -147,3 +153,45 @@ def test_listen_error_names_the_address(served: tuple[Metrics, MetricsServer]) -
     _, server = served
     with pytest.raises(OSError, match=f"127.0.0.1:{server.port}"):
         Metrics().serve("127.0.0.1", server.port)
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("127.0.0.1:9786", ("127.0.0.1", 9786)), ("[::1]:0", ("::1", 0)),
+    ("localhost:80", ("localhost", 80)),
+])
+def test_parse_listen(text: str, want: tuple[str, int]) -> None:
+    assert parse_listen(text) == want
+
+
+@pytest.mark.parametrize("text", ["9786", ":9786", "::1:9786", "[zz]:1", "h:99999", "h:x"])
+def test_parse_listen_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(text))):
+        parse_listen(text)
+
+
+def test_listen_from_config() -> None:
+    assert listen_from_config({}, file="c.toml") is None
+    assert listen_from_config({"listen": "127.0.0.1:9786"}, file="c.toml") == ("127.0.0.1", 9786)
+    with pytest.raises(ConfigError, match=r"^c\.toml: \[metrics\]\.listen: .*host:port"):
+        listen_from_config({"listen": "9786"}, file="c.toml")
+    with pytest.raises(ConfigError, match=r"\[metrics\]\.port: unknown key"):
+        listen_from_config({"port": 9786}, file="c.toml")
+
+
+def test_example_config_metrics_table_parses() -> None:
+    raw = tomllib.loads(EXAMPLE.read_text())
+    assert listen_from_config(raw["metrics"], file=str(EXAMPLE)) == ("127.0.0.1", 9786)
+
+
+def test_serves_on_ipv6_loopback_when_available() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        server = Metrics().serve("::1", 0)
+    except OSError as exc:
+        pytest.skip(f"::1 not configured: {exc}")
+    try:
+        assert server.url == f"http://[::1]:{server.port}/metrics"
+        assert requests.get(server.url, timeout=5).status_code == 200
+    finally:
+        server.stop()

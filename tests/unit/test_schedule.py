@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import random
 import time
+import tomllib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -312,3 +314,10 @@ def test_alert_thresholds_from_config() -> None:
     iv = Intervals.from_mapping({"ca_unreachable_after": "2h", "signal_unknown_after": "3d"},
                                 file="c.toml", table="schedule")
     assert iv.ca_unreachable_after == 2 * H and iv.signal_unknown_after == timedelta(days=3)
+
+
+def test_example_config_schedule_table_gives_the_defaults() -> None:
+    example = Path(__file__).resolve().parents[2] / "contrib" / "certfailover.example.toml"
+    raw = tomllib.loads(example.read_text())
+    assert Intervals.from_mapping(raw["schedule"], file=str(example), table="schedule") == (
+        Intervals())

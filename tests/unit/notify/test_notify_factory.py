@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,18 @@ def test_routes_is_the_engine_notify_port() -> None:
     routes.dispatchers[0]._notifiers = (Rec(),)
     routes(Event(datetime(2026, 1, 1, tzinfo=UTC), "s", "failover", "m"))
     assert seen == ["failover"]
+
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "contrib" / "certfailover.example.toml"
+
+
+def test_example_config_notify_table_builds() -> None:
+    raw = tomllib.loads(EXAMPLE.read_text())
+    routes = from_config(raw["notify"], file=str(EXAMPLE),
+                         env={"CERTFAILOVER_WEBHOOK_SECRET": "s", "CERTFAILOVER_SMTP_PASSWORD": "p"})
+    assert routes is not None
+    assert [type(d._notifiers[0]) for d in routes.dispatchers] == [
+        WebhookNotifier, EmailNotifier, CommandNotifier]
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    assert [d.wants(Event(t, "s", "failover", "m")) for d in routes.dispatchers] == [
+        True, False, True]
