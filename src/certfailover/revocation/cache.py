@@ -70,13 +70,15 @@ class CRLCache:
     def __init__(self, fetcher: Fetcher, *, max_bytes: int = 128 << 20,
                  crl_max_age: timedelta = timedelta(hours=1),
                  failure_backoff: timedelta = timedelta(minutes=1),
-                 skew: timedelta = DEFAULT_SKEW, directory: Path | None = None) -> None:
+                 skew: timedelta = DEFAULT_SKEW, directory: Path | None = None,
+                 require_crl_sign: bool = True) -> None:
         self.fetcher = fetcher
         self.max_bytes = max_bytes
         self.crl_max_age = crl_max_age
         self.failure_backoff = failure_backoff
         self.skew = skew
         self.directory = directory
+        self.require_crl_sign = require_crl_sign
         self.downloads = 0  # full bodies fetched (for tests and metrics)
         self._entries: dict[tuple[str, bytes], _Entry] = {}
         self._locks: dict[tuple[str, bytes], threading.Lock] = {}
@@ -121,14 +123,16 @@ class CRLCache:
                 raise FetchError(url, f"HTTP {resp.status}")
             self.downloads += 1
             crl = verify_crl(load_crl(resp.body, source=url), issuer, url=url, now=now,
-                             skew=self.skew, size=len(resp.body))
+                             skew=self.skew, size=len(resp.body),
+                             require_crl_sign=self.require_crl_sign)
         except (FetchError, InvalidRevocationData) as e:
-            entry.error = str(e)
+            message = str(e).removeprefix(f"{url}: ")
+            entry.error = message
             entry.refresh_at = now + self.failure_backoff
             if entry.crl is not None and not entry.crl.fresh(now, self.skew):
                 entry.crl = None
             if entry.crl is None:
-                raise InvalidRevocationData(url, str(e)) from None
+                raise InvalidRevocationData(url, message) from None
             return
         entry.crl, entry.error = crl, None
         entry.etag = resp.headers.get("etag")
@@ -162,7 +166,8 @@ class CRLCache:
             meta = json.loads(meta_path.read_text())
             body = crl_path.read_bytes()
             crl = verify_crl(load_crl(body, source=str(crl_path)), issuer, url=url, now=now,
-                             skew=self.skew, size=len(body))
+                             skew=self.skew, size=len(body),
+                             require_crl_sign=self.require_crl_sign)
         except (OSError, ValueError, InvalidRevocationData):
             return _Entry()
         return _Entry(crl, meta.get("etag"), meta.get("last_modified"),

@@ -62,6 +62,7 @@ class RevocationConfig:
     ca_bundle: PEM of extra https trust anchors (e.g. Pebble's) for all fetches.
     hard_fail_after: how long "unknown" may last before a hard-fail site fails.
     cache_dir: keep verified CRLs on disk across restarts (None: memory only).
+    use_crl / use_ocsp: consult that kind of source at all.
     """
 
     cas: Mapping[str, CASources] = field(default_factory=dict)
@@ -78,6 +79,9 @@ class RevocationConfig:
     cache_dir: Path | None = None
     ca_bundle: str | None = None
     ocsp_get_max: int = 255  # RFC 5019: GET when the encoded request is shorter
+    use_crl: bool = True
+    use_ocsp: bool = True  # False: CRLs only (as for Let's Encrypt since 2025)
+    require_crl_sign: bool = True  # False only for lab CAs (Pebble's intermediate lacks it)
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -98,7 +102,8 @@ class RevocationCheck:
         self.crls = crl_cache or CRLCache(self.fetcher, max_bytes=c.max_crl_bytes,
                                           crl_max_age=c.crl_max_age,
                                           failure_backoff=c.failure_backoff,
-                                          skew=c.clock_skew, directory=c.cache_dir)
+                                          skew=c.clock_skew, directory=c.cache_dir,
+                                          require_crl_sign=c.require_crl_sign)
         self._ocsp: TTLCache[OCSPAnswer] = TTLCache()
         self._ari: TTLCache[RenewalInfo] = TTLCache()
         self._dirs: TTLCache[str] = TTLCache()
@@ -163,7 +168,9 @@ class RevocationCheck:
         if not material.chain:
             return (RevocationResult(Status.UNKNOWN, "none", None,
                                      "no issuer certificate in the chain"),)
-        return tuple(self.crl_status(material, now) + self.ocsp_status(material, now))
+        crl = self.crl_status(material, now) if self.config.use_crl else []
+        ocsp_ = self.ocsp_status(material, now) if self.config.use_ocsp else []
+        return tuple(crl + ocsp_)
 
     def renewal_info(self, material: CertMaterial, now: datetime) -> RenewalInfo | None:
         """The CA's renewalInfo (cached until Retry-After); None if the CA offers no ARI."""

@@ -136,8 +136,12 @@ class VerifiedCRL:
 
 
 def verify_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate, *, url: str,
-               now: datetime, skew: timedelta = DEFAULT_SKEW, size: int = 0) -> VerifiedCRL:
+               now: datetime, skew: timedelta = DEFAULT_SKEW, size: int = 0,
+               require_crl_sign: bool = True) -> VerifiedCRL:
     """Check issuer name, signature, time window and extensions; build the index.
+
+    `require_crl_sign=False` accepts an issuer whose keyUsage lacks cRLSign (Pebble's
+    intermediates, in the lab only); the signature is verified either way.
 
     Raises InvalidRevocationData naming `url` for a CRL that must not be used.
     """
@@ -146,7 +150,7 @@ def verify_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate, *,
                                          f"{issuer.subject.rfc4514_string()!r}")
     try:
         ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not ku.crl_sign:
+        if require_crl_sign and not ku.crl_sign:
             raise InvalidRevocationData(url, "issuer key usage does not allow cRLSign")
     except x509.ExtensionNotFound:
         pass
