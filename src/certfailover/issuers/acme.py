@@ -21,9 +21,11 @@ logged or put into messages.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import logging
 import os
+import re
 import stat
 import tempfile
 import threading
@@ -66,6 +68,10 @@ _NONCE_ATTEMPTS = 6  # Pebble rejects 5% of good nonces; the library itself retr
 _USER_AGENT = "certfailover"
 
 
+class _DeadlineReached(TransientIssuanceError):
+    """The deadline passed between steps (the cause worth reporting is the error before it)."""
+
+
 class NewOrderWithReplaces(messages.NewOrder):
     """newOrder with the `replaces` field of ACME Renewal Information (RFC 9773 section 5).
 
@@ -82,6 +88,21 @@ def _problem(e: messages.Error) -> str:
         ident = f" ({sub.identifier.value})" if sub.identifier is not None else ""
         text += f"; {sub.typ}{ident}: {sub.detail}"
     return text
+
+
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
+
+
+def _is_base64url(value: str) -> bool:
+    """Strict check: josepy's decoder silently skips characters outside the alphabet."""
+    if not _B64URL_RE.match(value):
+        return False
+    try:
+        return bool(
+            base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
+        )
+    except (binascii.Error, ValueError):
+        return False
 
 
 def _identifiers(csr: x509.CertificateSigningRequest) -> list[messages.Identifier]:
@@ -139,6 +160,8 @@ class AcmeIssuer:
     ) -> None:
         if (eab_kid is None) != (eab_hmac_key is None):
             raise IssuanceError(f"{name}: eab_kid and eab_hmac_key must be given together")
+        if eab_hmac_key is not None and not _is_base64url(eab_hmac_key):
+            raise IssuanceError(f"{name}: eab_hmac_key is not valid base64url (kid {eab_kid!r})")
         self.name = name
         self.directory_url = directory_url
         self.email = email
@@ -198,12 +221,15 @@ class AcmeIssuer:
     ) -> Issued:
         backoff = 0.1
         attempt = 0
+        cause: TransientIssuanceError | None = None
         while True:
             attempt += 1
             started = time.monotonic()
             try:
                 issued = self._issue_once(csr, csr_pem, deadline, replaces)
             except TransientIssuanceError as e:
+                if cause is None or not isinstance(e, _DeadlineReached):
+                    cause = e
                 remaining = self._remaining(deadline)
                 logger.info(
                     "%s: transient failure (attempt %d, %.1fs left): %s",
@@ -211,8 +237,8 @@ class AcmeIssuer:
                 )  # fmt: skip
                 if remaining <= 0:
                     raise TransientIssuanceError(
-                        f"{e} (gave up at the deadline after {attempt} attempt(s))"
-                    ) from e
+                        f"{cause} (gave up at the deadline after {attempt} attempt(s))"
+                    ) from cause
                 self._sleep(min(backoff, remaining))
                 backoff = min(backoff * 2, 10.0)
                 continue
@@ -230,7 +256,7 @@ class AcmeIssuer:
         """Run one protocol step: bound its HTTP timeout, turn failures into our errors."""
         remaining = self._remaining(deadline)
         if remaining <= 0:
-            raise TransientIssuanceError(f"{self.name}: {url}: deadline reached")
+            raise _DeadlineReached(f"{self.name}: {url}: deadline reached")
         if self._net is not None:
             # per-request timeout: never wait past the deadline
             self._net._default_timeout = max(0.05, min(self.timeout, remaining))  # type: ignore[assignment]
@@ -517,7 +543,7 @@ class AcmeIssuer:
     def _pause(self, url: str, delay: float, deadline: datetime, what: str) -> None:
         remaining = self._remaining(deadline)
         if remaining <= 0:
-            raise TransientIssuanceError(f"{self.name}: {url}: {what} at the deadline")
+            raise _DeadlineReached(f"{self.name}: {url}: {what} at the deadline")
         self._sleep(min(delay, remaining))
 
     def _finalize(

@@ -163,6 +163,9 @@ class PebbleCA:
 
     `http_port` is where Pebble validates HTTP-01 challenges (the port your solver serves on).
     `nonce_reject_percent=None` leaves Pebble's default (5% of good nonces rejected).
+    `domain_blocklist`: Pebble 2.4.0 panics (and drops the connection) on a newOrder whose
+    name has fewer labels than a blocklist entry, so entries must have at most as many labels
+    as any name ordered from this CA; two-label entries ("blocked.test") are safe.
     """
 
     def __init__(
@@ -181,6 +184,12 @@ class PebbleCA:
         domain_blocklist: tuple[str, ...] = (),
         startup_timeout: float = 15.0,
     ) -> None:
+        for entry in domain_blocklist:
+            if entry.count(".") > 1:
+                raise LabError(
+                    f"pebble {name!r}: domain_blocklist entry {entry!r} has more than two labels;"
+                    " Pebble 2.4.0 crashes on shorter ordered names"
+                )
         self.name = name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,118 @@
+"""Session-wide lab for integration tests: one DNS server, two independent Pebble CAs, one EAB CA.
+
+Every process listens on 127.0.0.1 on a free port and is stopped by the fixture finalizer.
+Both CAs (and the EAB CA) validate HTTP-01 against the same `http01_port`, where a test runs
+its solver (standalone or a tiny webroot server) while it issues.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from certfailover import keys
+from certfailover.lab import BLOCKED_DOMAIN, EabCredentials, KeyAndCsr
+from certfailover.lab.pebble import ChallTestSrv, PebbleCA
+from certfailover.lab.ports import free_port
+
+
+@pytest.fixture(scope="session")
+def lab_dir() -> Iterator[Path]:
+    # not under pytest's basetemp: concurrent pytest sessions prune each other's old basetemps
+    path = Path(tempfile.mkdtemp(prefix="certfailover-lab-"))
+    yield path
+    if not os.environ.get("CERTFAILOVER_KEEP_LAB"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def challtestsrv(lab_dir: Path) -> Iterator[ChallTestSrv]:
+    srv = ChallTestSrv(lab_dir / "challtestsrv")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def http01_port() -> int:
+    return free_port()
+
+
+def _pebble(
+    lab_dir: Path, name: str, http01_port: int, challtestsrv: ChallTestSrv, **kw: object
+) -> PebbleCA:
+    return PebbleCA(
+        lab_dir / name,
+        name=name,
+        http_port=http01_port,
+        dns_server=challtestsrv.dns_address,
+        domain_blocklist=(BLOCKED_DOMAIN,),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="session")
+def pebble_a(lab_dir: Path, http01_port: int, challtestsrv: ChallTestSrv) -> Iterator[PebbleCA]:
+    ca = _pebble(lab_dir, "pebble-a", http01_port, challtestsrv)  # default 5% badNonce left on
+    try:
+        yield ca
+    finally:
+        ca.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble_b(lab_dir: Path, http01_port: int, challtestsrv: ChallTestSrv) -> Iterator[PebbleCA]:
+    ca = _pebble(lab_dir, "pebble-b", http01_port, challtestsrv)
+    try:
+        yield ca
+    finally:
+        ca.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble_eab_credentials() -> EabCredentials:
+    # 48 random bytes, base64url without padding (the form CAs like ZeroSSL hand out)
+    return EabCredentials(
+        kid="kid-certfailover",
+        hmac_key="zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W",
+    )
+
+
+@pytest.fixture(scope="session")
+def pebble_eab(
+    lab_dir: Path,
+    http01_port: int,
+    challtestsrv: ChallTestSrv,
+    pebble_eab_credentials: EabCredentials,
+) -> Iterator[PebbleCA]:
+    ca = _pebble(
+        lab_dir,
+        "pebble-eab",
+        http01_port,
+        challtestsrv,
+        eab_required=True,
+        eab_keys={pebble_eab_credentials.kid: pebble_eab_credentials.hmac_key},
+    )
+    try:
+        yield ca
+    finally:
+        ca.stop()
+
+
+@pytest.fixture()
+def make_csr() -> Callable[..., KeyAndCsr]:
+    """make_csr("www.example.test", "example.test", key_type="ec-p256") -> fresh key + CSR."""
+
+    def make(*domains: str, key_type: str = "ec-p256") -> KeyAndCsr:
+        if not domains:
+            raise ValueError("make_csr needs at least one domain")
+        key = keys.generate(key_type)
+        return KeyAndCsr(key, keys.key_pem(key), keys.csr_pem(key, list(domains)), domains)
+
+    return make
