@@ -6,80 +6,17 @@ authroot.stl, PEM bundle) and goes through the real importers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from trustpki import Lab, make_intermediate, make_leaf
 
 from certfailover.trust.evaluate import ForecastKind, Reason, TrustEngine, shares_root
-from certfailover.trust.snapshot import Snapshot, build_snapshot, read_snapshot, save_snapshot
-from certfailover.trust.sources.chrome import import_root_store
-from certfailover.trust.sources.microsoft import import_authroot
-from certfailover.trust.sources.mozilla import import_certdata
-from certfailover.trust.sources.pembundle import import_bundle
-from trustpki import (
-    CA, authroot_stl, certdata, make_intermediate, make_leaf, make_root, pem, textproto,
-)
+from certfailover.trust.snapshot import read_snapshot, save_snapshot
 
-UTC = timezone.utc
 CUT = datetime(2024, 11, 11, 23, 59, 59, tzinfo=UTC)  # Entrust-style SCT cut-off
-CUT_EPOCH = int(CUT.timestamp())
-
-
-@dataclass(frozen=True)
-class Lab:
-    snap: Snapshot
-    engine: TrustEngine
-    plain: CA
-    entrust: CA
-    trustobj: CA
-    allafter: CA
-    validity: CA
-    names: CA
-    ms: CA
-    ms_eku: CA
-    blocked: CA
-    root_a: CA
-    root_b: CA
-
-
-@pytest.fixture(scope="module")
-def lab() -> Lab:
-    plain, entrust, trustobj = make_root("Plain Root"), make_root("Entrust-like Root"), make_root("TrustObj Root")
-    allafter, validity, names = make_root("AllAfter Root"), make_root("Validity Root"), make_root("Names Root")
-    ms, ms_eku, blocked = make_root("MS Root"), make_root("MS ClientOnly Root"), make_root("Blocked Root")
-    root_a, root_b = make_root("Root A"), make_root("Root B")
-    moz = import_certdata(certdata([
-        (plain, "CKT_NSS_TRUSTED_DELEGATOR", None, None),
-        (entrust, "CKT_NSS_TRUSTED_DELEGATOR", "241130235959Z", None),
-        (trustobj, "CKT_NSS_TRUSTED_DELEGATOR", None, "240601000000Z"),
-        (blocked, "CKT_NSS_NOT_TRUSTED", None, None),
-        (root_a, "CKT_NSS_TRUSTED_DELEGATOR", None, None),
-        (root_b, "CKT_NSS_TRUSTED_DELEGATOR", "230101000000Z", None),
-    ]), source="test-certdata.txt")
-    chrome = import_root_store(textproto([
-        (plain, ""),
-        (entrust, f"constraints {{ sct_not_after_sec: {CUT_EPOCH} min_version: \"131\" }}\n"
-                  "  constraints { max_version_exclusive: \"131\" }"),
-        (allafter, f"constraints {{ sct_all_after_sec: {CUT_EPOCH} }}"),
-        (validity, "constraints { validity_starts_not_after_sec: 1719792000 }\n"  # 2024-07-01
-                   "  constraints { validity_starts_after_sec: 1735689600 }"),  # 2025-01-01
-        (names, 'constraints { permitted_dns_names: "example.test" }'),
-        (root_b, ""),
-    ]), source="test-root_store.textproto")
-    micro = import_authroot(authroot_stl([
-        (plain, {}),
-        (ms, {"9": ["1.3.6.1.5.5.7.3.1"], "104": datetime(2025, 1, 1, tzinfo=UTC),
-              "126": datetime(2024, 6, 1, tzinfo=UTC)}),
-        (ms_eku, {"9": ["1.3.6.1.5.5.7.3.2"]}),
-    ]), source="test-authroot.stl")
-    apple = import_bundle("apple", pem(plain.cert, root_a.cert), source="test-apple.pem")
-    pool = {c.sha256: c.der for c in (allafter, validity, names, ms, ms_eku)}
-    snap = build_snapshot([moz, chrome, micro, apple], built=datetime(2024, 1, 1, tzinfo=UTC), pool=pool)
-    return Lab(snap, TrustEngine(snap), plain, entrust, trustobj, allafter, validity, names, ms,
-               ms_eku, blocked, root_a, root_b)
 
 
 def _at(y: int, m: int, d: int) -> datetime:

@@ -11,7 +11,7 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from asn1crypto import core
@@ -20,8 +20,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certfailover.trust.evaluate import TrustEngine
+from certfailover.trust.snapshot import Snapshot, build_snapshot
+from certfailover.trust.sources.chrome import import_root_store
+from certfailover.trust.sources.microsoft import import_authroot
+from certfailover.trust.sources.mozilla import import_certdata
+from certfailover.trust.sources.pembundle import import_bundle
+
 SCT_OID = x509.ObjectIdentifier("1.3.6.1.4.1.11129.2.4.2")
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 _KEYS: dict[str, ec.EllipticCurvePrivateKey] = {}
 
 
@@ -178,7 +185,7 @@ def write(tmp: Path, name: str, data: bytes) -> Path:
 
 
 def _filetime(d: datetime) -> bytes:
-    delta = d - datetime(1601, 1, 1, tzinfo=timezone.utc)
+    delta = d - datetime(1601, 1, 1, tzinfo=UTC)
     return struct.pack("<Q", (delta.days * 86400 + delta.seconds) * 10_000_000)
 
 
@@ -205,7 +212,7 @@ def authroot_stl(entries: Sequence[tuple[CA, dict[str, bytes | datetime | Sequen
     ctl = ms.CertificateTrustList({
         "subject_usage": ["1.3.6.1.4.1.311.10.3.9"],
         "sequence_number": 7,
-        "this_update": ms._Time(name="utc_time", value=datetime(2024, 1, 2, tzinfo=timezone.utc)),
+        "this_update": ms._Time(name="utc_time", value=datetime(2024, 1, 2, tzinfo=UTC)),
         "subject_algorithm": algos.DigestAlgorithm({"algorithm": "sha1"}),
         "trusted_subjects": subjects,
     })
@@ -215,3 +222,66 @@ def authroot_stl(entries: Sequence[tuple[CA, dict[str, bytes | datetime | Sequen
         "encap_content_info": {"content_type": ms.CTL_CONTENT_TYPE, "content": ctl},
     })
     return ms._ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+
+
+
+
+# -- a lab: test roots in every program format, through the real importers ---------------
+
+CUT = datetime(2024, 11, 11, 23, 59, 59, tzinfo=UTC)  # Entrust-style SCT cut-off
+CUT_EPOCH = int(CUT.timestamp())
+
+
+@dataclass(frozen=True)
+class Lab:
+    snap: Snapshot
+    engine: TrustEngine
+    plain: CA
+    entrust: CA
+    trustobj: CA
+    allafter: CA
+    validity: CA
+    names: CA
+    ms: CA
+    ms_eku: CA
+    blocked: CA
+    root_a: CA
+    root_b: CA
+
+
+def build_lab() -> Lab:
+    plain, entrust, trustobj = make_root("Plain Root"), make_root("Entrust-like Root"), make_root("TrustObj Root")
+    allafter, validity, names = make_root("AllAfter Root"), make_root("Validity Root"), make_root("Names Root")
+    ms, ms_eku, blocked = make_root("MS Root"), make_root("MS ClientOnly Root"), make_root("Blocked Root")
+    root_a, root_b = make_root("Root A"), make_root("Root B")
+    moz = import_certdata(certdata([
+        (plain, "CKT_NSS_TRUSTED_DELEGATOR", None, None),
+        (entrust, "CKT_NSS_TRUSTED_DELEGATOR", "241130235959Z", None),
+        (trustobj, "CKT_NSS_TRUSTED_DELEGATOR", None, "240601000000Z"),
+        (blocked, "CKT_NSS_NOT_TRUSTED", None, None),
+        (root_a, "CKT_NSS_TRUSTED_DELEGATOR", None, None),
+        (root_b, "CKT_NSS_TRUSTED_DELEGATOR", "230101000000Z", None),
+    ]), source="test-certdata.txt")
+    chrome = import_root_store(textproto([
+        (plain, ""),
+        (entrust, f"constraints {{ sct_not_after_sec: {CUT_EPOCH} min_version: \"131\" }}\n"
+                  "  constraints { max_version_exclusive: \"131\" }"),
+        (allafter, f"constraints {{ sct_all_after_sec: {CUT_EPOCH} }}"),
+        (validity, "constraints { validity_starts_not_after_sec: 1719792000 }\n"  # 2024-07-01
+                   "  constraints { validity_starts_after_sec: 1735689600 }"),  # 2025-01-01
+        (names, 'constraints { permitted_dns_names: "example.test" }'),
+        (root_b, ""),
+    ]), source="test-root_store.textproto")
+    micro = import_authroot(authroot_stl([
+        (plain, {}),
+        (ms, {"9": ["1.3.6.1.5.5.7.3.1"], "104": datetime(2025, 1, 1, tzinfo=UTC),
+              "126": datetime(2024, 6, 1, tzinfo=UTC)}),
+        (ms_eku, {"9": ["1.3.6.1.5.5.7.3.2"]}),
+    ]), source="test-authroot.stl")
+    apple = import_bundle("apple", pem(plain.cert, root_a.cert), source="test-apple.pem")
+    pool = {c.sha256: c.der for c in (allafter, validity, names, ms, ms_eku)}
+    snap = build_snapshot([moz, chrome, micro, apple], built=datetime(2024, 1, 1, tzinfo=UTC), pool=pool)
+    return Lab(snap, TrustEngine(snap), plain, entrust, trustobj, allafter, validity, names, ms,
+               ms_eku, blocked, root_a, root_b)
+
+
