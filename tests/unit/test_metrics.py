@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from certfailover.errors import ConfigError
 from certfailover.metrics import Metrics, MetricsServer, listen_from_config, parse_listen
+from certfailover.model import Severity
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 EXAMPLE = Path(__file__).resolve().parents[2] / "contrib" / "certfailover.example.toml"
@@ -195,3 +196,10 @@ def test_serves_on_ipv6_loopback_when_available() -> None:
         assert requests.get(server.url, timeout=5).status_code == 200
     finally:
         server.stop()
+
+
+def test_model_severity_enum_is_accepted() -> None:
+    m = Metrics()
+    m.observe_cert(site="s", cert_id="s/ca1/01", ca="ca1", not_after=NOW, now=NOW,
+                   severity=Severity.FAIL, active=True, programs={})
+    assert b'certfailover_cert_health{ca="ca1",cert_id="s/ca1/01",site="s"} 2.0' in m.render()

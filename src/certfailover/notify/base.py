@@ -63,7 +63,9 @@ def event_payload(event: Event) -> dict[str, Any]:
 
 
 def event_json(event: Event) -> bytes:
-    return json.dumps(event_payload(event), sort_keys=True, separators=(",", ":")).encode()
+    # default=str: an odd value in event.data (a Path, a Decimal) must not lose the event
+    return json.dumps(event_payload(event), sort_keys=True, separators=(",", ":"),
+                      default=str).encode()
 
 
 def redact_url(url: str) -> str:

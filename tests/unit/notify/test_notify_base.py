@@ -177,3 +177,12 @@ def test_dispatcher_rejects_typos() -> None:
         Dispatcher([], kinds={"faliover"})
     with pytest.raises(ValueError, match="severe"):
         Dispatcher([], min_severity="severe")
+
+
+def test_odd_data_values_do_not_lose_the_event() -> None:
+    from pathlib import Path
+
+    from certfailover.notify.base import event_json
+
+    e = Event(time=T, site="s", kind="issued", message="m", data={"path": Path("/x/y")})
+    assert json.loads(event_json(e))["data"]["path"] == "/x/y"
