@@ -243,11 +243,7 @@ class AcmeIssuer:
                 backoff = min(backoff * 2, 10.0)
                 continue
             logger.info(
-                "%s: issued serial %s in %.3fs (attempt %d)",
-                self.name,
-                format(x509.load_pem_x509_certificate(issued.leaf_pem).serial_number, "x"),
-                time.monotonic() - started,
-                attempt,
+                "%s: issued in %.3fs (attempt %d)", self.name, time.monotonic() - started, attempt
             )
             return issued
 
@@ -607,4 +603,5 @@ class AcmeIssuer:
         if leaf.public_key() != csr.public_key():
             raise IssuanceError(f"{self.name}: {cert_url}: leaf key does not match the CSR key")
         intermediates = [c for c in rest if not _self_issued(c)]  # "no root", even if sent
+        logger.info("%s: certificate serial %x from %s", self.name, leaf.serial_number, cert_url)
         return Issued(leaf_pem=_pem([leaf]), chain_pem=_pem(intermediates), ca=self.name)
