@@ -121,7 +121,7 @@ class Evaluation:
 class _Node:
     __slots__ = (
         "cert", "sha256", "subject", "issuer", "ski", "aki", "is_ca", "ekus",
-        "not_before", "not_after", "anchors", "_spki",
+        "not_before", "not_after", "anchors", "_spki", "_path_cert",
     )
 
     def __init__(self, cert: x509.Certificate, sha256: str | None = None) -> None:
@@ -149,6 +149,7 @@ class _Node:
             self.is_ca = True  # old v1 roots have no extensions
         self.anchors: frozenset[str] = frozenset()  # sha256 of roots with this subject + key
         self._spki: bytes | None = None
+        self._path_cert: PathCert | None = None
 
     @property
     def spki(self) -> bytes:
@@ -159,7 +160,9 @@ class _Node:
         return self._spki
 
     def path_cert(self) -> PathCert:
-        return PathCert(self.cert.subject.rfc4514_string(), self.sha256)
+        if self._path_cert is None:
+            self._path_cert = PathCert(self.cert.subject.rfc4514_string(), self.sha256)
+        return self._path_cert
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,8 @@ def _forecasts(
     program: str, entry: RootEntry, leaf: _LeafFacts, at: datetime, version: int
 ) -> tuple[Forecast, ...]:
     """Future dates at which a trusted (path, entry) stops working."""
+    if entry.removed_at is None and entry.distrust_after is None and not entry.constraints:
+        return ()
     out: list[Forecast] = []
     # 1. This certificate: a removal date, or a Chrome version not yet stable.
     if entry.removed_at is not None and entry.removed_at > at:
@@ -335,6 +340,7 @@ class TrustEngine:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self._sig_cache: dict[tuple[str, str], bool] = {}
+        self._chain_nodes: dict[x509.Certificate, _Node] = {}  # served intermediates recur
         self._lock = threading.Lock()
         self._by_subject: dict[bytes, list[_Node]] = {}
         self._anchor_keys: dict[tuple[bytes, bytes], set[str]] = {}
@@ -349,9 +355,16 @@ class TrustEngine:
 
     # paths ------------------------------------------------------------------------------
     def _node(self, cert: x509.Certificate) -> _Node:
+        n = self._chain_nodes.get(cert)
+        if n is not None:
+            return n
         n = _Node(cert)
         if n.subject in self._anchor_subjects:
             n.anchors = frozenset(self._anchor_keys.get((n.subject, n.spki), ()))
+        with self._lock:
+            if len(self._chain_nodes) > 10_000:
+                self._chain_nodes.clear()
+            self._chain_nodes[cert] = n
         return n
 
     def _signed_by(self, child: _Node, parent: _Node) -> bool:
