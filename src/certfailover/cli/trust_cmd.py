@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,10 @@ def parse_at(text: str | None) -> datetime:
     if text is None:
         return utcnow()
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        at = datetime.fromisoformat(text)
     except ValueError as exc:
         raise InputError(f"--at {text!r}: not an ISO 8601 time") from exc
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def load_chain(path: Path) -> list[x509.Certificate]:

@@ -6,10 +6,10 @@ An operator can always pass an explicit version instead.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _KNOWN: dict[int, datetime] = {
-    v: datetime(y, m, d, tzinfo=timezone.utc)
+    v: datetime(y, m, d, tzinfo=UTC)
     for v, (y, m, d) in {
         126: (2024, 6, 11),
         127: (2024, 7, 23),

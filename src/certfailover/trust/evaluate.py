@@ -16,9 +16,10 @@ import enum
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -120,8 +121,19 @@ class Evaluation:
 
 class _Node:
     __slots__ = (
-        "cert", "sha256", "subject", "issuer", "ski", "aki", "is_ca", "ekus",
-        "not_before", "not_after", "anchors", "_spki", "_path_cert",
+        "_path_cert",
+        "_spki",
+        "aki",
+        "anchors",
+        "cert",
+        "ekus",
+        "is_ca",
+        "issuer",
+        "not_after",
+        "not_before",
+        "sha256",
+        "ski",
+        "subject",
     )
 
     def __init__(self, cert: x509.Certificate, sha256: str | None = None) -> None:
@@ -178,7 +190,7 @@ def _leaf_facts(cert: x509.Certificate) -> _LeafFacts:
     for ext in cert.extensions:
         v = ext.value
         if isinstance(v, x509.PrecertificateSignedCertificateTimestamps):
-            scts.extend(s.timestamp.replace(tzinfo=timezone.utc) for s in v)
+            scts.extend(s.timestamp.replace(tzinfo=UTC) for s in v)
         elif isinstance(v, x509.SubjectAlternativeName):
             names.extend(v.get_values_for_type(x509.DNSName))
     return _LeafFacts(cert.not_valid_before_utc, tuple(sorted(scts)), tuple(names))
@@ -194,13 +206,12 @@ def _dns_matches(pattern: str, host: str) -> bool:
 
 def _within(name: str, permitted: str) -> bool:
     name, permitted = name.lower().rstrip("."), permitted.lower().lstrip(".").rstrip(".")
-    if name.startswith("*."):
-        name = name[2:]
+    name = name.removeprefix("*.")
     return name == permitted or name.endswith("." + permitted)
 
 
 def _fmt(d: datetime) -> str:
-    return d.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return d.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- judging one root entry ---------------------------------------------------------------
@@ -223,9 +234,8 @@ def _check_set(cs: ConstraintSet, leaf: _LeafFacts, version: int) -> tuple[Reaso
             return Reason.SCT_CONSTRAINT, (
                 f"earliest SCT {_fmt(leaf.scts[0])} is after {_fmt(cs.sct_not_after)}"
             )
-    if cs.sct_all_after is not None:
-        if not leaf.scts or leaf.scts[0] <= cs.sct_all_after:
-            return Reason.SCT_CONSTRAINT, f"an SCT is not after {_fmt(cs.sct_all_after)}"
+    if cs.sct_all_after is not None and (not leaf.scts or leaf.scts[0] <= cs.sct_all_after):
+        return Reason.SCT_CONSTRAINT, f"an SCT is not after {_fmt(cs.sct_all_after)}"
     if cs.validity_starts_not_after is not None and leaf.not_before > cs.validity_starts_not_after:
         return Reason.VALIDITY_CONSTRAINT, (
             f"notBefore {_fmt(leaf.not_before)} is after {_fmt(cs.validity_starts_not_after)}"
@@ -374,7 +384,7 @@ class TrustEngine:
             try:
                 child.cert.verify_directly_issued_by(parent.cert)
                 ok = True
-            except Exception:  # InvalidSignature, ValueError, TypeError (unsupported key)
+            except (InvalidSignature, ValueError, TypeError):  # TypeError: unsupported key
                 ok = False
             with self._lock:
                 if len(self._sig_cache) > 200_000:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,8 +17,8 @@ from certfailover.trust.sources.pembundle import import_bundle
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "trust"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="shared trust data absent")
 
-ENTRUST_CUTOFF = datetime(2024, 11, 11, 23, 59, 59, tzinfo=timezone.utc)
-GLOBALTRUST_CUTOFF = datetime(2024, 6, 30, 23, 59, 59, tzinfo=timezone.utc)
+ENTRUST_CUTOFF = datetime(2024, 11, 11, 23, 59, 59, tzinfo=UTC)
+GLOBALTRUST_CUTOFF = datetime(2024, 6, 30, 23, 59, 59, tzinfo=UTC)
 ENTRUST_G2 = "43df5774b03e7fef5fe40d931a7bedf1bb2e6b42738c4e6d3841103d3aa7f339"
 GLOBALTRUST_2020 = "9a296a5182d1d451a2e37f439b74daafa267523329f90f9a0d2007c334e23c9a"
 
@@ -33,9 +33,9 @@ def test_mozilla_current_counts_and_distrust_after() -> None:
     dated = {e.name: e.distrust_after for e in prog.roots.values() if e.distrust_after}
     # Izenpe's date sits on the trust object, ePKI's on the certificate object.
     assert dated == {
-        "Entrust Root Certification Authority": datetime(2024, 11, 30, 23, 59, 59, tzinfo=timezone.utc),
-        "Izenpe.com": datetime(2026, 4, 15, 23, 59, 59, tzinfo=timezone.utc),
-        "ePKI Root Certification Authority": datetime(2025, 4, 15, 23, 59, 59, tzinfo=timezone.utc),
+        "Entrust Root Certification Authority": datetime(2024, 11, 30, 23, 59, 59, tzinfo=UTC),
+        "Izenpe.com": datetime(2026, 4, 15, 23, 59, 59, tzinfo=UTC),
+        "ePKI Root Certification Authority": datetime(2025, 4, 15, 23, 59, 59, tzinfo=UTC),
     }
     assert ENTRUST_G2 not in prog.roots  # G2 lost its websites trust bit since 2024
 
@@ -45,10 +45,10 @@ def test_mozilla_2024_entrust_and_globaltrust() -> None:
     assert prog.trusted_count() == 152
     dated = {e.name: e.distrust_after for e in prog.roots.values() if e.distrust_after}
     assert len(dated) == 9
-    entrust = datetime(2024, 11, 30, 23, 59, 59, tzinfo=timezone.utc)
+    entrust = datetime(2024, 11, 30, 23, 59, 59, tzinfo=UTC)
     assert dated["Entrust Root Certification Authority - G2"] == entrust
     assert dated["AffirmTrust Premium ECC"] == entrust
-    assert dated["GLOBALTRUST 2020"] == datetime(2024, 6, 30, tzinfo=timezone.utc)
+    assert dated["GLOBALTRUST 2020"] == datetime(2024, 6, 30, tzinfo=UTC)
     assert prog.roots[ENTRUST_G2].distrust_after == entrust
 
 
@@ -75,8 +75,8 @@ def test_microsoft_ctl_facts() -> None:
     tls = [e for e in prog.roots.values() if e.ekus is None or SERVER_AUTH in e.ekus]
     assert len(tls) == 376
     geotrust = next(e for e in prog.roots.values() if e.name == "GeoTrust Global CA")
-    assert geotrust.removed_at == datetime(2023, 2, 1, tzinfo=timezone.utc)
-    assert geotrust.distrust_after == datetime(2021, 2, 1, tzinfo=timezone.utc)
+    assert geotrust.removed_at == datetime(2023, 2, 1, tzinfo=UTC)
+    assert geotrust.distrust_after == datetime(2021, 2, 1, tzinfo=UTC)
     old = import_authroot(_read("microsoft/authroot_unsigned.stl"), source="unsigned").program
     assert len(old.roots) == 447 and old.provenance.date == "2022-11-15T22:21:26+00:00"
 

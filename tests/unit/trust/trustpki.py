@@ -264,11 +264,11 @@ def build_lab() -> Lab:
     ]), source="test-certdata.txt")
     chrome = import_root_store(textproto([
         (plain, ""),
-        (entrust, f"constraints {{ sct_not_after_sec: {CUT_EPOCH} min_version: \"131\" }}\n"
-                  "  constraints { max_version_exclusive: \"131\" }"),
+        (entrust, (f"constraints {{ sct_not_after_sec: {CUT_EPOCH} min_version: \"131\" }}\n"
+                  "  constraints { max_version_exclusive: \"131\" }")),
         (allafter, f"constraints {{ sct_all_after_sec: {CUT_EPOCH} }}"),
-        (validity, "constraints { validity_starts_not_after_sec: 1719792000 }\n"  # 2024-07-01
-                   "  constraints { validity_starts_after_sec: 1735689600 }"),  # 2025-01-01
+        (validity, ("constraints { validity_starts_not_after_sec: 1719792000 }\n"  # 2024-07-01
+                   "  constraints { validity_starts_after_sec: 1735689600 }")),  # 2025-01-01
         (names, 'constraints { permitted_dns_names: "example.test" }'),
         (root_b, ""),
     ]), source="test-root_store.textproto")

@@ -16,7 +16,8 @@ The STL carries no certificates: they are resolved from the snapshot's certifica
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
 
 from asn1crypto import algos, cms, core
 
@@ -35,35 +36,35 @@ NOT_BEFORE_EKU_PROP = _PROP + "127"
 CTL_CONTENT_TYPE = "1.3.6.1.4.1.311.10.1"
 
 
-class _Attribute(core.Sequence):
-    _fields = [("type", core.ObjectIdentifier), ("values", core.SetOf, {"spec": core.OctetString})]
+class _Attribute(core.Sequence):  # type: ignore[misc]
+    _fields: ClassVar[Any] = [("type", core.ObjectIdentifier), ("values", core.SetOf, {"spec": core.OctetString})]
 
 
-class _Attributes(core.SetOf):
-    _child_spec = _Attribute
+class _Attributes(core.SetOf):  # type: ignore[misc]
+    _child_spec: ClassVar[Any] = _Attribute
 
 
-class TrustedSubject(core.Sequence):
-    _fields = [
+class TrustedSubject(core.Sequence):  # type: ignore[misc]
+    _fields: ClassVar[Any] = [
         ("subject_identifier", core.OctetString),
         ("attributes", _Attributes, {"optional": True}),
     ]
 
 
-class _TrustedSubjects(core.SequenceOf):
-    _child_spec = TrustedSubject
+class _TrustedSubjects(core.SequenceOf):  # type: ignore[misc]
+    _child_spec: ClassVar[Any] = TrustedSubject
 
 
-class _OidList(core.SequenceOf):
-    _child_spec = core.ObjectIdentifier
+class _OidList(core.SequenceOf):  # type: ignore[misc]
+    _child_spec: ClassVar[Any] = core.ObjectIdentifier
 
 
-class _Time(core.Choice):
-    _alternatives = [("utc_time", core.UTCTime), ("general_time", core.GeneralizedTime)]
+class _Time(core.Choice):  # type: ignore[misc]
+    _alternatives: ClassVar[Any] = [("utc_time", core.UTCTime), ("general_time", core.GeneralizedTime)]
 
 
-class CertificateTrustList(core.Sequence):
-    _fields = [
+class CertificateTrustList(core.Sequence):  # type: ignore[misc]
+    _fields: ClassVar[Any] = [
         ("version", core.Integer, {"optional": True}),
         ("subject_usage", _OidList),
         ("list_identifier", core.OctetString, {"optional": True}),
@@ -76,24 +77,24 @@ class CertificateTrustList(core.Sequence):
     ]
 
 
-class _CtlContentInfo(core.Sequence):
-    _fields = [("content_type", cms.ContentType), ("content", CertificateTrustList, {"explicit": 0})]
+class _CtlContentInfo(core.Sequence):  # type: ignore[misc]
+    _fields: ClassVar[Any] = [("content_type", cms.ContentType), ("content", CertificateTrustList, {"explicit": 0})]
 
 
-class _SignedCtl(core.Sequence):
+class _SignedCtl(core.Sequence):  # type: ignore[misc]
     # signer infos and certificates are not needed (and absent in unsigned STLs)
-    _fields = [
+    _fields: ClassVar[Any] = [
         ("version", cms.CMSVersion),
         ("digest_algorithms", cms.DigestAlgorithms),
         ("encap_content_info", _CtlContentInfo),
     ]
 
 
-class _ContentInfo(core.Sequence):
-    _fields = [("content_type", cms.ContentType), ("content", _SignedCtl, {"explicit": 0})]
+class _ContentInfo(core.Sequence):  # type: ignore[misc]
+    _fields: ClassVar[Any] = [("content_type", cms.ContentType), ("content", _SignedCtl, {"explicit": 0})]
 
 
-_EPOCH_1601 = datetime(1601, 1, 1, tzinfo=timezone.utc)
+_EPOCH_1601 = datetime(1601, 1, 1, tzinfo=UTC)
 
 
 def filetime(raw: bytes, where: str) -> datetime:
@@ -117,7 +118,7 @@ def parse_ctl(data: bytes, *, source: str) -> CertificateTrustList:
         if eci["content_type"].dotted != CTL_CONTENT_TYPE:
             raise TrustDataError(f"{source}: PKCS#7 content is {eci['content_type'].dotted}, not a CTL")
         ctl = eci["content"]
-        ctl["this_update"].native  # force parsing now, so errors name the source
+        _ = ctl["this_update"].native  # force parsing now, so errors name the source
         return ctl  # type: ignore[no-any-return]
     except (ValueError, TypeError) as exc:
         raise TrustDataError(f"{source}: not a Microsoft authroot.stl (PKCS#7 CTL): {exc}") from exc

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography import x509
 
@@ -109,7 +109,7 @@ def _distrust_after(obj: NssObject, source: str) -> datetime | None:
     text = v.decode("ascii", "replace")
     for fmt in ("%y%m%d%H%M%SZ", "%Y%m%d%H%M%SZ"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
         except ValueError:
             continue
     raise TrustDataError(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from ...errors import TrustDataError
 from ..programs import ImportedProgram, Provenance, RootEntry, RootProgram
 from .common import cert_label, cert_sha256, load_pem_bundle, sha256_hex
-from cryptography.hazmat.primitives.serialization import Encoding
 
 
 def parse_metadata(data: bytes, *, source: str) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def import_bundle(
         if missing:
             raise TrustDataError(
                 f"{metadata_source}: trusted_certificates lists {len(missing)} fingerprint(s) "
-                f"not in {source}, e.g. {sorted(missing)[0]}"
+                f"not in {source}, e.g. {min(missing)}"
             )
         version = version or (str(meta["version"]) if meta.get("version") else None)
         date = str(meta["date_fetched"]) if meta.get("date_fetched") else None
