@@ -215,12 +215,17 @@ class RevocationCheck:
     # -- findings ----------------------------------------------------------------------------
 
     def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:
+        """The "revocation" finding, then the "ari" finding if the CA offers ARI. Never raises."""
         try:
             findings = [self._revocation_finding(material, ctx)]
-            ari = self._ari_finding(material, ctx)
         except Exception as e:  # noqa: BLE001 - a check never raises: unknown, never good
-            return [Finding("revocation", Severity.WARN, f"revocation check failed: {e}",
-                            {"status": "unknown", "since": ctx.now.isoformat()})]
+            findings = [Finding("revocation", Severity.WARN, f"revocation check failed: {e}",
+                                {"status": "unknown", "since": ctx.now.isoformat()})]
+        try:
+            ari = self._ari_finding(material, ctx)
+        except Exception as e:  # noqa: BLE001
+            ari = Finding("ari", Severity.WARN, f"renewal information check failed: {e}",
+                          {"replace": False, "status": "unknown"})
         if ari is not None:
             findings.append(ari)
         return findings

@@ -13,6 +13,7 @@ from revpki import NOW, PKI, Route, TestServer, context, make_ca, make_crl, make
 from certfailover.checks import Check
 from certfailover.model import Severity
 from certfailover.revocation import CASources, RevocationCheck, RevocationConfig, ari_cert_id
+from certfailover.revocation.fetch import Fetcher, Response
 
 DER = serialization.Encoding.DER
 
@@ -276,3 +277,24 @@ def test_ari_future_window_and_failures(pki: PKI, server: TestServer) -> None:
     assert bad.severity is Severity.WARN and bad.detail["replace"] is False
     none = RevocationCheck().run(material(leaf, pki.issuer), context())
     assert [f.check for f in none] == ["revocation"]
+
+
+class ExplodingFetcher(Fetcher):
+    def fetch(self, url: str, **kw: object) -> Response:  # type: ignore[override]
+        raise RuntimeError("boom")
+
+
+def test_unexpected_errors_are_unknown_never_raised(pki: PKI) -> None:
+    leaf = pki.leaf(ocsp_urls=("http://127.0.0.1:9/ocsp",), cdp=("http://127.0.0.1:9/a.crl",))
+    chk = RevocationCheck(RevocationConfig(cas={"ca-a": CASources(ari_url="http://127.0.0.1:9/")}),
+                          fetcher=ExplodingFetcher())
+    findings = chk.run(material(leaf, pki.issuer), context())
+    assert [(f.check, f.severity) for f in findings] == [("revocation", Severity.WARN),
+                                                         ("ari", Severity.WARN)]
+    assert findings[0].detail["status"] == "unknown" and findings[1].detail["replace"] is False
+
+
+def test_public_names() -> None:
+    import certfailover.revocation as rev
+    assert sorted(rev.__all__) == sorted(n for n in rev.__all__ if hasattr(rev, n))
+    assert {"RevocationCheck", "RevocationConfig", "CASources", "ari_cert_id"} <= set(rev.__all__)
