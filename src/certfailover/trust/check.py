@@ -7,7 +7,8 @@ One Finding per required program (``ctx.trust`` names in ``KNOWN_PROGRAMS``):
   removal date, Chrome version constraint) falls inside ``ctx.options["forecast_days"]``
   (default 90); ``kind`` is ``certificate`` (this certificate stops being trusted on
   ``date``) or ``issuance`` (certificates issued after ``date`` from the same root are not
-  trusted: get an independent standby before then);
+  trusted: get an independent standby before then); a ``certificate`` forecast also sets
+  ``detail["replace"] = True`` so the policy treats the certificate as one to replace;
 - WARN  when the snapshot has no data for the program (cannot verify);
 - OK    otherwise.
 
@@ -21,7 +22,7 @@ from typing import ClassVar
 
 from ..checks import CertMaterial, CheckContext
 from ..model import Finding, Severity
-from .evaluate import Reason, TrustEngine, engine_for
+from .evaluate import ForecastKind, Reason, TrustEngine, engine_for
 from .programs import KNOWN_PROGRAMS
 from .snapshot import Snapshot
 
@@ -59,11 +60,15 @@ class ProgramTrustCheck:
                 soon = [f for f in v.forecasts if f.date - ctx.now <= horizon]
                 if soon:
                     f = min(soon, key=lambda f: f.date)
+                    detail: dict[str, object] = {
+                        "program": v.program, "reason": f.reason.value, "date": f.date.isoformat(),
+                        "kind": f.kind.value, "path": path,
+                    }
+                    if f.kind is ForecastKind.CERTIFICATE:
+                        detail["replace"] = True  # policy: move to an unflagged standby in time
                     findings.append(Finding(
                         self.name, Severity.WARN,
-                        f"{v.program} forecast {f.date.date().isoformat()}: {f.detail}",
-                        {"program": v.program, "reason": f.reason.value, "date": f.date.isoformat(),
-                         "kind": f.kind.value, "path": path},
+                        f"{v.program} forecast {f.date.date().isoformat()}: {f.detail}", detail,
                     ))
                 else:
                     findings.append(Finding(self.name, Severity.OK, f"trusted by {v.program}",

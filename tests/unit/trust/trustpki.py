@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certfailover.checks import CertMaterial
+from certfailover.model import Cert, CertState
 from certfailover.trust.evaluate import TrustEngine
 from certfailover.trust.snapshot import Snapshot, build_snapshot
 from certfailover.trust.sources.chrome import import_root_store
@@ -285,3 +287,16 @@ def build_lab() -> Lab:
                ms_eku, blocked, root_a, root_b)
 
 
+
+
+def material(leaf: x509.Certificate, chain: Sequence[x509.Certificate], *, ca: str = "test",
+             state: CertState = CertState.STANDBY, site: str = "www") -> CertMaterial:
+    serial = f"{leaf.serial_number:x}"
+    cert = Cert(
+        id=f"{site}/{ca}/{serial}", site=site, ca=ca, serial=serial,
+        not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
+        sha256=leaf.fingerprint(hashes.SHA256()).hex(), key_type="ec-p256",
+        issuer_dn=leaf.issuer.rfc4514_string(), state=state, created=leaf.not_valid_before_utc,
+        path="/nonexistent",
+    )
+    return CertMaterial(cert=cert, leaf=leaf, chain=tuple(chain), key_matches=True)
