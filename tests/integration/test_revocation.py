@@ -102,17 +102,23 @@ def _ctx(now: datetime | None = None) -> CheckContext:
     return CheckContext(now=now or utcnow(), domains=(), trust=())
 
 
-def test_revoked_at_pebble_is_seen_through_ocsp(rev_lab: RevLab) -> None:
+@pytest.mark.parametrize("get_max", [255, 0], ids=["get", "post"])
+def test_revoked_at_pebble_is_seen_through_ocsp(rev_lab: RevLab, get_max: int) -> None:
     cert = _issue(rev_lab)
+    cfg = RevocationConfig(ocsp_get_max=get_max)
     assert cert.material.leaf.extensions.get_extension_for_class(
         x509.AuthorityInformationAccess
     )  # Pebble wrote the status service's OCSP URL
-    [good] = RevocationCheck().run(cert.material, _ctx())
+    before = rev_lab.status.requests_served
+    [good] = RevocationCheck(cfg).run(cert.material, _ctx())
     assert good.severity is Severity.OK and good.detail["source"] == "ocsp"
+    assert rev_lab.status.requests_served == before + 1
+    method, path = rev_lab.status.request_log[-1]
+    assert (method, path.startswith("/ocsp/")) == (("GET", True) if get_max else ("POST", False))
 
     revoke(rev_lab.ca.directory_url, rev_lab.ca.ca_bundle, cert.cert_pem, cert.key_pem, 1)
     assert rev_lab.ca.cert_status(cert.material.leaf.serial_number)["Status"] == "Revoked"
-    [bad] = RevocationCheck().run(cert.material, _ctx())
+    [bad] = RevocationCheck(cfg).run(cert.material, _ctx())
     assert bad.severity is Severity.FAIL
     assert bad.detail["status"] == "revoked" and bad.detail["source"] == "ocsp"
     assert bad.detail["reason"] == "key_compromise" and bad.detail["key_compromise"] is True

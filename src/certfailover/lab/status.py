@@ -101,6 +101,7 @@ class StatusService:
         self.retry_after = retry_after
         self.clock = clock
         self.requests_served = 0
+        self.request_log: list[tuple[str, str]] = []  # (method, path) of every request
         self._known: set[int] = set()
         self._windows: dict[str, tuple[datetime, datetime, str | None]] = {}
         self._lock = threading.Lock()
@@ -346,8 +347,13 @@ class StatusService:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _count(self) -> None:
+                with svc._lock:
+                    svc.requests_served += 1
+                    svc.request_log.append((self.command, self.path[:80]))
+
             def do_POST(self) -> None:
-                svc.requests_served += 1
+                self._count()
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(min(n, 65536))
                 if self.path.rstrip("/") != "/ocsp":
@@ -356,7 +362,7 @@ class StatusService:
                 self._send(200, svc.ocsp_response(body), "application/ocsp-response")
 
             def do_GET(self) -> None:
-                svc.requests_served += 1
+                self._count()
                 path = self.path.split("?", 1)[0]
                 try:
                     if path.startswith("/ocsp/"):
