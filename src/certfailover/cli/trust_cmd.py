@@ -16,8 +16,8 @@ from ..errors import CertFailoverError, InputError
 from ..model import to_jsonable, utcnow
 from ..trust.diff import Site, diff_snapshots, load_any, summarize
 from ..trust.evaluate import Evaluation, engine_for
-from ..trust.snapshot import default_snapshot_path, load_snapshot, read_snapshot, save_snapshot
-from ..trust.sources.load import SourceSpec, build_from_specs
+from ..trust.snapshot import default_snapshot_path, load_snapshot
+from ..trust.sources.load import SourceSpec, update_snapshot
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -126,9 +126,8 @@ def run_update(args: argparse.Namespace) -> int:
     try:
         specs = [SourceSpec.parse(s) for s in args.source]
         out = args.output or default_snapshot_path()
-        base = None if args.fresh or not out.exists() else read_snapshot(out)
-        snap = build_from_specs(specs, pools=list(args.pool), now=utcnow(), base=base)
-        save_snapshot(snap, out)
+        snap = update_snapshot(specs, output=out, pools=list(args.pool), now=utcnow(),
+                               fresh=args.fresh)
     except CertFailoverError as exc:
         print(f"certfailover trust update: {exc}", file=sys.stderr)
         return 2

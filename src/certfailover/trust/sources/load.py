@@ -140,3 +140,17 @@ def build_from_specs(
     for loc in pools:
         pool.update(read_pool(loc))
     return build_snapshot(imported, built=now, pool=pool)
+
+
+def update_snapshot(
+    specs: list[SourceSpec], *, output: Path, pools: list[str], now: datetime, fresh: bool = False
+) -> Snapshot:
+    """Rebuild ``output`` from upstream sources (what ``trust update`` and a scheduled refresh
+    run). Programs without a new source are carried over from the current file unless
+    ``fresh``. Readers pick the new file up on their next ``load_snapshot`` (keyed by mtime)."""
+    from ..snapshot import read_snapshot, save_snapshot
+
+    base = None if fresh or not output.exists() else read_snapshot(output)
+    snap = build_from_specs(specs, pools=pools, now=now, base=base)
+    save_snapshot(snap, output)
+    return snap
