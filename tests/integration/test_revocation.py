@@ -129,10 +129,9 @@ def test_revoked_at_pebble_is_seen_through_crl(rev_lab: RevLab) -> None:
     for c in (cert, other):
         rev_lab.status.add_known_serial(c.material.leaf.serial_number)
     cfg = RevocationConfig(
-        cas={CA: CASources(crl_urls=(rev_lab.status.crl_url,))},
+        cas={CA: CASources(crl_urls=(rev_lab.status.crl_url,), require_crl_sign=False)},
         use_ocsp=False,
         crl_max_age=timedelta(0),
-        require_crl_sign=False,
     )  # Pebble's intermediate lacks cRLSign
     chk = RevocationCheck(cfg)
     [good] = chk.run(cert.material, _ctx())

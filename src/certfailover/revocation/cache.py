@@ -93,20 +93,27 @@ class CRLCache:
                 lock = self._locks[key] = threading.Lock()
             return lock
 
-    def get(self, url: str, issuer: x509.Certificate, now: datetime) -> VerifiedCRL:
-        """A verified CRL for `url` signed by `issuer`, or InvalidRevocationData/FetchError."""
-        key = (url, issuer.fingerprint(hashes.SHA256()))
+    def get(self, url: str, issuer: x509.Certificate, now: datetime, *,
+            require_crl_sign: bool = True) -> VerifiedCRL:
+        """A verified CRL for `url` signed by `issuer`, or InvalidRevocationData/FetchError.
+
+        The issuer's cRLSign key usage is required unless this cache's or the caller's
+        `require_crl_sign` is False.
+        """
+        relax = not (self.require_crl_sign and require_crl_sign)
+        key = (url, issuer.fingerprint(hashes.SHA256()) + (b"r" if relax else b""))
         with self._lock_for(key):
             entry = self._entries.get(key)
             if entry is None:
-                entry = self._entries[key] = self._from_disk(url, issuer, now)
+                entry = self._entries[key] = self._from_disk(url, issuer, now, not relax)
             if entry.refresh_at is None or now >= entry.refresh_at:
-                self._refresh(entry, url, issuer, now)
+                self._refresh(entry, url, issuer, now, not relax)
             if entry.crl is not None:
                 return entry.crl
             raise InvalidRevocationData(url, entry.error or "no CRL")
 
-    def _refresh(self, entry: _Entry, url: str, issuer: x509.Certificate, now: datetime) -> None:
+    def _refresh(self, entry: _Entry, url: str, issuer: x509.Certificate, now: datetime,
+                 require_crl_sign: bool) -> None:
         headers: dict[str, str] = {}
         if entry.crl is not None:
             if entry.etag:
@@ -124,7 +131,7 @@ class CRLCache:
             self.downloads += 1
             crl = verify_crl(load_crl(resp.body, source=url), issuer, url=url, now=now,
                              skew=self.skew, size=len(resp.body),
-                             require_crl_sign=self.require_crl_sign)
+                             require_crl_sign=require_crl_sign)
         except (FetchError, InvalidRevocationData) as e:
             message = str(e).removeprefix(f"{url}: ")
             entry.error = message
@@ -158,7 +165,8 @@ class CRLCache:
             tmp.write_bytes(data)
             os.replace(tmp, path)
 
-    def _from_disk(self, url: str, issuer: x509.Certificate, now: datetime) -> _Entry:
+    def _from_disk(self, url: str, issuer: x509.Certificate, now: datetime,
+                   require_crl_sign: bool) -> _Entry:
         if self.directory is None:
             return _Entry()
         crl_path, meta_path = self._paths(url)
@@ -167,7 +175,7 @@ class CRLCache:
             body = crl_path.read_bytes()
             crl = verify_crl(load_crl(body, source=str(crl_path)), issuer, url=url, now=now,
                              skew=self.skew, size=len(body),
-                             require_crl_sign=self.require_crl_sign)
+                             require_crl_sign=require_crl_sign)
         except (OSError, ValueError, InvalidRevocationData):
             return _Entry()
         return _Entry(crl, meta.get("etag"), meta.get("last_modified"),

@@ -46,12 +46,15 @@ class CASources:
     ocsp_urls: OCSP responders to ask in addition to the certificate's AIA.
     ari_url: the CA's renewalInfo base URL (".../renewalInfo"); wins over directory_url.
     directory_url: the CA's ACME directory; its "renewalInfo" entry is used.
+    require_crl_sign: False accepts CRLs from an issuer without the cRLSign key usage
+        (Pebble's intermediates lack it; lab only). The signature is always verified.
     """
 
     crl_urls: tuple[str, ...] = ()
     ocsp_urls: tuple[str, ...] = ()
     ari_url: str | None = None
     directory_url: str | None = None
+    require_crl_sign: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ class RevocationConfig:
     ocsp_get_max: int = 255  # RFC 5019: GET when the encoded request is shorter
     use_crl: bool = True
     use_ocsp: bool = True  # False: CRLs only (as for Let's Encrypt since 2025)
-    require_crl_sign: bool = True  # False only for lab CAs (Pebble's intermediate lacks it)
+    require_crl_sign: bool = True  # False: for every CA (prefer CASources.require_crl_sign)
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -118,11 +121,12 @@ class RevocationCheck:
 
     def crl_status(self, material: CertMaterial, now: datetime) -> list[RevocationResult]:
         issuer = material.chain[0]
-        urls = list(dict.fromkeys(cdp_urls(material.leaf) + self._sources(material).crl_urls))
+        src = self._sources(material)
+        urls = list(dict.fromkeys(cdp_urls(material.leaf) + src.crl_urls))
         out: list[RevocationResult] = []
         for url in urls:
             try:
-                crl = self.crls.get(url, issuer, now)
+                crl = self.crls.get(url, issuer, now, require_crl_sign=src.require_crl_sign)
             except (InvalidRevocationData, FetchError) as e:
                 out.append(RevocationResult(Status.UNKNOWN, "crl", url, str(e)))
                 continue

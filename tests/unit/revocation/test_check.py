@@ -298,3 +298,14 @@ def test_public_names() -> None:
     import certfailover.revocation as rev
     assert sorted(rev.__all__) == sorted(n for n in rev.__all__ if hasattr(rev, n))
     assert {"RevocationCheck", "RevocationConfig", "CASources", "ari_cert_id"} <= set(rev.__all__)
+
+
+def test_crl_sign_relaxed_per_ca_only(server: TestServer) -> None:
+    no_crl_sign = make_ca("No CRL Sign", crl_sign=False)
+    pki2 = PKI(no_crl_sign[0], no_crl_sign[1], no_crl_sign[0], no_crl_sign[1])
+    server.routes["/n.crl"] = Route(body=crl_bytes(pki2, {}))
+    m = material(pki2.leaf(), pki2.issuer)
+    strict = check_for(server, crl_urls=(server.url("/n.crl"),))
+    assert strict.run(m, context())[0].severity is Severity.WARN
+    relaxed = check_for(server, crl_urls=(server.url("/n.crl"),), require_crl_sign=False)
+    assert relaxed.run(m, context())[0].severity is Severity.OK
