@@ -82,6 +82,12 @@ class NewOrderWithReplaces(messages.NewOrder):
     replaces: str | None = jose_field("replaces", omitempty=True)
 
 
+def _code(e: messages.Error) -> str | None:
+    """The ACME problem code; acme's `Error.code` is None for codes it does not know."""
+    typ = str(e.typ or "")
+    return typ[len(_PROBLEM_PREFIX) :] if typ.startswith(_PROBLEM_PREFIX) else None
+
+
 def _problem(e: messages.Error) -> str:
     text = f"{e.typ}: {e.detail}" if e.detail else str(e.typ)
     for sub in e.subproblems or ():
@@ -261,13 +267,13 @@ class AcmeIssuer:
         except IssuanceError:
             raise
         except messages.Error as e:
-            if e.code == "accountDoesNotExist":
+            if _code(e) == "accountDoesNotExist":
                 self._regr = None  # e.g. the CA lost its state: look up / register again
                 raise TransientIssuanceError(f"{self.name}: {url}: {_problem(e)}") from e
-            if e.code in TRANSIENT_PROBLEMS:
+            if _code(e) in TRANSIENT_PROBLEMS:
                 raise TransientIssuanceError(f"{self.name}: {url}: {_problem(e)}") from e
             hint = ""
-            if e.code == "externalAccountRequired" and self.eab_kid is None:
+            if _code(e) == "externalAccountRequired" and self.eab_kid is None:
                 hint = " (configure eab_kid and eab_hmac_key for this CA)"
             raise IssuanceError(f"{self.name}: {url}: {_problem(e)}{hint}") from e
         except requests.exceptions.SSLError as e:
@@ -306,7 +312,7 @@ class AcmeIssuer:
                 )
                 return resp
             except messages.Error as e:
-                if e.code != "badNonce" or attempt + 1 == _NONCE_ATTEMPTS:
+                if _code(e) != "badNonce" or attempt + 1 == _NONCE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
@@ -367,14 +373,18 @@ class AcmeIssuer:
         fsync_dir(path.parent)
         return data
 
+    def _make_network(self, jwk: JWK, alg: JWASignature) -> acme_client.ClientNetwork:
+        """The signed-HTTP layer (one keep-alive session per issuer); unit tests mount a fake."""
+        verify: Any = str(self.ca_bundle) if self.ca_bundle is not None else True
+        return acme_client.ClientNetwork(
+            jwk, alg=alg, verify_ssl=verify, user_agent=_USER_AGENT, timeout=int(self.timeout)
+        )
+
     def _connect(self, deadline: datetime) -> None:
         if self._net is None:
             jwk, alg, self._key_existed = self._load_or_create_key()
-            verify: Any = str(self.ca_bundle) if self.ca_bundle is not None else True
             self._jwk = jwk
-            self._net = acme_client.ClientNetwork(
-                jwk, alg=alg, verify_ssl=verify, user_agent=_USER_AGENT, timeout=int(self.timeout)
-            )
+            self._net = self._make_network(jwk, alg)
         if self._directory is None:
             with self._step(self.directory_url, deadline):
                 self._directory = acme_client.ClientV2.get_directory(self.directory_url, self._net)
@@ -393,7 +403,10 @@ class AcmeIssuer:
                     logger.info("%s: using existing account %s", self.name, self._regr_uri())
                     return
             except IssuanceError as e:
-                if "accountDoesNotExist" not in str(e):
+                cause = e.__cause__
+                if not (
+                    isinstance(cause, messages.Error) and _code(cause) == "accountDoesNotExist"
+                ):
                     raise
         eab: dict[str, Any] | None = None
         if self.eab_kid is not None and self._eab_hmac_key is not None:
@@ -468,7 +481,11 @@ class AcmeIssuer:
             with self._step(url, deadline):
                 resp = self._post(url, msg)
         except IssuanceError as e:
-            if send_replaces is None or "alreadyReplaced" not in str(e):
+            cause = e.__cause__
+            already = isinstance(cause, acme_errors.ConflictError) or (
+                isinstance(cause, messages.Error) and _code(cause) == "alreadyReplaced"
+            )
+            if send_replaces is None or not already:
                 raise
             # the old certificate was already replaced by another order: still issue
             logger.info("%s: %s; retrying newOrder without replaces", self.name, e)
