@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import statistics
 import threading
 import time
@@ -394,3 +395,39 @@ def test_issuance_takes_well_under_a_second(
     for ts in timings.values():
         assert max(ts) < 1.5
         assert statistics.median(ts) < 1.0
+
+
+def test_lab_pebble_options_reach_the_certificate(
+    lab_dir: Path,
+    http01_port: int,
+    challtestsrv: ChallTestSrv,
+    make_csr: MakeCsr,
+    tmp_path: Path,
+) -> None:
+    ocsp = f"http://127.0.0.1:{free_port()}/ocsp"
+    workdir = lab_dir / f"pebble-opts-{uuid.uuid4().hex[:6]}"
+    with PebbleCA(
+        workdir,
+        name="pebble-opts",
+        http_port=http01_port,
+        dns_server=challtestsrv.dns_address,
+        ocsp_url=ocsp,
+        validity_seconds=3600,
+        nonce_reject_percent=0,
+    ) as ca:
+        issued = _issuer(ca, tmp_path, http01_port).issue(
+            make_csr(_unique()).csr_pem, deadline=_deadline()
+        )
+        leaf = x509.load_pem_x509_certificate(issued.leaf_pem)
+        lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+        assert timedelta(minutes=59) <= lifetime <= timedelta(minutes=61)
+        aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        assert [d.access_location.value for d in aia] == [ocsp]
+        intermediate = x509.load_pem_x509_certificate(ca.intermediate_pem())
+        assert x509.load_pem_x509_certificates(issued.chain_pem) == [intermediate]
+        assert b"PRIVATE KEY" in ca.intermediate_key_pem()
+        assert "Configured to reject 0% of good nonces" in (workdir / "pebble.log").read_text()
+        assert (workdir / "pebble-config.json").stat().st_mode & 0o777 == 0o600
+    # stopped: nothing answers on its ports any more
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", ca.port), timeout=1).close()

@@ -60,7 +60,9 @@ class FakeCA(BaseAdapter):
             resp._content = b""
         return resp
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send(  # type: ignore[override]
+        self, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
         url = request.url or ""
         if url == f"{BASE}/dir":
             directory = {
@@ -76,11 +78,13 @@ class FakeCA(BaseAdapter):
             return self._resp(request, 200, directory)
         if url == f"{BASE}/nonce":
             return self._resp(request, 200)
-        jws = json.loads(request.body or b"{}")
+        body = request.body
+        jws = json.loads(body if isinstance(body, (bytes, str)) else b"{}")
         payload = json.loads(_b64d(jws["payload"])) if jws.get("payload") else None
         if url == f"{BASE}/acct":
             return self._resp(request, 201, {"status": "valid"}, Location=f"{BASE}/acct/1")
         if url == f"{BASE}/order":
+            assert isinstance(payload, dict)
             self.orders.append(payload)
             status, code = self.script.pop(0)
             problem = {"type": f"urn:ietf:params:acme:error:{code}", "detail": f"fake {code}"}

@@ -194,7 +194,7 @@ def test_bad_account_key_file_names_the_file(tmp_path: Path) -> None:
         (requests.Timeout("read timed out"), True, "read timed out"),
         (acme_errors.ClientError(_response(503)), True, "HTTP 503"),
         (acme_errors.ClientError(_response(404)), False, "HTTP 404"),
-        (acme_errors.BadNonce("x", "y"), True, "BadNonce"),
+        (acme_errors.BadNonce("x", ValueError("y")), True, "BadNonce"),
     ],
 )  # fmt: skip
 def test_errors_are_classified_and_name_ca_url_problem(
