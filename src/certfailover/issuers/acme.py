@@ -72,6 +72,10 @@ class _DeadlineReached(TransientIssuanceError):
     """The deadline passed between steps (the cause worth reporting is the error before it)."""
 
 
+class _RateLimited(TransientIssuanceError):
+    """Worth retrying later, but not in this issuance: hammering a rate limit extends it."""
+
+
 class NewOrderWithReplaces(messages.NewOrder):
     """newOrder with the `replaces` field of ACME Renewal Information (RFC 9773 section 5).
 
@@ -233,6 +237,8 @@ class AcmeIssuer:
             started = time.monotonic()
             try:
                 issued = self._issue_once(csr, csr_pem, deadline, replaces)
+            except _RateLimited:
+                raise
             except TransientIssuanceError as e:
                 if cause is None or not isinstance(e, _DeadlineReached):
                     cause = e
@@ -270,6 +276,8 @@ class AcmeIssuer:
             if _code(e) == "accountDoesNotExist":
                 self._regr = None  # e.g. the CA lost its state: look up / register again
                 raise TransientIssuanceError(f"{self.name}: {url}: {_problem(e)}") from e
+            if _code(e) == "rateLimited":
+                raise _RateLimited(f"{self.name}: {url}: {_problem(e)}") from e
             if _code(e) in TRANSIENT_PROBLEMS:
                 raise TransientIssuanceError(f"{self.name}: {url}: {_problem(e)}") from e
             hint = ""
@@ -283,6 +291,8 @@ class AcmeIssuer:
                     f" (ca_bundle={self.ca_bundle}): {e}"
                 ) from e
             raise TransientIssuanceError(f"{self.name}: {url}: TLS error: {e}") from e
+        except acme_errors.ConflictError as e:
+            raise IssuanceError(f"{self.name}: {url}: HTTP 409 Conflict ({e})") from e
         except (requests.ConnectionError, requests.Timeout) as e:
             raise TransientIssuanceError(f"{self.name}: {url}: {type(e).__name__}: {e}") from e
         except (acme_errors.BadNonce, acme_errors.MissingNonce, acme_errors.TimeoutError) as e:

@@ -255,6 +255,30 @@ def test_transient_errors_retry_with_exponential_backoff(tmp_path: Path) -> None
     assert ft.slept == [0.1, 0.2, 0.4]
 
 
+def test_rate_limited_is_transient_but_not_retried_within_the_issuance(tmp_path: Path) -> None:
+    ft = FakeTime()
+
+    class Limited(Flaky):
+        def _issue_once(self, csr: object, pem: bytes, deadline: datetime, r: object) -> Issued:
+            self.calls += 1
+            with self._step(URL, deadline):
+                raise messages.Error.with_code("rateLimited", detail="too many new orders")
+
+    issuer = Limited(
+        "ca1",
+        "https://ca.example.test/dir",
+        email=None,
+        account_key_path=tmp_path / "acct.pem",
+        solver=WebrootSolver(tmp_path),
+        clock=ft.clock,
+        sleep=ft.sleep,
+    )
+    csr = keys.csr_pem(keys.generate("ec-p256"), ["www.example.test"])
+    with pytest.raises(TransientIssuanceError, match="rateLimited: too many new orders"):
+        issuer._issue_with_retries(x509.load_pem_x509_csr(csr), csr, T0 + timedelta(60), None)
+    assert issuer.calls == 1 and ft.slept == []
+
+
 def test_transient_errors_give_up_at_the_deadline_with_the_cause(tmp_path: Path) -> None:
     ft = FakeTime()
     issuer = _flaky(tmp_path, ft, failures=10**6)
