@@ -431,3 +431,14 @@ def test_lab_pebble_options_reach_the_certificate(
     # stopped: nothing answers on its ports any more
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", ca.port), timeout=1).close()
+
+
+def test_ca_tls_certificate_not_trusted_is_permanent(
+    pebble_a: PebbleCA, pebble_b: PebbleCA, http01_port: int, make_csr: MakeCsr, tmp_path: Path
+) -> None:
+    issuer = _issuer(pebble_a, tmp_path, http01_port, ca_bundle=pebble_b.ca_bundle)
+    with pytest.raises(IssuanceError) as info:
+        issuer.issue(make_csr(_unique()).csr_pem, deadline=_deadline(10))
+    assert not isinstance(info.value, TransientIssuanceError)
+    assert "TLS certificate of the CA does not verify" in str(info.value)
+    assert str(pebble_b.ca_bundle) in str(info.value)
