@@ -7,7 +7,6 @@ loaded and never printed (`repr` hides them).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .servers.base import Endpoint
 from .store.vault import _SAFE
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
@@ -53,15 +53,6 @@ class ServerConfig:
     name: str
     type: str
     spec: Mapping[str, Any]  # the whole table, handed to servers.make_adapter
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -192,19 +183,10 @@ def resolve_secret(ref: str, table: _Table, key: str, env: Mapping[str, str]) ->
 
 
 def parse_endpoint(text: str, table: _Table, key: str) -> Endpoint:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise table.err(key, f"{text!r} must be host:port")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError as exc:
-            raise table.err(key, f"{text!r}: bad IPv6 address") from exc
-    p = int(port)
-    if not 0 < p < 65536:
-        raise table.err(key, f"{text!r}: port out of range")
-    return Endpoint(host, p)
+    try:
+        return Endpoint.parse(text)
+    except ValueError as exc:
+        raise table.err(key, str(exc)) from exc
 
 
 def default_path(env: Mapping[str, str] | None = None) -> Path:

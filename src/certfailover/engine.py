@@ -283,6 +283,21 @@ class Engine:
                         need=d.need, got=issued)
         return issued
 
+    def reconcile(self) -> None:
+        """Make the store agree with the live links (what the servers were told to serve)."""
+        for site in self.config.sites:
+            target = self.vault.live_target(site.name)
+            if target is None:
+                continue
+            certs = self.db.certs(site.name)
+            match = next((c for c in certs if Path(c.path).resolve() == target), None)
+            active = next((c for c in certs if c.state is CertState.ACTIVE), None)
+            if match is not None and (active is None or active.id != match.id):
+                self.db.set_active(site.name, match.id)
+                self.record(None, site.name, "reconciled",
+                            f"store now agrees with live link: {match.id} is active",
+                            cert=match.id, previous=active.id if active else None)
+
     # -- operator actions ------------------------------------------------------------------
     def failover(self, site_name: str, *, to: str | None = None) -> TickReport:
         """Switch now to `to` or the best healthy standby (still verified and rolled back if wrong)."""

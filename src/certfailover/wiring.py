@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from cryptography import x509
+
 from .checks import Check
 from .config import CAConfig, Config, SiteConfig
 from .engine import Engine, IssuerPort, Notify, Switch, SwitchResult
@@ -29,6 +31,13 @@ class Runtime:
     vault: Vault
     engine: Engine
     stores: BundleStores
+    deployer: ServerDeployer
+
+    def startup(self) -> None:
+        """After a crash: finish or undo interrupted activations, then make the store agree."""
+        for line in self.deployer.recover():
+            log.warning("recovered interrupted activation: %s", line)
+        self.engine.reconcile()
 
 
 def open_store(config: Config) -> tuple[Database, Vault]:
@@ -48,11 +57,30 @@ def build_checks(config: Config, stores: BundleStores) -> list[Check]:
 def extra_checks(config: Config) -> list[Check]:
     """Revocation (CRL, OCSP, ARI) and root-program trust checks."""
     out: list[Check] = []
-    from .revocation.check import RevocationCheck
-    out.append(RevocationCheck.from_config(config))
+    from .revocation.check import CASources, RevocationCheck, RevocationConfig
+    out.append(RevocationCheck(RevocationConfig(
+        cas={name: CASources(crl_urls=ca.crl_urls, ari_url=ca.ari_url, directory_url=ca.directory)
+             for name, ca in config.cas.items()},
+        ca_bundle=fetch_bundle(config),
+        cache_dir=config.store / "cache" / "crl",
+    )))
     from .trust.check import ProgramTrustCheck
     out.append(ProgramTrustCheck())
     return out
+
+
+def fetch_bundle(config: Config) -> str | None:
+    """Trust anchors for https fetches of revocation data: the system's plus each CA's bundle."""
+    extra = [ca.ca_bundle for ca in config.cas.values() if ca.ca_bundle is not None]
+    if not extra:
+        return None
+    from .health import SYSTEM_BUNDLE
+    from .store.files import atomic_write
+    parts = [SYSTEM_BUNDLE.read_bytes()] if SYSTEM_BUNDLE.is_file() else []
+    parts += [p.read_bytes() for p in extra]
+    path = config.store / "cache" / "fetch-ca-bundle.pem"
+    atomic_write(path, b"\n".join(parts))
+    return str(path)
 
 
 def issuer_factory(config: Config, vault: Vault, ca: CAConfig) -> Callable[[SiteConfig], IssuerPort]:
@@ -77,40 +105,44 @@ def issuer_factory(config: Config, vault: Vault, ca: CAConfig) -> Callable[[Site
     return make
 
 
-def deploy_port(config: Config, vault: Vault, stores: BundleStores) -> Callable[
-        [str | None, Sequence[Switch]], list[SwitchResult]]:
-    from . import deploy as deploy_mod
-    from .servers.base import Endpoint, make_adapter
+class ServerDeployer:
+    """The engine's deploy port over the real adapters; also finishes interrupted activations."""
 
-    adapters = {name: make_adapter(dict(s.spec)) for name, s in config.servers.items()}
-    chain_check = StoreTrustCheck(stores)
+    def __init__(self, config: Config, vault: Vault, stores: BundleStores, clock: Clock) -> None:
+        from .servers.registry import make_adapter
+        self.config, self.vault, self.clock = config, vault, clock
+        self.adapters = {name: make_adapter(dict(s.spec)) for name, s in config.servers.items()}
+        self.chain_check = StoreTrustCheck(stores)
 
-    def port(server: str | None, switches: Sequence[Switch]) -> list[SwitchResult]:
+    def validate(self, chain: list[x509.Certificate], sni: str) -> str | None:
+        """The served chain must validate for `sni` in the file trust stores of its site."""
+        site = next((s for s in self.config.sites if sni in s.domains), None)
+        trust = site.trust if site else ("system",)
+        errors = [f"{n}: {e}" for n, e in
+                  self.chain_check.validate(chain[0], chain[1:], trust, sni, self.clock())
+                  if e is not None]
+        return "; ".join(errors) or None
+
+    def __call__(self, server: str | None, switches: Sequence[Switch]) -> list[SwitchResult]:
+        from . import deploy
         if server is None:  # no server: the live link is the deployment (e.g. a file watcher)
             out = []
             for sw in switches:
-                vault.point_live(sw.site.name, Path(sw.target.path))
+                self.vault.point_live(sw.site.name, Path(sw.target.path))
                 out.append(SwitchResult(sw.site.name, True, False, "live link updated (no server)", 0.0))
             return out
-        by_site = {sw.site.name: sw.site for sw in switches}
-
-        def validate(chain: list, sni: str, _sites: dict = by_site) -> str | None:
-            site = next((s for s in _sites.values() if sni in s.domains), None)
-            trust = site.trust if site else ("system",)
-            from .model import utcnow as now
-            errors = [f"{n}: {e}" for n, e in chain_check.validate(chain[0], chain[1:], trust, sni, now())
-                      if e is not None]
-            return "; ".join(errors) or None
-
-        batch = [deploy_mod.Activation(
-            site=sw.site.name, target=Path(sw.target.path), expected_sha256=sw.target.sha256,
-            endpoints=tuple(Endpoint(e.host, e.port) for e in sw.site.endpoints), sni=sw.site.sni)
-            for sw in switches]
-        results = deploy_mod.activate(vault, adapters[server], batch, validate=validate,
-                                      verify_timeout=config.daemon.verify_timeout)
+        batch = [deploy.Activation(site=sw.site.name, target=Path(sw.target.path),
+                                   expected_sha256=sw.target.sha256, endpoints=sw.site.endpoints,
+                                   sni=sw.site.sni) for sw in switches]
+        results = deploy.activate(self.vault, self.adapters[server], batch, validate=self.validate,
+                                  verify_timeout=self.config.daemon.verify_timeout)
         return [SwitchResult(r.site, r.ok, r.rolled_back, r.message, r.seconds) for r in results]
 
-    return port
+    def recover(self) -> list[str]:
+        from . import deploy
+        return [f"{r.site}: {r.action}: {r.message}" for r in
+                deploy.recover(self.vault, self.adapters, validate=self.validate,
+                               verify_timeout=self.config.daemon.verify_timeout)]
 
 
 def build_notify(config: Config) -> Notify | None:
@@ -124,12 +156,13 @@ def build_notify(config: Config) -> Notify | None:
 def build(config: Config, *, clock: Clock = utcnow, notify: Notify | None = None) -> Runtime:
     db, vault = open_store(config)
     stores = BundleStores()
+    deployer = ServerDeployer(config, vault, stores, clock)
     engine = Engine(
         config, db, vault,
         checks=build_checks(config, stores),
         issuers={name: issuer_factory(config, vault, ca) for name, ca in config.cas.items()},
-        deploy=deploy_port(config, vault, stores),
+        deploy=deployer,
         notify=notify if notify is not None else build_notify(config),
         clock=clock,
     )
-    return Runtime(config, db, vault, engine, stores)
+    return Runtime(config, db, vault, engine, stores, deployer)

@@ -62,7 +62,7 @@ def test_good_config_parses(tmp_path: Path) -> None:
     (("eab_hmac_key = \"env:B_HMAC\"", "eab_hmac_key = \"inline-secret\""), "[[ca]] 'b'.eab_hmac_key",
      "never inline"),
     (("endpoints = [\"127.0.0.1:8443\", \"[::1]:8443\"]", "endpoints = [\"127.0.0.1\"]"),
-     "[[site]] 'www'.endpoints", "host:port"),
+     "[[site]] 'www'.endpoints", "must be host:port"),
     (("type = \"http-01-standalone\"", "type = \"dns-99\""), "[[site]] 'www'.challenge.type", "not one of"),
     (("name = \"www\"", "name = \"../etc\""), "[[site]] #1.name", "letters, digits"),
     (("server = \"web\"", "server = \"nope\""), "[[site]] 'www'.server", "not a configured [[server]]"),

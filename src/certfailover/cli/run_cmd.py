@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     interval = args.interval or rt.config.daemon.interval
     if interval <= 0:
         raise SystemExit("certfailover: error: --interval must be > 0")
+    rt.startup()
     daemon = Daemon(rt.engine, interval=interval)
     daemon.install_signals()
     code = daemon.run(once=args.once)

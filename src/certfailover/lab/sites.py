@@ -1,0 +1,53 @@
+"""A certfailover config for lab CAs and a lab web server: used by tests and `certfailover demo`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LabCAEntry:
+    name: str
+    directory: str
+    ca_bundle: Path | None = None
+    crl_urls: tuple[str, ...] = ()
+    ari_url: str | None = None
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def _table(header: str, values: Mapping[str, Any]) -> str:
+    lines = [header]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None and v != ()]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(path: Path, *, store: Path, cas: Sequence[LabCAEntry], server: Mapping[str, Any] | None,
+                 site: Mapping[str, Any], challenge: Mapping[str, Any],
+                 daemon: Mapping[str, Any] | None = None) -> Path:
+    """Write a config with one site; `server` is a [[server]] table (e.g. WebServer.spec)."""
+    parts = [_table("[store]", {"directory": str(store)})]
+    if daemon:
+        parts.append(_table("[daemon]", daemon))
+    for ca in cas:
+        parts.append(_table("[[ca]]", {"name": ca.name, "directory": ca.directory,
+                                       "ca_bundle": str(ca.ca_bundle) if ca.ca_bundle else None,
+                                       "crl_urls": ca.crl_urls, "ari_url": ca.ari_url}))
+    if server:
+        parts.append(_table("[[server]]", server))
+    parts.append(_table("[[site]]", site))
+    parts.append(_table("[site.challenge]", challenge))
+    path.write_text("\n".join(parts))
+    return path
