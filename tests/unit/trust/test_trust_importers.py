@@ -103,3 +103,52 @@ def test_bad_inputs_name_the_source() -> None:
         import_authroot(b"\x30\x03\x02\x01\x01", source="roots.stl")
     with pytest.raises(TrustDataError, match="b.pem"):
         import_bundle("apple", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", source="b.pem")
+
+
+def test_packaged_snapshot_is_what_the_importers_build_from_the_shared_files() -> None:
+    from certfailover.trust.snapshot import load_snapshot
+    from certfailover.trust.sources.load import SourceSpec, build_from_specs
+
+    obs = SHARED / "observatory"
+    specs = [
+        SourceSpec("mozilla", str(SHARED / "mozilla" / "certdata.txt")),
+        SourceSpec("chrome", str(SHARED / "chrome" / "root_store.textproto")),
+        SourceSpec("microsoft", str(SHARED / "microsoft" / "authroot.stl")),
+        *(SourceSpec(n, str(obs / f"{f}.pem"), str(obs / f"{f}.yaml"))
+          for n, f in (("apple", "apple"), ("android", "google_aosp"), ("java", "oracle_java"),
+                       ("openjdk", "openjdk"))),
+    ]
+    pools = [str(obs / "microsoft_windows.pem"), str(obs / "mozilla_nss.pem"),
+             str(SHARED / "mozilla" / "certdata-2024-11-15.txt")]
+    built = build_from_specs(specs, pools=pools, now=datetime(2026, 1, 1, tzinfo=UTC))
+    shipped = load_snapshot()
+    assert set(built.programs) == set(shipped.programs)
+    for name, prog in built.programs.items():
+        assert prog.roots == shipped.programs[name].roots, name
+        assert prog.unresolved == shipped.programs[name].unresolved, name
+        assert prog.provenance.sha256 == shipped.programs[name].provenance.sha256, name
+    assert built.certs == shipped.certs
+
+
+def test_diff_of_the_two_microsoft_ctls() -> None:
+    from certfailover.trust.diff import ChangeKind, diff_snapshots, load_any
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    old = load_any(str(SHARED / "microsoft" / "authroot_unsigned.stl"), built=now)
+    new = load_any(str(SHARED / "microsoft" / "authroot.stl"), built=now)
+    d = diff_snapshots(old, new, at=now)
+    added = {c.name for c in d.roots if c.kind is ChangeKind.ADDED}
+    assert {"Entrust 4K TLS Root CA - 2022", "AffirmTrust 4K TLS Root CA - 2022"} <= added
+    assert len(added) - len([c for c in d.roots if c.kind is ChangeKind.REMOVED]) == 480 - 447
+
+
+def test_public_api() -> None:
+    from certfailover import trust
+
+    assert set(trust.__all__) == {
+        "KNOWN_PROGRAMS", "ConstraintSet", "Evaluation", "Forecast", "ForecastKind",
+        "ProgramTrustCheck", "Provenance", "Reason", "RootEntry", "RootProgram", "Snapshot",
+        "SnapshotDiff", "TrustEngine", "Verdict", "build_snapshot", "diff_snapshots",
+        "engine_for", "load_any", "load_snapshot", "read_snapshot", "save_snapshot", "shares_root",
+    }
+    assert all(hasattr(trust, name) for name in trust.__all__)
