@@ -117,3 +117,34 @@ def test_update_from_shared_files(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert snap.programs["apple"].provenance.date == "2025-12-28"
     assert main(["trust", "update", "--output", str(out), "--source", "chrome"]) == 2
     assert "NAME=FILE_OR_URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("root", "program", "issued", "names", "before", "after", "reason"),
+    [
+        # Chrome SCT cut-off 2024-11-11 with min_version 131 (stable since 2024-11-12)
+        ("entrust", "chrome", "2024-11-20", ("www.example.test",), None, "2024-12-01", "sct_constraint"),
+        # Microsoft disallowed date 2025-01-01: time travel across it
+        ("ms", "microsoft", "2024-05-01", ("www.example.test",), "2024-12-31", "2025-01-02", "root_removed"),
+        # validity window (notBefore <= 2024-07-01): the leaf itself is fixed, so compare two leaves
+        ("validity", "chrome", "2024-09-01", ("www.example.test",), None, "2024-09-02", "validity_constraint"),
+        ("names", "chrome", "2024-01-01", ("www.other.test",), None, "2024-01-02", "name_constraint"),
+        ("entrust", "mozilla", "2024-12-05", ("www.example.test",), None, "2024-12-06", "distrust_after"),
+    ],
+)
+def test_verify_each_constraint_type(lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     root: str, program: str, issued: str, names: tuple[str, ...],
+                                     before: str | None, after: str, reason: str) -> None:
+    snap = tmp_path / "lab.json.gz"
+    save_snapshot(lab.snap, snap)
+    ica = make_intermediate(getattr(lab, root), f"CLI {root} CA")
+    when = datetime.fromisoformat(issued).replace(tzinfo=UTC)
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(pem(make_leaf(ica, names, not_before=when, days=365, scts=[when]), ica.cert))
+    args = ["trust", "verify", str(chain), "--snapshot", str(snap), "--program", program, "--json"]
+    if before is not None:
+        assert main([*args, "--at", before]) == 0
+        assert json.loads(capsys.readouterr().out)["verdicts"][0]["trusted"] is True
+    assert main([*args, "--at", after]) == 1
+    v = json.loads(capsys.readouterr().out)["verdicts"][0]
+    assert v["trusted"] is False and v["reason"] == reason and v["program"] == program
