@@ -35,8 +35,16 @@ from .servers.base import Endpoint, LiveChange, ServerAdapter
 from .store.files import atomic_write, fsync_dir
 from .store.vault import Vault, load_pem_certs
 
-__all__ = ["Activation", "ActivationResult", "RecoveryResult", "Validate", "activate",
-           "recover", "pending_journals", "journal_dir"]
+__all__ = [
+    "Activation",
+    "ActivationResult",
+    "RecoveryResult",
+    "Validate",
+    "activate",
+    "journal_dir",
+    "pending_journals",
+    "recover",
+]
 
 Validate = Callable[[list[x509.Certificate], str], str | None]
 Phase = Callable[[str], None]
@@ -236,14 +244,14 @@ def activate(vault: Vault, adapter: ServerAdapter, batch: Sequence[Activation], 
     except ServerConfigError as exc:
         # the server refused the new state and still runs the old one: only the store goes back
         on_phase("config-error")
-        results = []
+        refused: list[ActivationResult] = []
         for a in batch:
             _restore_live(vault, a.site, previous[a.site])
             _forget(vault, a.site)
-            results.append(ActivationResult(a.site, False, previous[a.site] is not None,
+            refused.append(ActivationResult(a.site, False, previous[a.site] is not None,
                                             previous[a.site], f"config test failed: {exc}",
                                             -1.0))
-        return results
+        return refused
     except ServerError as exc:
         on_phase("apply-error")
         return _rollback(vault, adapter, list(batch), previous,

@@ -18,7 +18,7 @@ from OpenSSL import SSL
 
 from .servers.base import Endpoint
 
-__all__ = ["served_chain", "leaf_sha256", "ProbeError", "KEY_TYPES"]
+__all__ = ["KEY_TYPES", "ProbeError", "leaf_sha256", "served_chain"]
 
 KEY_TYPES = {
     "ec": b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"

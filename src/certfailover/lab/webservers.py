@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -37,8 +37,18 @@ from ..store.vault import Vault
 from .pki import Authority, make_intermediate, make_leaf, make_root
 from .ports import free_port
 
-__all__ = ["VHost", "WebServer", "start", "start_nginx", "start_apache", "start_haproxy",
-           "KINDS", "APACHE_MODULES", "LabCA", "chain_validator"]
+__all__ = [
+    "APACHE_MODULES",
+    "KINDS",
+    "LabCA",
+    "VHost",
+    "WebServer",
+    "chain_validator",
+    "start",
+    "start_apache",
+    "start_haproxy",
+    "start_nginx",
+]
 
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 
@@ -83,7 +93,7 @@ class WebServer:
         except OSError:
             return ""
 
-    def __enter__(self) -> WebServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None,

@@ -3,4 +3,4 @@
 from .base import Endpoint, LiveChange, ServerAdapter
 from .registry import TYPES, make_adapter
 
-__all__ = ["Endpoint", "LiveChange", "ServerAdapter", "TYPES", "make_adapter"]
+__all__ = ["TYPES", "Endpoint", "LiveChange", "ServerAdapter", "make_adapter"]

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from ..errors import ServerConfigError, ServerError
 
-__all__ = ["Endpoint", "LiveChange", "ServerAdapter", "run_argv", "check_argv"]
+__all__ = ["Endpoint", "LiveChange", "ServerAdapter", "check_argv", "run_argv"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,10 @@ class LiveChange:
 
 @runtime_checkable
 class ServerAdapter(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """The `[[server]]` name (journals record it; recover() looks adapters up by it)."""
+        ...
 
     def apply(self, changes: Sequence[LiveChange]) -> None:
         """Make the server serve what each live symlink now points at. One call per batch.

@@ -17,7 +17,7 @@ from ..errors import ServerConfigError, ServerError
 from ..store.files import atomic_write
 from .base import LiveChange
 
-__all__ = ["FilesAdapter", "SOURCES", "check_paths"]
+__all__ = ["SOURCES", "FilesAdapter", "check_paths"]
 
 # destination role -> (file in the vault's archive dir, mode)
 SOURCES: Mapping[str, tuple[str, int]] = {

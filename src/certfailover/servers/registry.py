@@ -21,7 +21,7 @@ from .nginx import DEFAULT_RELOAD as NGINX_RELOAD
 from .nginx import DEFAULT_TEST as NGINX_TEST
 from .nginx import NginxAdapter
 
-__all__ = ["make_adapter", "TYPES"]
+__all__ = ["TYPES", "make_adapter"]
 
 _COMMON = {"name", "type"}
 _KEYS: Mapping[str, set[str]] = {
@@ -86,7 +86,7 @@ def make_adapter(spec: Mapping[str, Any]) -> ServerAdapter:
     if not isinstance(name, str) or not name:
         raise ValueError("'name' is required (a non-empty string)")
     typ = spec.get("type")
-    if typ not in _BUILDERS:
+    if not isinstance(typ, str) or typ not in _BUILDERS:
         raise ValueError(f"'type' must be one of {', '.join(TYPES)}, not {typ!r}")
     allowed = _COMMON | _KEYS[typ]
     unknown = sorted(set(spec) - allowed)
