@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from . import chromever
 from .programs import ANY_EKU, SERVER_AUTH, ConstraintSet, RootEntry, RootProgram
 from .snapshot import Snapshot, load_snapshot
+from .sources.common import load_der, quiet_legacy_roots
 
 MAX_DEPTH = 7
 _ONE_SECOND = timedelta(seconds=1)
@@ -354,10 +355,16 @@ class TrustEngine:
         self._lock = threading.Lock()
         self._by_subject: dict[bytes, list[_Node]] = {}
         self._anchor_keys: dict[tuple[bytes, bytes], set[str]] = {}
-        for sha, der in snapshot.certs.items():
-            node = _Node(x509.load_der_x509_certificate(der), sha)
-            self._by_subject.setdefault(node.subject, []).append(node)
-            self._anchor_keys.setdefault((node.subject, node.spki), set()).add(sha)
+        self.skipped: list[str] = []  # roots this cryptography version cannot parse
+        with quiet_legacy_roots():
+            for sha, der in snapshot.certs.items():
+                try:
+                    node = _Node(load_der(der), sha)
+                except ValueError:
+                    self.skipped.append(sha)
+                    continue
+                self._by_subject.setdefault(node.subject, []).append(node)
+                self._anchor_keys.setdefault((node.subject, node.spki), set()).add(sha)
         self._anchor_subjects = {k[0] for k in self._anchor_keys}
         for nodes in self._by_subject.values():
             for n in nodes:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.utils import CryptographyDeprecationWarning
 
 from ...errors import TrustDataError
 
@@ -19,10 +23,24 @@ def cert_sha256(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+@contextmanager
+def quiet_legacy_roots() -> Iterator[None]:
+    """Some real roots have non-positive serial numbers; cryptography warns on each load."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        yield
+
+
+def load_der(der: bytes) -> x509.Certificate:
+    with quiet_legacy_roots():
+        return x509.load_der_x509_certificate(der)
+
+
 def load_pem_bundle(data: bytes, source: str) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle; a clear error naming the source otherwise."""
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        with quiet_legacy_roots():
+            certs = x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise TrustDataError(f"{source}: not a PEM certificate bundle: {exc}") from exc
     return certs

@@ -15,11 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cryptography import x509
-
 from ...errors import TrustDataError
 from ..programs import ImportedProgram, Provenance, RootEntry, RootProgram
-from .common import cert_label, sha256_hex
+from .common import cert_label, load_der, sha256_hex
 
 Value = bytes | str | bool
 
@@ -149,7 +147,7 @@ def import_certdata(
         if not isinstance(der, bytes):
             raise TrustDataError(f"{source}:{cert_obj.line}: certificate object without CKA_VALUE")
         try:
-            cert = x509.load_der_x509_certificate(der)
+            cert = load_der(der)
         except ValueError as exc:
             raise TrustDataError(f"{source}:{cert_obj.line}: bad certificate DER: {exc}") from exc
         label = cert_obj.attrs.get("CKA_LABEL")
