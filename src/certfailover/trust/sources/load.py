@@ -25,7 +25,6 @@ from . import chrome, microsoft, mozilla, pembundle
 from .common import cert_sha256, load_pem_bundle
 
 MAX_BYTES = 32 * 1024 * 1024
-BUNDLE_PROGRAMS = frozenset({"apple", "android", "java", "openjdk", "system"})
 
 
 @dataclass(frozen=True)
