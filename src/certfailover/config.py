@@ -46,6 +46,7 @@ class CAConfig:
     preferred_chain: str | None = None
     crl_urls: tuple[str, ...] = ()
     ari_url: str | None = None
+    crl_sign_required: bool = True  # CRL signer needs the cRLSign key usage (Pebble lacks it)
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
             preferred_chain=t.get("preferred_chain", str, None),
             crl_urls=t.str_list("crl_urls", ()),
             ari_url=t.get("ari_url", str, None),
+            crl_sign_required=t.get("crl_sign_required", bool, True),
         )
         t.check_unknown()
 

@@ -271,7 +271,7 @@ class Engine:
             if issued >= d.need:
                 break
             try:
-                self.issue(site, ca, report=report)
+                self.issue(site, ca, report=report, replaces=self._replaces(site, ca, report))
                 issued += 1
             except (CertFailoverError, OSError) as exc:
                 self.record(report, site.name, "issuance_failed", f"could not issue from {ca}: {exc}",
@@ -297,6 +297,16 @@ class Engine:
                 self.record(None, site.name, "reconciled",
                             f"store now agrees with live link: {match.id} is active",
                             cert=match.id, previous=active.id if active else None)
+
+    def _replaces(self, site: SiteConfig, ca: str, report: TickReport) -> str | None:
+        """The ARI id of a certificate from `ca` that its CA asked to replace (RFC 9773 `replaces`)."""
+        for c in self.db.certs(site.name):
+            h = report.health.get(c.id)
+            if c.ca == ca and h is not None:
+                for f in h.findings:
+                    if f.detail.get("replace") and f.detail.get("ari_id"):
+                        return str(f.detail["ari_id"])
+        return None
 
     # -- operator actions ------------------------------------------------------------------
     def failover(self, site_name: str, *, to: str | None = None) -> TickReport:

@@ -59,7 +59,8 @@ def extra_checks(config: Config) -> list[Check]:
     out: list[Check] = []
     from .revocation.check import CASources, RevocationCheck, RevocationConfig
     out.append(RevocationCheck(RevocationConfig(
-        cas={name: CASources(crl_urls=ca.crl_urls, ari_url=ca.ari_url, directory_url=ca.directory)
+        cas={name: CASources(crl_urls=ca.crl_urls, ari_url=ca.ari_url, directory_url=ca.directory,
+                             require_crl_sign=ca.crl_sign_required)
              for name, ca in config.cas.items()},
         ca_bundle=fetch_bundle(config),
         cache_dir=config.store / "cache" / "crl",

@@ -16,6 +16,7 @@ class LabCAEntry:
     ca_bundle: Path | None = None
     crl_urls: tuple[str, ...] = ()
     ari_url: str | None = None
+    crl_sign_required: bool = True
 
 
 def _toml_value(v: Any) -> str:
@@ -44,7 +45,8 @@ def write_config(path: Path, *, store: Path, cas: Sequence[LabCAEntry], server: 
     for ca in cas:
         parts.append(_table("[[ca]]", {"name": ca.name, "directory": ca.directory,
                                        "ca_bundle": str(ca.ca_bundle) if ca.ca_bundle else None,
-                                       "crl_urls": ca.crl_urls, "ari_url": ca.ari_url}))
+                                       "crl_urls": ca.crl_urls, "ari_url": ca.ari_url,
+                                       "crl_sign_required": ca.crl_sign_required}))
     if server:
         parts.append(_table("[[server]]", server))
     parts.append(_table("[[site]]", site))

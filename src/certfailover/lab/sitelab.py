@@ -1,0 +1,142 @@
+"""A site under certfailover on lab parts: a config, a store, a real nginx serving live/<site>.
+
+Used by the integration tests and `certfailover demo`. `make_lab` bootstraps the way an operator
+does: the first certificate is issued before the web server can start (nginx needs a file),
+then the engine activates it with a verified handshake like any other switch.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import config as config_mod
+from ..model import Cert, CertState
+from ..probe import leaf_sha256, served_chain
+from ..wiring import Runtime, build
+from .ports import free_port
+from .sites import LabCAEntry, write_config
+from .webservers import VHost, WebServer, start_nginx
+
+DOMAIN = "www.example.test"
+
+
+@dataclass
+class Lab:
+    rt: Runtime
+    nginx: WebServer
+    bundle: Path
+    config_path: Path
+
+    def served_sha(self) -> str:
+        return leaf_sha256(served_chain(self.nginx.endpoint, DOMAIN)[0])
+
+    def active(self) -> Cert:
+        return next(c for c in self.rt.db.certs("www") if c.state is CertState.ACTIVE)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.rt.db.events(site="www")]
+
+
+class Gate:
+    """A TCP forwarder in front of a CA that can be shut, to make the CA 'down' for real."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.port = free_port()
+        self.open = True
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        self.sock.settimeout(0.2)
+        self.stopped = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopped:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                continue
+            if not self.open:
+                client.close()  # connection reset: the CA is unreachable
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stopped = True
+        self.sock.close()
+
+
+def make_lab(
+    tmp_path: Path,
+    cas: list[LabCAEntry],
+    roots: list[bytes],
+    http01_port: int,
+    *,
+    reload: list[str] | None = None,
+    daemon: dict[str, float] | None = None,
+) -> Iterator[Lab]:
+    daemon = daemon or {"verify_timeout": 5}
+    bundle = tmp_path / "clients.pem"
+    bundle.write_bytes(b"".join(roots))
+    store = tmp_path / "store"
+    live = store / "live" / "www"
+    cfg_path = tmp_path / "certfailover.toml"
+    site = {
+        "name": "www",
+        "domains": [DOMAIN],
+        "cas": [c.name for c in cas],
+        "server": "web",
+        "endpoints": ["127.0.0.1:1"],
+        "trust": [str(bundle)],
+    }
+    challenge = {"type": "http-01-standalone", "listen": f"127.0.0.1:{http01_port}"}
+    write_config(
+        cfg_path,
+        store=store,
+        cas=cas,
+        server=None,
+        site={**site, "server": None},
+        challenge=challenge,
+        daemon=daemon,
+    )
+    # bootstrap: nginx needs a certificate file to start; issue the first one without a server
+    rt0 = build(config_mod.load(cfg_path))
+    first = rt0.engine.issue(rt0.config.site("www"), cas[0].name)
+    rt0.vault.point_live("www", Path(first.path))
+    nginx = start_nginx(tmp_path / "nginx", [VHost(DOMAIN, (live,))])
+    spec = {**nginx.spec, "name": "web"}
+    if reload is not None:
+        spec["reload"] = reload
+    site["endpoints"] = [str(nginx.endpoint)]
+    write_config(
+        cfg_path,
+        store=store,
+        cas=cas,
+        server=spec,
+        site=site,
+        challenge=challenge,
+        daemon=daemon,
+    )
+    try:
+        yield Lab(build(config_mod.load(cfg_path)), nginx, bundle, cfg_path)
+    finally:
+        nginx.stop()
