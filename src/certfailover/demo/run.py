@@ -1,0 +1,170 @@
+"""The demo, step by step, on real parts only.
+
+1. Start pebble-challtestsrv (DNS) and two Pebble CAs, A and B. Each CA gets a status service
+   that publishes its revocations by OCSP, CRL and ARI, signed with that CA's own intermediate
+   key (Pebble 2.4 serves none of these; its `ocspResponderURL` points at the service).
+2. Write a config, issue from A, start an nginx of our own on loopback serving live/www.
+3. One tick: activate A's certificate (verified by a TLS handshake), issue a standby from B.
+4. Run the daemon (1 s interval). Revoke the active certificate at CA A over ACME.
+5. The daemon sees the revocation, fails over to B, proves it with a handshake, and issues a
+   new standby from A. curl trusting only CA B's root now succeeds.
+6. Print the timeline; stop everything that was started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..daemon import Daemon
+from ..lab.pebble import ChallTestSrv, revoke
+from ..lab.ports import free_port
+from ..lab.sitelab import DOMAIN, Lab, make_lab
+from ..lab.stack import RevocableCA
+from ..status import site_status
+from ..model import utcnow
+
+
+@dataclass
+class DemoResult:
+    ok: bool
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+    detect_to_switch: float | None = None  # revocation at the CA -> verified switch (seconds)
+    final_ca: str | None = None
+    new_standby: str | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+class Timeline:
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.t0 = time.monotonic()
+        self.items: list[tuple[float, str]] = []
+        self.out = out
+
+    def __call__(self, message: str) -> float:
+        t = time.monotonic() - self.t0
+        self.items.append((round(t, 3), message))
+        self.out(f"[{t:7.2f}s] {message}")
+        return t
+
+
+def _curl(endpoint: str, root: Path) -> tuple[bool, str]:
+    host, port = endpoint.rsplit(":", 1)
+    if shutil.which("curl") is None:
+        return False, "curl is not installed"
+    proc = subprocess.run(
+        ["curl", "-sS", "--max-time", "5", "--cacert", str(root), "--resolve",
+         f"{DOMAIN}:{port}:{host}", f"https://{DOMAIN}:{port}/"],
+        capture_output=True, text=True, check=False)
+    return proc.returncode == 0, (proc.stdout.strip() or proc.stderr.strip())
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return None
+
+
+def run_demo(workdir: Path, *, out: Callable[[str], None] = print, interval: float = 1.0) -> DemoResult:
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    say = Timeline(out)
+    result = DemoResult(ok=False)
+    with contextlib.ExitStack() as stack:
+        say("starting pebble-challtestsrv (DNS for the CAs' HTTP-01 validation)")
+        dns = stack.enter_context(ChallTestSrv(workdir / "challtestsrv"))
+        http01 = free_port()
+        cas = []
+        for name in ("ca-a", "ca-b"):
+            ca = stack.enter_context(RevocableCA(workdir / name, name=name, http_port=http01,
+                                                 dns_server=dns.dns_address))
+            cas.append(ca)
+            say(f"started CA {name}: ACME {ca.pebble.directory_url}, OCSP {ca.status.ocsp_url}, "
+                f"CRL {ca.status.crl_url}")
+        a, b = cas
+        root_a, root_b = workdir / "root-ca-a.pem", workdir / "root-ca-b.pem"
+        root_a.write_bytes(a.pebble.root_pem())
+        root_b.write_bytes(b.pebble.root_pem())
+
+        say("issuing the first certificate from ca-a, starting nginx on loopback with live/www")
+        lab: Lab = stack.enter_context(contextlib.contextmanager(make_lab)(
+            workdir, [a.entry(), b.entry()], [a.pebble.root_pem(), b.pebble.root_pem()], http01,
+            daemon={"interval": interval, "verify_timeout": 5, "issue_timeout": 30}))
+        endpoint = str(lab.nginx.endpoint)
+        say(f"nginx serves https://{DOMAIN} at {endpoint}; config {lab.config_path}")
+
+        report = lab.rt.engine.tick()
+        for ev in report.events:
+            say(f"{ev.kind}: {ev.message}")
+        lab.rt.engine.check_site(lab.rt.config.site("www"))
+        status = site_status(lab.rt.db, lab.rt.config.site("www"), utcnow())
+        for c in status["certs"]:
+            out(f"           {'*' if c['state'] == 'active' else ' '} {c['ca']:<6} "
+                f"serial {c['serial'][:16]}  {c['state']:<8} {c['health']:<5} "
+                f"{c['days_left']:.0f} days left  {c['summary'][:60]}")
+
+        seen = len(lab.rt.db.events(site="www"))
+        daemon = Daemon(lab.rt.engine, interval=interval)
+        thread = threading.Thread(target=daemon.run, name="certfailover-daemon", daemon=True)
+        thread.start()
+        stack.callback(lambda: (daemon.stop_event.set(), thread.join(30)))
+        say(f"daemon running, checking every {interval:g} s")
+
+        active = lab.active()
+        d = Path(active.path)
+        t_revoke = say(f"CA ca-a revokes the active certificate {active.serial} (keyCompromise)")
+        revoke(a.pebble.directory_url, a.pebble.ca_bundle, (d / "cert.pem").read_bytes(),
+               (d / "privkey.pem").read_bytes(), 1)
+
+        def new_events() -> list[Any]:
+            return lab.rt.db.events(site="www")[seen:]
+
+        failover = _wait(lambda: next((e for e in new_events() if e.kind == "failover"), None), 30)
+        if failover is None:
+            say("no failover within 30 s: FAILED")
+            result.timeline = say.items
+            return result
+        t_switch = say(f"failover: {failover.message}")
+        result.detect_to_switch = round(t_switch - t_revoke, 3)
+        replenished = _wait(lambda: next((e for e in new_events() if e.kind == "issued"), None), 30)
+        if replenished is not None:
+            say(f"replenished: {replenished.message}")
+            result.new_standby = replenished.data.get("cert")
+        ok_b, body_b = _curl(endpoint, root_b)
+        say(f"curl trusting only ca-b's root: {'OK' if ok_b else 'FAILED'} ({body_b[:60]})")
+        ok_a, body_a = _curl(endpoint, root_a)
+        say(f"curl trusting only ca-a's root: {'fails, as it should' if not ok_a else 'UNEXPECTED OK'} "
+            f"({body_a[:60]})")
+        daemon.stop_event.set()
+        thread.join(30)
+        result.final_ca = lab.active().ca
+        result.status = site_status(lab.rt.db, lab.rt.config.site("www"), utcnow())
+        result.ok = bool(ok_b and not ok_a and result.final_ca == "ca-b" and result.new_standby)
+        say(f"revocation at the CA -> verified switch: {result.detect_to_switch:.2f} s")
+        say("stopping everything the demo started")
+    result.timeline = say.items
+    say(f"demo {'PASSED' if result.ok else 'FAILED'}")
+    result.timeline = say.items
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - `python -m` convenience
+    res = run_demo(Path(argv[0] if argv else ".demo"))
+    return 0 if res.ok else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))
