@@ -316,9 +316,13 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
             str(_path(x, base)) if ("/" in x or x.endswith(".pem")) else x
             for x in t.str_list("trust", ("system",), nonempty=True)
         )
+        from .trust.programs import KNOWN_PROGRAMS
         for x in trust:
             if "/" in x and not Path(x).is_file():
                 raise t.err("trust", f"trust bundle {x} does not exist")
+            if "/" not in x and x != "system" and x not in KNOWN_PROGRAMS:
+                raise t.err("trust", f"{x!r} is not 'system', a PEM bundle path or a root program "
+                            f"({', '.join(sorted(KNOWN_PROGRAMS))})")
         min_standbys = t.get("min_standbys", int, 1)
         if min_standbys < 0:
             raise t.err("min_standbys", "must be >= 0")

@@ -119,9 +119,17 @@ class ServerDeployer:
         """The served chain must validate for `sni` in the file trust stores of its site."""
         site = next((s for s in self.config.sites if sni in s.domains), None)
         trust = site.trust if site else ("system",)
+        now = self.clock()
         errors = [f"{n}: {e}" for n, e in
-                  self.chain_check.validate(chain[0], chain[1:], trust, sni, self.clock())
+                  self.chain_check.validate(chain[0], chain[1:], trust, sni, now)
                   if e is not None]
+        from .trust.programs import KNOWN_PROGRAMS
+        programs = [p for p in trust if p in KNOWN_PROGRAMS]
+        if programs:
+            from .trust.evaluate import engine_for
+            ev = engine_for().evaluate(chain[0], chain[1:], at=now, programs=programs, name=sni)
+            errors += [f"{v.program}: not trusted ({v.reason.value})" for v in ev.verdicts
+                       if not v.trusted]
         return "; ".join(errors) or None
 
     def __call__(self, server: str | None, switches: Sequence[Switch]) -> list[SwitchResult]:

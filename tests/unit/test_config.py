@@ -65,6 +65,8 @@ def test_good_config_parses(tmp_path: Path) -> None:
      "[[site]] 'www'.endpoints", "must be host:port"),
     (("type = \"http-01-standalone\"", "type = \"dns-99\""), "[[site]] 'www'.challenge.type", "not one of"),
     (("name = \"www\"", "name = \"../etc\""), "[[site]] #1.name", "letters, digits"),
+    (("server = \"web\"", "server = \"web\"\ntrust = [\"mozila\"]"), "[[site]] 'www'.trust",
+     "not 'system', a PEM bundle path or a root program"),
     (("server = \"web\"", "server = \"nope\""), "[[site]] 'www'.server", "not a configured [[server]]"),
 ])
 def test_bad_config_names_file_table_and_key(tmp_path: Path, edit: tuple[str, str], where: str,
