@@ -49,6 +49,10 @@ def _child(vault: Vault, adapter: ServerAdapter, targets: dict[Path, str], srv: 
 
     def on_phase(name: str) -> None:
         os.write(fd, name.encode() + b"\n")
+        # a few ms at each phase boundary, so that a kill aimed at a phase lands in it even on
+        # HAProxy, whose flip and apply take microseconds (the kill then lands just before or
+        # inside the phase's action)
+        time.sleep(rng.uniform(0.0, 0.01))
 
     while True:
         cur = vault.live_target("www")
