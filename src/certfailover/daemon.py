@@ -1,27 +1,194 @@
-"""The daemon loop: tick every `interval` seconds; SIGTERM/SIGINT stop after the current step."""
+"""The daemon: scheduled ticks, per-CA backoff, alerts, notifications off-thread, metrics.
+
+Each tick asks the Scheduler which (certificate, signal) pairs are due and runs only the
+checks behind those signals; every other finding is reused from the store, so a tick with
+nothing due touches neither the vault nor the network. Sites with unfinished business (a
+failover, a missing standby, something to retire) are decided again every tick from stored
+findings. A CA whose issuance failed is in backoff and not asked again before it ends.
+
+    signal   checks run
+    crl      revocation (CRL, OCSP and ARI share one check and its caches)
+    ocsp     revocation
+    ari      revocation
+    trust    trust (root programs)
+    expiry   every local check: validity, key, names, chain, distrust
+
+SIGTERM/SIGINT stop after the current step.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from types import FrameType
-from typing import Any
 
-from .engine import Engine, TickReport
+from .config import Config
+from .engine import Engine, RunPlan, TickReport
+from .errors import ConfigError
+from .metrics import Metrics, MetricsServer, listen_from_config
+from .model import Action, Cert, CertState, Clock, Health, Severity
+from .notify.background import Background
+from .policy import flagged
+from .schedule import SIGNALS, Intervals, Scheduler
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Daemon", "build_daemon", "checks_for", "intervals_from_config", "signal_result",
+           "update_metrics"]
+
+REMOTE_CHECKS: Mapping[str, str] = {"crl": "revocation", "ocsp": "revocation",
+                                    "ari": "revocation", "trust": "trust"}
+
+
+def checks_for(signal_name: str, all_checks: Iterable[str]) -> frozenset[str]:
+    """The check names that answer `signal_name` ("expiry": every local check)."""
+    if signal_name in REMOTE_CHECKS:
+        return frozenset({REMOTE_CHECKS[signal_name]})
+    return frozenset(c for c in all_checks if c not in set(REMOTE_CHECKS.values()))
+
+
+def _parse(ts: object) -> datetime | None:
+    if not isinstance(ts, str):
+        return None
+    try:
+        out = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return out if out.tzinfo is not None else None
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    next_hint: datetime | None
+    known: bool
+
+
+def signal_result(signal_name: str, health: Health, now: datetime) -> SignalResult:
+    """What the findings say about when `signal_name` is next worth checking, and whether the
+    signal could be obtained at all."""
+    fs = health.findings
+    if signal_name == "expiry":
+        hints = [_parse(f.detail.get("renew_at")) for f in fs if f.check == "validity"]
+        return SignalResult(min((h for h in hints if h and h > now), default=None), True)
+    if signal_name == "trust":
+        trust = [f for f in fs if f.check == "trust"]
+        dates = [_parse(f.detail.get("date")) for f in trust]
+        known = not any(f.detail.get("reason") == "no_data" for f in trust)
+        return SignalResult(min((d for d in dates if d and d > now), default=None), known)
+    if signal_name == "ari":
+        ari = [f for f in fs if f.check == "ari"]
+        polls = [_parse(f.detail.get("next_poll")) for f in ari]
+        known = not any(f.detail.get("status") == "unknown" for f in ari)
+        return SignalResult(min((p for p in polls if p and p > now), default=None), known)
+    rev = [f for f in fs if f.check == "revocation"]
+    return SignalResult(None, not any(f.detail.get("status") == "unknown" for f in rev))
+
+
+def intervals_from_config(config: Config) -> Intervals:
+    raw = config.raw.get("schedule", {})
+    if not isinstance(raw, Mapping):
+        raise ConfigError(str(config.path), "[schedule]", "must be a table")
+    return Intervals.from_mapping(raw, file=str(config.path), table="[schedule]")
+
+
+def standbys_healthy(certs: Iterable[Cert], health: Mapping[str, Health],
+                     distrusted: Iterable[str]) -> dict[str, int]:
+    """Per site: healthy, unflagged standbys from a CA other than the active one's."""
+    bad = set(distrusted)
+    by_site: dict[str, list[Cert]] = {}
+    for c in certs:
+        by_site.setdefault(c.site, []).append(c)
+    out: dict[str, int] = {}
+    for site, cs in by_site.items():
+        active = next((c for c in cs if c.state is CertState.ACTIVE), None)
+        out[site] = sum(
+            1 for c in cs if active is not None and c.state is CertState.STANDBY
+            and c.ca != active.ca and c.ca not in bad and c.id in health
+            and health[c.id].findings and health[c.id].healthy and not flagged(health[c.id]))
+    return out
+
+
+def program_trust(health: Health) -> dict[str, bool]:
+    """Root program -> trusted, from "trust" findings (programs without data are left out)."""
+    out: dict[str, bool] = {}
+    for f in health.findings:
+        program = f.detail.get("program")
+        if f.check == "trust" and isinstance(program, str) and f.detail.get("reason") != "no_data":
+            out[program] = f.severity is not Severity.FAIL
+    return out
+
+
+def update_metrics(metrics: Metrics, report: TickReport, certs: Iterable[Cert],
+                   health: Mapping[str, Health], distrusted: Iterable[str], now: datetime,
+                   known: set[str]) -> set[str]:
+    """Metrics from one tick's report and the store; returns the cert ids now exported."""
+    certs = list(certs)
+    for ev in report.events:
+        if ev.kind == "failover":
+            metrics.inc_failover(ev.site)
+        elif ev.kind == "issuance_failed" and isinstance(ev.data.get("ca"), str):
+            metrics.inc_issuance_error(ev.data["ca"])
+    current: set[str] = set()
+    for c in certs:
+        h = health.get(c.id)
+        if h is None or not h.findings:
+            continue
+        metrics.observe_cert(site=c.site, cert_id=c.id, ca=c.ca, not_after=c.not_after, now=now,
+                             severity=h.severity.value, active=c.state is CertState.ACTIVE,
+                             programs=program_trust(h))
+        current.add(c.id)
+    for gone in known - current:
+        metrics.forget_cert(gone)
+    for site, n in standbys_healthy(certs, health, distrusted).items():
+        metrics.set_standbys_healthy(site, n)
+    metrics.set_last_check(now)
+    return current
+
 
 class Daemon:
+    """Tick every `interval` seconds. Without a scheduler every tick checks everything (the
+    behaviour of `Engine.tick()`); with one, only what is due."""
+
     def __init__(self, engine: Engine, *, interval: float,
-                 on_tick: Callable[[TickReport], None] | None = None) -> None:
+                 on_tick: Callable[[TickReport], None] | None = None,
+                 scheduler: Scheduler | None = None, metrics: Metrics | None = None,
+                 clock: Clock | None = None) -> None:
         self.engine, self.interval, self.on_tick = engine, interval, on_tick
+        self.scheduler, self.metrics = scheduler, metrics
+        self.clock: Clock = clock or engine.clock
         self.stop_event = threading.Event()
         self.ticks = 0
+        self.pending: set[str] = {s.name for s in engine.config.sites}  # decide all at first
+        self._distrusted: frozenset[str] | None = None
+        self._health: dict[str, Health] = {}
+        self._exported: set[str] = set()
+        self._scheduled: set[str] = set()
+        self.metrics_server: MetricsServer | None = None
+        self.background: Background | None = None
 
+    # -- notifications ---------------------------------------------------------------------
+    def notify_in_background(self) -> None:
+        """Deliver the engine's notifications from a worker thread: a dead webhook or a slow
+        SMTP server never delays a tick (or a failover)."""
+        target = self.engine.notify
+        if target is not None and not isinstance(target, Background):
+            self.background = Background(target)
+            self.engine.notify = self.background
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self.background is not None:
+            self.background.close(timeout)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+
+    # -- signals ---------------------------------------------------------------------------
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping after the current step", signal.Signals(signum).name)
         self.stop_event.set()
@@ -30,12 +197,99 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
 
+    # -- one tick --------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        now = self.clock()
+        if self.scheduler is None:
+            report = self.engine.tick()
+        else:
+            report = self._scheduled_tick(self.scheduler, now)
+        self._health.update(report.health)
+        if self.metrics is not None:
+            self._update_metrics(report, now)
+        return report
+
+    def _scheduled_tick(self, sched: Scheduler, now: datetime) -> TickReport:
+        db = self.engine.db
+        certs = {c.id: c for c in db.certs()}
+        for cid in list(self._scheduled):
+            if cid not in certs:
+                sched.remove(cid)
+                self._scheduled.discard(cid)
+        for cid in certs:
+            if cid not in self._scheduled:
+                sched.add(cid, now)
+                self._scheduled.add(cid)
+        names = [k.name for k in self.engine.checks]
+        plan: dict[str, set[str]] = {}
+        due = sched.due(now)
+        for cid, sig in due:
+            plan.setdefault(cid, set()).update(checks_for(sig, names))
+        distrusted = frozenset(db.distrusted())
+        if self._distrusted is not None and distrusted != self._distrusted:
+            changed = distrusted ^ self._distrusted
+            for c in certs.values():  # the operator's switch acts at once, not at next expiry
+                if c.ca in changed:
+                    plan.setdefault(c.id, set()).update(checks_for("expiry", names))
+        self._distrusted = distrusted
+        sites = {certs[cid].site for cid in plan if cid in certs} | self.pending
+        blocked = frozenset(ca for ca in self.engine.config.cas if sched.blocked(ca, now))
+        run: RunPlan = {cid: frozenset(v) for cid, v in plan.items()}
+        report = self.engine.tick(sites, run=run, blocked_cas=blocked) if sites else TickReport()
+        for cid, sig in due:
+            h = report.health.get(cid)
+            if h is not None and (cid, sig) in sched:
+                r = signal_result(sig, h, now)
+                sched.done(cid, sig, now, next_hint=r.next_hint, known=r.known)
+        for ev in report.events:
+            ca = ev.data.get("ca")
+            if ev.kind == "issuance_failed" and isinstance(ca, str):
+                until = sched.failure(ca, now)
+                log.info("CA %s in backoff until %s", ca, until.isoformat())
+            elif ev.kind == "issued" and isinstance(ca, str):
+                sched.success(ca)
+        self.pending = {d.site for d in report.decisions
+                        if d.action is not Action.KEEP or d.need or d.retire}
+        self.pending |= {ev.site for ev in report.events if ev.kind in ("rollback", "deploy_failed")}
+        self._alerts(sched, now, certs)
+        return report
+
+    def _alerts(self, sched: Scheduler, now: datetime, certs: Mapping[str, Cert]) -> None:
+        for a in sched.alerts(now):
+            since = a.since.isoformat()
+            if a.kind == "ca_unreachable":
+                for site in self.engine.config.sites:
+                    if a.subject in site.cas:
+                        self.engine.record(None, site.name, "ca_unreachable",
+                                           f"CA {a.subject} has been failing since {since}",
+                                           ca=a.subject, since=since)
+            else:
+                c = certs.get(a.subject)
+                self.engine.record(None, c.site if c else a.subject, "signal_unknown",
+                                   f"{a.signal} for {a.subject} unknown since {since}",
+                                   cert=a.subject, signal=a.signal, since=since)
+
+    def _update_metrics(self, report: TickReport, now: datetime) -> None:
+        assert self.metrics is not None
+        db = self.engine.db
+        certs = db.certs()
+        for c in certs:
+            if c.id not in self._health:
+                self._health[c.id] = Health(c.id, tuple(db.findings(c.id)))
+        live = {c.id for c in certs}
+        for cid in list(self._health):
+            if cid not in live:
+                del self._health[cid]
+        self._exported = update_metrics(self.metrics, report, certs, self._health,
+                                        db.distrusted(), now, self._exported)
+
+    # -- the loop --------------------------------------------------------------------------
     def run(self, *, once: bool = False, max_ticks: int | None = None) -> int:
         failures = 0
         while not self.stop_event.is_set():
             started = time.monotonic()
             try:
-                report = self.engine.tick()
+                report = self.tick()
                 failures = 0
                 if self.on_tick:
                     self.on_tick(report)
@@ -50,3 +304,22 @@ class Daemon:
         return 0
 
 
+def build_daemon(engine: Engine, config: Config, *, interval: float,
+                 metrics_listen: tuple[str, int] | None = None, scheduled: bool = True,
+                 rng: random.Random | None = None, clock: Clock | None = None) -> Daemon:
+    """The daemon as `certfailover run` starts it: `[schedule]` intervals, notifications in the
+    background, metrics on `metrics_listen` or `[metrics] listen` (None and no table: off)."""
+    scheduler = Scheduler(rng=rng or random.Random(), intervals=intervals_from_config(config)) \
+        if scheduled else None
+    listen = metrics_listen or listen_from_config(config.raw.get("metrics", {}),
+                                                  file=str(config.path))
+    metrics = Metrics() if listen is not None else None
+    d = Daemon(engine, interval=interval, scheduler=scheduler, metrics=metrics, clock=clock)
+    d.notify_in_background()
+    if metrics is not None and listen is not None:
+        d.metrics_server = metrics.serve(*listen)
+        log.info("metrics at %s", d.metrics_server.url)
+    return d
+
+
+assert set(REMOTE_CHECKS) < set(SIGNALS)

@@ -24,7 +24,18 @@ from .checks import CertMaterial, Check, CheckContext
 from .config import Config, SiteConfig
 from .errors import CertFailoverError, InputError, IssuanceError, StoreError
 from .health import cert_names, name_matches, run_checks
-from .model import Action, Cert, CertState, Clock, Decision, Event, Health, utcnow
+from .model import (
+    Action,
+    Cert,
+    CertState,
+    Clock,
+    Decision,
+    Event,
+    Finding,
+    Health,
+    Severity,
+    utcnow,
+)
 from .store.db import Database
 from .store.vault import Vault, load_key, load_pem_certs
 
@@ -58,6 +69,23 @@ class SwitchResult:
 # deploy port: server name (None = no server configured, only the live link) -> results
 DeployPort = Callable[[str | None, Sequence[Switch]], list[SwitchResult]]
 Notify = Callable[[Event], None]
+
+#: findings whose `check` differs from the Check that produced them (RevocationCheck -> "ari")
+FINDING_OWNERS: Mapping[str, str] = {"ari": "revocation"}
+
+#: which checks to run now, per certificate id; certificates not named reuse stored findings
+RunPlan = Mapping[str, frozenset[str]]
+
+
+def finding_owner(check: str) -> str:
+    """Name of the Check that produces findings named `check`."""
+    return FINDING_OWNERS.get(check, check)
+
+
+def forecasts(findings: Iterable[Finding]) -> set[tuple[str, str]]:
+    """(program, date) of every distrust forecast: a "trust" WARN finding with a date."""
+    return {(str(f.detail.get("program", "")), str(f.detail["date"])) for f in findings
+            if f.check == "trust" and f.severity is Severity.WARN and "date" in f.detail}
 
 
 @dataclass
@@ -132,21 +160,50 @@ class Engine:
                      "forecast_days": site.forecast_days, "site": site.name},
         )
 
-    def check_site(self, site: SiteConfig, certs: Sequence[Cert] | None = None) -> dict[str, Health]:
+    def check_site(self, site: SiteConfig, certs: Sequence[Cert] | None = None, *,
+                   run: RunPlan | None = None) -> dict[str, Health]:
+        """Health of each certificate. `run=None`: every check now. With a plan, a certificate
+        named in it runs only the named checks (the rest of its findings come from the store);
+        one not named reuses its stored findings without touching the vault or the network.
+        A certificate with no stored findings yet always runs every check."""
         certs = self.db.certs(site.name) if certs is None else certs
         ctx = self.context(site)
         out: dict[str, Health] = {}
+        ran: dict[str, tuple[Finding, ...]] = {}
         for c in certs:
+            stored = self.db.findings(c.id)
+            only: frozenset[str] | None = None
+            if run is not None and stored:
+                only = run.get(c.id, frozenset())
+                if not only:
+                    out[c.id] = Health(c.id, tuple(stored))
+                    continue
             try:
                 mat = self.material(c)
             except CertFailoverError as exc:
-                from .model import Finding, Severity
                 out[c.id] = Health(c.id, (Finding("store", Severity.FAIL, str(exc)),))
+                ran[c.id] = out[c.id].findings
                 continue
-            out[c.id] = run_checks(mat, ctx, self.checks)
-        for cid, h in out.items():
-            self.db.save_findings(cid, ctx.now, h.findings)
+            checks = self.checks if only is None else [k for k in self.checks if k.name in only]
+            fresh = run_checks(mat, ctx, checks).findings
+            if only is not None:
+                kept = tuple(f for f in stored if finding_owner(f.check) not in only
+                             and f.check != "store")
+                fresh = kept + fresh
+            out[c.id] = Health(c.id, fresh)
+            ran[c.id] = fresh
+            self._announce_forecasts(site, c, stored, fresh)
+        for cid, found in ran.items():
+            self.db.save_findings(cid, ctx.now, found)
         return out
+
+    def _announce_forecasts(self, site: SiteConfig, cert: Cert, before: Sequence[Finding],
+                            after: Sequence[Finding]) -> None:
+        """A `distrust_forecast` event the first time a root program's forecast appears."""
+        for program, date in sorted(forecasts(after) - forecasts(before)):
+            self.record(None, site.name, "distrust_forecast",
+                        f"{cert.id} ({cert.ca}): {program} stops trusting it from {date}",
+                        cert=cert.id, ca=cert.ca, program=program, date=date)
 
     # -- adding certificates ---------------------------------------------------------------
     def store_cert(self, site: SiteConfig, ca: str, *, leaf_pem: bytes, chain_pem: bytes,
@@ -202,26 +259,36 @@ class Engine:
         return cert
 
     # -- one tick --------------------------------------------------------------------------
-    def tick(self, sites: Iterable[str] | None = None, *, replenish: bool = True) -> TickReport:
+    def tick(self, sites: Iterable[str] | None = None, *, replenish: bool = True,
+             run: RunPlan | None = None, blocked_cas: frozenset[str] = frozenset()) -> TickReport:
+        """Check, decide, deploy, replenish for `sites` (None: all).
+
+        `run=None` runs every check of every certificate (everything due). The daemon passes
+        the scheduler's plan instead (see check_site) and the CAs in backoff (`blocked_cas`),
+        which are not asked for certificates this tick.
+        """
         report = TickReport()
-        wanted = [s for s in self.config.sites if sites is None or s.name in set(sites)]
+        names = None if sites is None else set(sites)
+        wanted = [s for s in self.config.sites if names is None or s.name in names]
         distrusted = frozenset(self.db.distrusted())
-        decisions = self._decide_all(wanted, report, distrusted)
+        decisions = self._decide_all(wanted, report, distrusted, run)
         self._apply(decisions, report)
         if replenish:
             again = []
             for site, d in decisions:
-                if d.need and self._replenish(site, d, report) and (d.target is None and d.active is None):
+                if d.need and self._replenish(site, d, report, blocked_cas) and \
+                        (d.target is None and d.active is None):
                     again.append(site)
             if again:  # first run: activate what was just issued in the same tick
-                self._apply(self._decide_all(again, report, distrusted), report)
+                self._apply(self._decide_all(again, report, distrusted, run), report)
         return report
 
     def _decide_all(self, sites: Sequence[SiteConfig], report: TickReport,
-                    distrusted: frozenset[str]) -> list[tuple[SiteConfig, Decision]]:
+                    distrusted: frozenset[str],
+                    run: RunPlan | None = None) -> list[tuple[SiteConfig, Decision]]:
         def one(site: SiteConfig) -> tuple[SiteConfig, Decision, dict[str, Health]]:
             certs = self.db.certs(site.name)
-            health = self.check_site(site, certs)
+            health = self.check_site(site, certs, run=run)
             return site, policy.decide(site, certs, health, distrusted=distrusted,
                                        now=self.clock()), health
 
@@ -265,11 +332,16 @@ class Engine:
                     self.record(report, sw.site.name, "rollback" if r and r.rolled_back else "deploy_failed",
                                 f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
 
-    def _replenish(self, site: SiteConfig, d: Decision, report: TickReport) -> int:
+    def _replenish(self, site: SiteConfig, d: Decision, report: TickReport,
+                   blocked_cas: frozenset[str] = frozenset()) -> int:
         issued = 0
+        tried = 0
         for ca in d.replenish_from:
             if issued >= d.need:
                 break
+            if ca in blocked_cas:  # in backoff after an error: not hammered every tick
+                continue
+            tried += 1
             try:
                 self.issue(site, ca, report=report, replaces=self._replaces(site, ca, report))
                 issued += 1
@@ -277,7 +349,8 @@ class Engine:
                 self.record(report, site.name, "issuance_failed", f"could not issue from {ca}: {exc}",
                             ca=ca, transient=not isinstance(exc, (StoreError,)) and
                             type(exc).__name__ == "TransientIssuanceError")
-        if issued < d.need:
+        deferred = not tried and any(ca in blocked_cas for ca in d.replenish_from)
+        if issued < d.need and not deferred:  # all in backoff: said when they failed
             self.record(report, site.name, "standby_missing",
                         f"needs {d.need} new certificate(s), got {issued}; will retry next tick",
                         need=d.need, got=issued)
@@ -309,7 +382,8 @@ class Engine:
         return None
 
     # -- operator actions ------------------------------------------------------------------
-    def failover(self, site_name: str, *, to: str | None = None) -> TickReport:
+    def failover(self, site_name: str, *, to: str | None = None,
+                 reason: str = "operator requested failover") -> TickReport:
         """Switch now to `to` or the best healthy standby (still verified and rolled back if wrong)."""
         site = self.config.site(site_name)
         report = TickReport()
@@ -331,8 +405,7 @@ class Engine:
             if not ranked:
                 raise InputError(f"site {site.name} has no healthy standby to fail over to")
             choice = ranked[0]
-        d = Decision(site.name, Action.FAILOVER, active.id if active else None, choice.id,
-                     "operator requested failover")
+        d = Decision(site.name, Action.FAILOVER, active.id if active else None, choice.id, reason)
         report.decisions.append(d)
         self._apply([(site, d)], report)
         return report

@@ -4,27 +4,45 @@ from __future__ import annotations
 
 import argparse
 
-from ..daemon import Daemon
+from ..daemon import build_daemon
+from ..errors import InputError
+from ..metrics import parse_listen
 from .common import emit, runtime
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("run", help="run the daemon: check, decide, deploy, replenish, record")
+    p = sub.add_parser("run", help="run the daemon: check what is due, decide, deploy, "
+                                   "replenish, record, notify")
     p.add_argument("--interval", type=float, help="seconds between ticks (default: [daemon] "
                                                   "interval or 300)")
-    p.add_argument("--once", action="store_true", help="one tick, then exit (for cron)")
+    p.add_argument("--once", action="store_true",
+                   help="one tick checking everything, then exit (for cron)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                        "(default: [metrics] listen; off when neither is set)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    listen = None
+    if args.metrics_listen:
+        try:
+            listen = parse_listen(args.metrics_listen)
+        except ValueError as exc:
+            raise InputError(f"--metrics-listen: {exc}") from None
     rt = runtime(args)
     interval = args.interval or rt.config.daemon.interval
     if interval <= 0:
-        raise SystemExit("certfailover: error: --interval must be > 0")
+        raise InputError("--interval must be > 0")
     rt.startup()
-    daemon = Daemon(rt.engine, interval=interval)
+    # --once (cron) has no memory of earlier runs: every check is due
+    daemon = build_daemon(rt.engine, rt.config, interval=interval, metrics_listen=listen,
+                          scheduled=not args.once)
     daemon.install_signals()
-    code = daemon.run(once=args.once)
+    try:
+        code = daemon.run(once=args.once)
+    finally:
+        daemon.close()
     if args.once and args.json:
         emit(args, {"ticks": daemon.ticks})
     return code

@@ -1,0 +1,230 @@
+"""The daemon's scheduled tick over the real wiring (real checks, vault, SQLite; no server)."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from certfailover import config as config_mod
+from certfailover import keys
+from certfailover.daemon import Daemon, build_daemon, checks_for, intervals_from_config
+from certfailover.engine import TickReport
+from certfailover.errors import ConfigError, TransientIssuanceError
+from certfailover.lab import pki
+from certfailover.model import Health
+from certfailover.schedule import Intervals, Scheduler
+from certfailover.wiring import Runtime, build
+
+T0 = datetime.now(UTC).replace(microsecond=0)
+PEM = serialization.Encoding.PEM
+
+
+@dataclass
+class FakeClock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def make_runtime(tmp_path: Path, clock: FakeClock, *, cas: tuple[str, ...] = ("a", "b"),
+                 schedule: dict[str, Any] | None = None) -> tuple[Runtime, list[pki.Authority]]:
+    roots = [pki.make_root(f"Root {ca}") for ca in cas]
+    bundle = pki.write_bundle(tmp_path / "roots.pem", *roots)
+    raw: dict[str, Any] = {
+        "store": {"directory": str(tmp_path / "store")},
+        # nothing listens on port 1: every ARI directory fetch is a refused connection
+        "ca": [{"name": ca, "directory": f"https://127.0.0.1:1/{ca}/dir"} for ca in cas],
+        "site": [{"name": "www", "domains": ["www.example.test"], "cas": list(cas),
+                  "trust": [str(bundle)]}],
+    }
+    if schedule is not None:
+        raw["schedule"] = schedule
+    cfg = config_mod.parse(raw, file=str(tmp_path / "t.toml"), base=tmp_path, env={})
+    return build(cfg, clock=clock), roots
+
+
+def add_cert(rt: Runtime, root: pki.Authority, ca: str) -> None:
+    leaf, key = pki.make_leaf(root, ["www.example.test"], not_before=T0 - timedelta(hours=1))
+    rt.engine.store_cert(rt.config.site("www"), ca, leaf_pem=leaf.public_bytes(PEM),
+                         chain_pem=b"", key_pem=keys.key_pem(key), source=f"test {ca}")
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+
+@pytest.fixture
+def connects(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Count every outgoing socket connection attempt in this process."""
+    counter = Counter()
+    real = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        counter.n += 1
+        real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return counter
+
+
+def count_material(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Counter:
+    counter = Counter()
+    real: Callable[..., Any] = rt.engine.material
+
+    def material(cert: Any) -> Any:
+        counter.n += 1
+        return real(cert)
+
+    monkeypatch.setattr(rt.engine, "material", material)
+    return counter
+
+
+def test_tick_with_nothing_due_does_no_network_io_and_reads_no_vault(
+        tmp_path: Path, connects: Counter, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock)
+    add_cert(rt, roots[0], "a")
+    add_cert(rt, roots[1], "b")
+    loads = count_material(rt, monkeypatch)
+    daemon = Daemon(rt.engine, interval=1, clock=clock,
+                    scheduler=Scheduler(rng=random.Random(1), intervals=Intervals(jitter=0)))
+
+    first = daemon.tick()  # everything is due: every check of both certificates runs
+    assert [e.kind for e in first.events] == ["activated"]
+    assert loads.n == 2 and connects.n >= 2, "the ARI directory of each CA was asked"
+
+    connects.n = loads.n = 0
+    for seconds in (1, 60, 3600):  # the activated site is decided once more, then nothing
+        clock.now = T0 + timedelta(seconds=seconds)
+        report = daemon.tick()
+        assert report.events == []
+    assert connects.n == 0 and loads.n == 0
+    assert daemon.pending == set()
+    assert len(rt.engine.db.findings(rt.engine.db.certs("www")[0].id)) >= 4, "findings kept"
+
+    clock.now = T0 + timedelta(hours=7)  # crl/ari (6h) are due: the revocation check runs
+    daemon.tick()
+    assert connects.n >= 2 and loads.n == 2
+
+
+def test_stored_findings_are_merged_with_the_checks_that_ran(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock)
+    add_cert(rt, roots[0], "a")
+    add_cert(rt, roots[1], "b")
+    site = rt.config.site("www")
+    full = rt.engine.check_site(site)
+    cid = next(iter(full))
+    only = rt.engine.check_site(site, run={cid: frozenset({"trust", "revocation"})})
+    assert sorted(f.check for f in only[cid].findings) == sorted(
+        f.check for f in full[cid].findings)
+    loads = count_material(rt, monkeypatch)
+    reused = rt.engine.check_site(site, run={})
+    assert loads.n == 0
+    assert {k: v.findings for k, v in reused.items()} == {k: v.findings for k, v in only.items()}
+
+
+def test_operator_distrust_is_acted_on_at_the_next_tick(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock)
+    add_cert(rt, roots[0], "a")
+    add_cert(rt, roots[1], "b")
+    daemon = Daemon(rt.engine, interval=1, clock=clock,
+                    scheduler=Scheduler(rng=random.Random(1)))
+    daemon.tick()
+    daemon.tick()
+    rt.db.distrust("a", T0, "test")
+    clock.now = T0 + timedelta(seconds=5)  # nothing is due by the schedule
+    report = daemon.tick()
+    fo = next(e for e in report.events if e.kind == "failover")
+    assert "distrusted" in fo.message
+    assert next(c for c in rt.db.certs("www") if c.state.value == "active").ca == "b"
+
+
+class FailingIssuer:
+    name = "b"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def issue(self, csr_pem: bytes, *, deadline: Any, replaces: str | None = None) -> Any:
+        self.calls += 1
+        raise TransientIssuanceError("CA b: connection refused")
+
+
+def test_a_failing_ca_is_backed_off_not_hammered(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock)
+    add_cert(rt, roots[0], "a")  # only CA a's certificate: a standby from b is needed
+    issuer = FailingIssuer()
+    rt.engine.issuers = {**rt.engine.issuers, "b": lambda site: issuer}
+    iv = Intervals(jitter=0, backoff_base=timedelta(minutes=1), ca_unreachable_after=timedelta(
+        minutes=5))
+    daemon = Daemon(rt.engine, interval=1, clock=clock,
+                    scheduler=Scheduler(rng=random.Random(1), intervals=iv))
+    kinds = [e.kind for e in daemon.tick().events]
+    assert "issuance_failed" in kinds and "standby_missing" in kinds and issuer.calls == 1
+    for seconds in (1, 30, 59):  # blocked: not asked, and no new standby_missing noise
+        clock.now = T0 + timedelta(seconds=seconds)
+        assert daemon.tick().events == []
+    assert issuer.calls == 1 and daemon.pending == {"www"}
+    clock.now = T0 + timedelta(seconds=61)
+    daemon.tick()
+    assert issuer.calls == 2  # backoff doubled: 2 minutes now
+    clock.now = T0 + timedelta(seconds=61 + 119)
+    daemon.tick()
+    assert issuer.calls == 2
+    clock.now = T0 + timedelta(minutes=6)
+    daemon.tick()
+    alerts = [e for e in rt.db.events(site="www") if e.kind == "ca_unreachable"]
+    assert len(alerts) == 1 and alerts[0].data["ca"] == "b"
+
+
+def test_schedule_table_overrides_and_errors_name_the_key(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rt, _ = make_runtime(tmp_path, clock, schedule={"expiry": "2h", "jitter": 0})
+    iv = intervals_from_config(rt.config)
+    assert iv.expiry == timedelta(hours=2) and iv.jitter == 0
+    d = build_daemon(rt.engine, rt.config, interval=1)
+    try:
+        assert d.scheduler is not None and d.scheduler.intervals == iv
+        assert d.metrics is None, "no [metrics] table and no --metrics-listen: off"
+    finally:
+        d.close()
+    (tmp_path / "x").mkdir()
+    rt2, _ = make_runtime(tmp_path / "x", clock, schedule={"expiri": "2h"})
+    with pytest.raises(ConfigError, match=r"\[schedule\]\.expiri"):
+        intervals_from_config(rt2.config)
+
+
+def test_checks_per_signal() -> None:
+    names = ["validity", "key", "names", "chain", "distrust", "revocation", "trust"]
+    assert checks_for("crl", names) == {"revocation"}
+    assert checks_for("ari", names) == {"revocation"}
+    assert checks_for("trust", names) == {"trust"}
+    assert checks_for("expiry", names) == {"validity", "key", "names", "chain", "distrust"}
+
+
+def test_full_tick_without_scheduler_keeps_engine_behaviour(tmp_path: Path,
+                                                            connects: Counter) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock)
+    add_cert(rt, roots[0], "a")
+    add_cert(rt, roots[1], "b")
+    daemon = Daemon(rt.engine, interval=1, clock=clock)
+    daemon.tick()
+    connects.n = 0
+    report: TickReport = daemon.tick()
+    assert connects.n >= 2, "without a scheduler every tick checks everything"
+    assert all(isinstance(h, Health) for h in report.health.values()) and len(report.health) == 2
