@@ -6,7 +6,8 @@ Rules:
 - The active one fails -> switch to the best healthy standby: independent CA first (not the failed
   certificate's CA), then configured CA order, then longest remaining validity.
 - The active one is merely flagged (inside its renewal window, or its CA asked via ARI for it to be
-  replaced) -> switch only to a standby that is fully OK and not flagged: never to something worse.
+  replaced) -> switch only to a standby that is not flagged and has no warning the active one does
+  not also have: never to something worse.
 - No healthy certificate at all -> keep serving what is served and raise NONE_HEALTHY.
 - No automatic switch back to a preferred CA unless the site sets switch_back.
 - Replenish: keep `min_standbys` healthy, unflagged standbys from CAs other than the active one's,
@@ -25,6 +26,16 @@ from .model import Action, Cert, CertState, Decision, Health, Severity
 def flagged(h: Health) -> bool:
     """Inside its renewal window, or its CA asked for it to be replaced (ARI)."""
     return any(f.detail.get("renew") or f.detail.get("replace") for f in h.findings)
+
+
+def warning_checks(h: Health) -> set[str]:
+    return {f.check for f in h.findings if f.severity is Severity.WARN}
+
+
+def no_new_warnings(candidate: Health, active: Health) -> bool:
+    """The candidate is not worse: healthy, and every check that warns on it warns on the active
+    one too (a CA that publishes no revocation data warns alike for all its certificates)."""
+    return candidate.healthy and warning_checks(candidate) <= warning_checks(active)
 
 
 def replace_requested(h: Health) -> bool:
@@ -67,7 +78,7 @@ def decide(site: SiteConfig, certs: Sequence[Cert], health: Mapping[str, Health]
                 action, reason = Action.NONE_HEALTHY, f"active failed and no healthy standby: {why}"
         elif flagged(ah):
             better = [c for c in others
-                      if health[c.id].severity is Severity.OK and not flagged(health[c.id])]
+                      if not flagged(health[c.id]) and no_new_warnings(health[c.id], ah)]
             choice = best(better, active.ca if replace_requested(ah) else None)
             why = "; ".join(f.reason for f in ah.findings if f.detail.get("renew") or f.detail.get("replace"))
             if choice is not None:
@@ -75,10 +86,9 @@ def decide(site: SiteConfig, certs: Sequence[Cert], health: Mapping[str, Health]
             else:
                 reason = f"active must be replaced ({why}) but no better standby yet"
         elif site.switch_back:
-            choice = best([c for c in others if health[c.id].severity is Severity.OK
-                           and not flagged(health[c.id])], None)
-            if choice is not None and site.cas.index(choice.ca) < site.cas.index(active.ca) \
-                    and ah.severity is Severity.OK:
+            choice = best([c for c in others if not flagged(health[c.id])
+                           and no_new_warnings(health[c.id], ah)], None)
+            if choice is not None and site.cas.index(choice.ca) < site.cas.index(active.ca):
                 action, target, reason = Action.FAILOVER, choice, f"switch back to preferred CA {choice.ca}"
 
     serving = target or active

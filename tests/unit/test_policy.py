@@ -49,8 +49,9 @@ def test_never_fails_over_to_an_unhealthy_certificate() -> None:
 
 def test_warning_active_is_not_switched_to_a_warning_standby() -> None:
     a, b = cert("a", CertState.ACTIVE), cert("b")
-    d = decide(SITE, [a, b], {a.id: h(a, Severity.WARN, renew=True), b.id: h(b, Severity.WARN)},
-               distrusted=set(), now=NOW)
+    health = {a.id: hw(a, ("validity", Severity.WARN, {"renew": True})),
+              b.id: hw(b, ("revocation", Severity.WARN, {"status": "unknown"}))}
+    d = decide(SITE, [a, b], health, distrusted=set(), now=NOW)
     assert d.action is Action.KEEP, "never fail over to something worse (or no better)"
 
 
@@ -103,3 +104,25 @@ def test_retires_expired_and_superseded_standbys_never_the_active() -> None:
     d = decide(SITE, [a, old_b, new_b, expired], health, distrusted=set(), now=NOW)
     assert set(d.retire) == {old_b.id, expired.id}
     assert a.id not in d.retire
+
+
+def hw(c: Cert, *findings: tuple[str, Severity, dict[str, object]]) -> Health:
+    return Health(c.id, tuple(Finding(check, sev, "r", dict(d)) for check, sev, d in findings))
+
+
+def test_renewal_switches_despite_a_warning_every_certificate_shares() -> None:
+    """A CA that publishes no revocation data: every certificate warns "unknown" alike."""
+    a, b = cert("a", CertState.ACTIVE, days_left=2), cert("b")
+    unknown = ("revocation", Severity.WARN, {"status": "unknown"})
+    health = {a.id: hw(a, ("validity", Severity.WARN, {"renew": True}), unknown),
+              b.id: hw(b, ("validity", Severity.OK, {}), unknown)}
+    d = decide(SITE, [a, b], health, distrusted=set(), now=NOW)
+    assert d.action is Action.FAILOVER and d.target == b.id
+
+
+def test_renewal_never_switches_to_a_standby_with_a_new_warning() -> None:
+    a, b = cert("a", CertState.ACTIVE, days_left=2), cert("b")
+    health = {a.id: hw(a, ("validity", Severity.WARN, {"renew": True})),
+              b.id: hw(b, ("trust", Severity.WARN, {"program": "chrome", "date": "2027-01-01"}))}
+    d = decide(SITE, [a, b], health, distrusted=set(), now=NOW)
+    assert d.action is Action.KEEP
