@@ -132,6 +132,16 @@ class ServerDeployer:
                        if not v.trusted]
         return "; ".join(errors) or None
 
+    def dual_family(self, site: SiteConfig) -> str | None:
+        """"ec" or "rsa" when another site serves the same name on the same server with the other
+        key family (an ECDSA + RSA pair): the handshake must then ask for this one."""
+        family = "rsa" if site.key_type.startswith("rsa") else "ec"
+        for other in self.config.sites:
+            if other.name != site.name and other.server == site.server and other.sni == site.sni \
+                    and ("rsa" if other.key_type.startswith("rsa") else "ec") != family:
+                return family
+        return None
+
     def __call__(self, server: str | None, switches: Sequence[Switch]) -> list[SwitchResult]:
         from . import deploy
         if server is None:  # no server: the live link is the deployment (e.g. a file watcher)
@@ -142,7 +152,8 @@ class ServerDeployer:
             return out
         batch = [deploy.Activation(site=sw.site.name, target=Path(sw.target.path),
                                    expected_sha256=sw.target.sha256, endpoints=sw.site.endpoints,
-                                   sni=sw.site.sni) for sw in switches]
+                                   sni=sw.site.sni, key_type=self.dual_family(sw.site))
+                 for sw in switches]
         results = deploy.activate(self.vault, self.adapters[server], batch, validate=self.validate,
                                   verify_timeout=self.config.daemon.verify_timeout)
         return [SwitchResult(r.site, r.ok, r.rolled_back, r.message, r.seconds) for r in results]
