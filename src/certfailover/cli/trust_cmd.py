@@ -144,11 +144,28 @@ def run_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def configured_sites(args: argparse.Namespace) -> list[Site]:
+    """Every stored certificate of the configured sites, when a config file is there."""
+    path = getattr(args, "config", None)
+    if path is None or not Path(path).is_file():
+        return []
+    from .. import config as config_mod
+    from ..wiring import open_store
+    cfg = config_mod.load(Path(path))
+    db, vault = open_store(cfg)
+    out: list[Site] = []
+    for site in cfg.sites:
+        for cert in db.certs(site.name):
+            m = vault.load(Path(cert.path))
+            out.append((f"{cert.id} ({cert.state.value})", m.leaf, list(m.chain)))
+    return out
+
+
 def run_diff(args: argparse.Namespace, sites: Sequence[Site] = ()) -> int:
     """``sites``: extra (label, leaf, intermediates) to evaluate (the lead wires in config)."""
     try:
         at = parse_at(args.at)
-        all_sites = list(sites)
+        all_sites = list(sites) or configured_sites(args)
         for spec in args.site:
             label, sep, file = spec.partition("=")
             if not sep:

@@ -148,3 +148,47 @@ def test_verify_each_constraint_type(lab: Lab, tmp_path: Path, capsys: pytest.Ca
     assert main([*args, "--at", after]) == 1
     v = json.loads(capsys.readouterr().out)["verdicts"][0]
     assert v["trusted"] is False and v["reason"] == reason and v["program"] == program
+
+
+def test_diff_reports_configured_sites_from_the_store(lab: Lab, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """With a config, `trust diff` judges every stored certificate of the configured sites."""
+    from dataclasses import replace
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from certfailover import keys
+    from certfailover.engine import describe
+    from certfailover.model import CertState
+    from certfailover.store.db import Database
+    from certfailover.store.vault import Vault
+    from certfailover.trust.snapshot import Snapshot
+
+    old = tmp_path / "old.json.gz"
+    save_snapshot(lab.snap, old)
+    moz = lab.snap.programs["mozilla"]
+    roots = dict(moz.roots)
+    roots.pop(lab.plain.sha256)  # the next program update drops the site's root
+    new = tmp_path / "new.json.gz"
+    save_snapshot(Snapshot(built=lab.snap.built, programs={**lab.snap.programs,
+                                                           "mozilla": replace(moz, roots=roots)},
+                           certs=lab.snap.certs), new)
+    ica = make_intermediate(lab.plain, "Store CA")
+    leaf = make_leaf(ica, not_before=datetime(2024, 2, 1, tzinfo=UTC))
+    store = tmp_path / "store"
+    vault, db = Vault(store), Database(f"sqlite:///{store / 'state.db'}")
+    vault.ensure()
+    db.migrate()
+    d = vault.save("www", "ca-x", format(leaf.serial_number, "x"),
+                   leaf_pem=leaf.public_bytes(Encoding.PEM), chain_pem=ica.cert.public_bytes(Encoding.PEM),
+                   key_pem=keys.key_pem(keys.generate("ec-p256")))
+    db.add_cert(describe("www", "ca-x", leaf, d, CertState.ACTIVE, datetime.now(UTC)))
+    cfg = tmp_path / "certfailover.toml"
+    cfg.write_text(f'[store]\ndirectory = "{store}"\n[[ca]]\nname = "ca-x"\ndirectory = "https://x.test/d"\n'
+                   '[[ca]]\nname = "ca-y"\ndirectory = "https://y.test/d"\n'
+                   '[[site]]\nname = "www"\ndomains = ["www.example.test"]\ncas = ["ca-x", "ca-y"]\n')
+    assert main(["--config", str(cfg), "trust", "diff", str(old), str(new),
+                 "--at", "2024-02-02T00:00:00Z", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    changed = {(s["label"], s["program"], s["before"]) for s in doc["sites"]}
+    assert (f"www/ca-x/{format(leaf.serial_number, 'x')} (active)", "mozilla", "trusted") in changed
