@@ -149,7 +149,7 @@ class _Table:
         return tuple(value)
 
     def name(self, key: str = "name") -> str:
-        value = self.get(key, str, required=True)
+        value: str = self.get(key, str, required=True)
         if not _SAFE.match(value):
             raise self.err(key, f"{value!r} must use only letters, digits, '.', '_' and '-'")
         return value

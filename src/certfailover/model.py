@@ -6,7 +6,7 @@ import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 Clock = Callable[[], datetime]
@@ -14,7 +14,7 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     """The real clock. Code takes a Clock argument so tests can move time."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Severity(str, enum.Enum):

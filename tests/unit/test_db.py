@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic.operations import Operations
 from certfailover.model import Cert, CertState, Event, Finding, Severity
 from certfailover.store import db as dbmod
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def cert(n: int, state: CertState = CertState.STANDBY) -> Cert:

@@ -6,12 +6,21 @@ from pathlib import Path
 
 from certfailover import keys
 from certfailover.checks import CertMaterial, CheckContext
-from certfailover.health import (BundleStores, DistrustCheck, KeyCheck, NameCheck, StoreTrustCheck,
-                                 ValidityCheck, local_checks, name_matches, run_checks)
+from certfailover.health import (
+    BundleStores,
+    DistrustCheck,
+    KeyCheck,
+    NameCheck,
+    StoreTrustCheck,
+    ValidityCheck,
+    local_checks,
+    name_matches,
+    run_checks,
+)
 from certfailover.lab import pki
 from certfailover.model import Cert, CertState, Finding, Severity
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def material(leaf, chain=(), *, ca: str = "a", key_matches: bool = True) -> CertMaterial:  # type: ignore[no-untyped-def]

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from certfailover.config import ChallengeConfig, SiteConfig
 from certfailover.model import Action, Cert, CertState, Finding, Health, Severity
 from certfailover.policy import decide
 
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
 SITE = SiteConfig(name="www", domains=("www.example.test",), cas=("a", "b", "c"), server="web",
                   endpoints=(), challenge=ChallengeConfig())
 

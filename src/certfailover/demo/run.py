@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,8 @@ from ..lab.pebble import ChallTestSrv, revoke
 from ..lab.ports import free_port
 from ..lab.sitelab import DOMAIN, Lab, make_lab
 from ..lab.stack import RevocableCA
-from ..status import site_status
 from ..model import utcnow
+from ..status import site_status
 
 
 @dataclass
@@ -120,7 +120,11 @@ def run_demo(workdir: Path, *, out: Callable[[str], None] = print, interval: flo
         daemon = Daemon(lab.rt.engine, interval=interval)
         thread = threading.Thread(target=daemon.run, name="certfailover-daemon", daemon=True)
         thread.start()
-        stack.callback(lambda: (daemon.stop_event.set(), thread.join(30)))
+        def stop_daemon() -> None:
+            daemon.stop_event.set()
+            thread.join(30)
+
+        stack.callback(stop_daemon)
         say(f"daemon running, checking every {interval:g} s")
 
         active = lab.active()

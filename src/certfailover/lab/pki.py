@@ -45,7 +45,7 @@ class Authority:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def make_root(cn: str, *, not_before: dt.datetime | None = None, days: int = 3650) -> Authority:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from .pebble import PebbleCA
 from .ports import free_port
@@ -46,7 +47,7 @@ class RevocableCA:
         self.status.stop()
         self.pebble.stop()
 
-    def __enter__(self) -> RevocableCA:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, t: type[BaseException] | None, v: BaseException | None,
