@@ -86,7 +86,29 @@ def _tcp_open(host: str, port: int) -> bool:
         return False
 
 
-class ChallTestSrv:
+class _Service:
+    """A lab process owned by this object: stop() ends it; usable as a context manager."""
+
+    _proc: _Process | None = None
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ChallTestSrv(_Service):
     """`pebble-challtestsrv` as a DNS server answering every A query with 127.0.0.1.
 
     AAAA answers are disabled (`-defaultIPv6 ""`), so Pebble dials IPv4; its own HTTP-01,
@@ -141,24 +163,9 @@ class ChallTestSrv:
     def management_url(self) -> str:
         return f"http://127.0.0.1:{self.management_port}"
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
-class PebbleCA:
+class PebbleCA(_Service):
     """One real Pebble ACME CA on free loopback ports.
 
     `http_port` is where Pebble validates HTTP-01 challenges (the port your solver serves on).
@@ -296,21 +303,6 @@ class PebbleCA:
             raise LabError(f"pebble {self.name!r}: cert-status for {serial:x} is not an object")
         return data
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _jwk_and_alg(key_pem: bytes) -> tuple[JWK, JWASignature]:
