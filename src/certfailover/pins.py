@@ -10,7 +10,9 @@ import base64
 import hashlib
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -22,7 +24,13 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from .errors import InputError, StoreError
 from .store.files import atomic_write
 
-__all__ = ["KEY_TYPES", "ensure_spare_key", "generate_key", "key_type_of", "spki_pin"]
+if TYPE_CHECKING:
+    from .config import SiteConfig
+    from .store.db import Database
+    from .store.vault import Vault
+
+__all__ = ["KEY_TYPES", "Pin", "SitePins", "ensure_spare_key", "generate_key", "key_type_of",
+           "site_pins", "spare_key_path", "spki_pin"]
 
 _CURVES: dict[str, type[ec.EllipticCurve]] = {
     "ec-p256": ec.SECP256R1,
@@ -103,3 +111,39 @@ def ensure_spare_key(path: Path, key_type: str) -> SparePrivateKey:
     )
     atomic_write(path, pem, mode=0o600)
     return key
+
+
+@dataclass(frozen=True)
+class Pin:
+    role: str  # "active", "standby" or "spare"
+    pin_sha256: str  # base64 SHA-256 of the DER SubjectPublicKeyInfo
+    cert_id: str | None  # None for the spare key (no certificate yet)
+    ca: str | None
+    key_type: str
+
+
+@dataclass(frozen=True)
+class SitePins:
+    site: str
+    pins: tuple[Pin, ...]
+    spare_key: str  # where the spare key is kept (mode 0600)
+
+
+def spare_key_path(vault_root: Path, site: str) -> Path:
+    """<store>/spare/<site>.key"""
+    from .store.vault import safe_name
+    return Path(vault_root) / "spare" / f"{safe_name(site, 'site')}.key"
+
+
+def site_pins(db: Database, vault: Vault, site: SiteConfig) -> SitePins:
+    """Pins of the active key, every standby key, and one spare key (created the first time)."""
+    from .model import CertState
+    pins: list[Pin] = []
+    certs = sorted(db.certs(site.name), key=lambda c: (c.state is not CertState.ACTIVE, c.created))
+    for c in certs:
+        leaf = vault.load(Path(c.path)).leaf
+        pins.append(Pin(c.state.value, spki_pin(leaf.public_key()), c.id, c.ca, c.key_type))
+    path = spare_key_path(vault.root, site.name)
+    spare = ensure_spare_key(path, site.key_type)
+    pins.append(Pin("spare", spki_pin(spare.public_key()), None, None, site.key_type))
+    return SitePins(site.name, tuple(pins), str(path))

@@ -3,15 +3,66 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from .config import SiteConfig
-from .model import CertState, Health, to_jsonable
+from .errors import CertFailoverError
+from .model import Cert, CertState, Health, Severity, to_jsonable
 from .policy import flagged
 from .store.db import Database
+from .store.vault import Vault
 
 
-def site_status(db: Database, site: SiteConfig, now: datetime) -> dict[str, Any]:
+def program_trust(h: Health) -> dict[str, str]:
+    """Root program -> "trusted", "not trusted", "until <date>" (forecast) or "no data"."""
+    out: dict[str, str] = {}
+    for f in h.findings:
+        program = f.detail.get("program")
+        if f.check != "trust" or not isinstance(program, str):
+            continue
+        if f.detail.get("reason") == "no_data":
+            out[program] = "no data"
+        elif f.severity is Severity.FAIL:
+            out[program] = "not trusted"
+        elif "date" in f.detail:
+            out[program] = f"until {str(f.detail['date'])[:10]}"
+        else:
+            out[program] = "trusted"
+    return out
+
+
+def independence(vault: Vault, site: SiteConfig, active: Cert, other: Cert) -> list[str]:
+    """Why `other` is no independent backup for `active` (empty: independent).
+
+    Root programs named in the site's trust: `trust.evaluate.shares_root` (a common root in
+    that program). Always: the same root name at the top of both chains."""
+    try:
+        a, b = vault.load(Path(active.path)), vault.load(Path(other.path))
+    except CertFailoverError as exc:
+        return [f"cannot compare chains: {exc}"]
+    chain_a, chain_b = [a.leaf, *a.chain], [b.leaf, *b.chain]
+    out: list[str] = []
+    from .trust.programs import KNOWN_PROGRAMS
+    programs = [p for p in site.trust if p in KNOWN_PROGRAMS]
+    if programs:
+        from .trust.evaluate import engine_for, shares_root
+        eng = engine_for()
+        for prog in shares_root(chain_a, chain_b, programs):
+            common = eng.roots_for(chain_a[0], chain_a[1:], prog) & \
+                eng.roots_for(chain_b[0], chain_b[1:], prog)
+            out.append(f"shares root {min(common)[:16]} with the active in program {prog}")
+    root_a, root_b = chain_a[-1].issuer.rfc4514_string(), chain_b[-1].issuer.rfc4514_string()
+    if root_a == root_b:
+        out.append(f"shares root {root_a} with the active")
+    if other.ca == active.ca:
+        out.append(f"same CA {other.ca} as the active")
+    return out
+
+
+def site_status(db: Database, site: SiteConfig, now: datetime, *,
+                vault: Vault | None = None) -> dict[str, Any]:
+    """With `vault`, standbys also say whether they share a root with the active one."""
     certs = db.certs(site.name)
     distrusted = db.distrusted()
     rows: list[dict[str, Any]] = []
@@ -32,12 +83,18 @@ def site_status(db: Database, site: SiteConfig, now: datetime) -> dict[str, Any]
             "summary": "; ".join(h.reasons()) or ("ok" if checked else "not checked yet"),
             "findings": [to_jsonable(f) for f in h.findings],
             "distrusted": c.ca in distrusted,
+            "trust": program_trust(h),
+            "independence": [],
         })
     for r, c in zip(rows, certs):
         h = healths[c.id]
         if c.state is CertState.STANDBY and h.findings and h.healthy and not flagged(h) \
                 and active is not None and c.ca != active.ca and c.ca not in distrusted:
             healthy_standbys += 1
+    if vault is not None and active is not None:
+        for r, c in zip(rows, certs):
+            if c.id != active.id:
+                r["independence"] = independence(vault, site, active, c)
     notes = []
     if active is None:
         notes.append("no active certificate")

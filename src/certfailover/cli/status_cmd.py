@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from ..model import CertState, Health, Severity, utcnow
+from ..errors import InputError
+from ..model import utcnow
 from ..status import site_status
 from .common import emit, load_config, table
 
@@ -19,22 +19,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from ..wiring import open_store
     config = load_config(args)
-    db, _vault = open_store(config)
+    db, vault = open_store(config)
     now = utcnow()
     sites = [s for s in config.sites if args.site in (None, s.name)]
-    data = {"time": now, "sites": [site_status(db, s, now) for s in sites]}
+    if args.site and not sites:
+        raise InputError(f"no site named {args.site!r} in {config.path}")
+    statuses = [site_status(db, s, now, vault=vault) for s in sites]
+    data = {"time": now, "sites": statuses}
     if args.json:
         emit(args, data)
         return 0
     out: list[str] = []
-    for s in data["sites"]:
+    for s in statuses:
         out.append(f"site {s['site']}  ({', '.join(s['domains'])})  "
                    f"healthy standbys: {s['standbys_healthy']}/{s['min_standbys']}")
         rows = []
         for c in s["certs"]:
+            trust = ", ".join(f"{p}: {v}" for p, v in sorted(c["trust"].items())) or "-"
+            indep = "; ".join(c["independence"]) if c["state"] != "active" else "-"
             rows.append(["*" if c["state"] == "active" else " ", c["ca"], c["serial"][:16],
-                         f"{c['days_left']:.1f}", c["health"], c["summary"][:70]])
-        out.append(table(rows, [" ", "CA", "SERIAL", "DAYS", "HEALTH", "FINDINGS"]) if rows
+                         f"{c['days_left']:.1f}", c["health"], trust,
+                         (indep or "independent") if c["state"] != "active" else "-",
+                         c["summary"][:60]])
+        out.append(table(rows, [" ", "CA", "SERIAL", "DAYS", "HEALTH", "TRUST", "INDEPENDENCE",
+                                "FINDINGS"]) if rows
                    else "  (no certificates yet: run `certfailover issue`)")
         for note in s["notes"]:
             out.append(f"  ! {note}")

@@ -1,0 +1,27 @@
+"""`certfailover pins SITE`: RFC 7469 pin-sha256 of the active, standby and spare keys."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..pins import site_pins
+from .common import emit, load_config, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("pins", help="base64 SHA-256 SPKI pins of the active, standby and one "
+                                    "spare key (created in the vault the first time)")
+    p.add_argument("site")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..wiring import open_store
+    config = load_config(args)
+    site = config.site(args.site)
+    db, vault = open_store(config)
+    result = site_pins(db, vault, site)
+    rows = [[p.role, p.pin_sha256, p.ca or "-", p.cert_id or f"(spare key {result.spare_key})"]
+            for p in result.pins]
+    emit(args, result, f"site {result.site}\n" + table(rows, ["ROLE", "PIN-SHA256", "CA", "CERT"]))
+    return 0
