@@ -127,7 +127,8 @@ def run_update(args: argparse.Namespace) -> int:
         specs = [SourceSpec.parse(s) for s in args.source]
         out = args.output or default_snapshot_path()
         snap = update_snapshot(specs, output=out, pools=list(args.pool), now=utcnow(),
-                               fresh=args.fresh)
+                               fresh=args.fresh,
+                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     except CertFailoverError as exc:
         print(f"certfailover trust update: {exc}", file=sys.stderr)
         return 2

@@ -109,7 +109,9 @@ def test_update_from_shared_files(tmp_path: Path, capsys: pytest.CaptureFixture[
                "--source", f"apple={obs / 'apple.pem'},{obs / 'apple.yaml'}",
                "--pool", str(SHARED / "mozilla" / "certdata-2024-11-15.txt"),
                "--pool", str(obs / "mozilla_nss.pem"), "--pool", str(obs / "microsoft_windows.pem")])
-    assert rc == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "[1/6] importing chrome from" in err and "[6/6] compiling the snapshot" in err
     snap = read_snapshot(out)
     assert set(snap.programs) == {"chrome", "apple"}
     assert len(snap.programs["chrome"].roots) == 134 and snap.programs["chrome"].unresolved == ()

@@ -13,7 +13,7 @@ Upstream locations (documented in docs/trust.md):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -121,28 +121,37 @@ def sniff_program(data: bytes, location: str) -> str:
 
 
 def build_from_specs(
-    specs: list[SourceSpec], *, pools: list[str], now: datetime, base: Snapshot | None = None
+    specs: list[SourceSpec], *, pools: list[str], now: datetime, base: Snapshot | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Snapshot:
     """Import every source, pool certificates, and compile a Snapshot.
 
     ``base`` (a Snapshot) contributes its programs that no spec replaces and its
     certificates to the pool, so ``trust update --source chrome=URL`` refreshes one program.
     """
+    say = progress or (lambda _msg: None)
     pool: dict[str, bytes] = {}
-    imported = [import_spec(s, now=now) for s in specs]
+    imported = []
+    steps = len(specs) + len(pools) + 1
+    for i, spec in enumerate(specs, 1):
+        say(f"[{i}/{steps}] importing {spec.name} from {spec.location}")
+        imported.append(import_spec(spec, now=now))
     names = {imp.program.name for imp in imported}
     if base is not None:
         pool.update(base.certs)
         for name, prog in base.programs.items():
             if name not in names:
                 imported.append(ImportedProgram(prog, {}))
-    for loc in pools:
+    for j, loc in enumerate(pools, len(specs) + 1):
+        say(f"[{j}/{steps}] reading certificate pool {loc}")
         pool.update(read_pool(loc))
+    say(f"[{steps}/{steps}] compiling the snapshot ({len(imported)} programs)")
     return build_snapshot(imported, built=now, pool=pool)
 
 
 def update_snapshot(
-    specs: list[SourceSpec], *, output: Path, pools: list[str], now: datetime, fresh: bool = False
+    specs: list[SourceSpec], *, output: Path, pools: list[str], now: datetime, fresh: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> Snapshot:
     """Rebuild ``output`` from upstream sources (what ``trust update`` and a scheduled refresh
     run). Programs without a new source are carried over from the current file unless
@@ -150,6 +159,6 @@ def update_snapshot(
     from ..snapshot import read_snapshot, save_snapshot
 
     base = None if fresh or not output.exists() else read_snapshot(output)
-    snap = build_from_specs(specs, pools=pools, now=now, base=base)
+    snap = build_from_specs(specs, pools=pools, now=now, base=base, progress=progress)
     save_snapshot(snap, output)
     return snap
