@@ -33,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
         result = []
         state = "OK"
         problems: list[str] = []
-        for site in sites:
+        progress = sys.stderr.isatty() and len(sites) > 1  # a plugin's stdout stays one line
+        for n, site in enumerate(sites, 1):
+            if progress:
+                print(f"[{n}/{len(sites)}] {site.name}", file=sys.stderr, flush=True)
             certs = rt.db.certs(site.name)
             health = rt.engine.check_site(site, certs)
             active = next((c for c in certs if c.state is CertState.ACTIVE), None)
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                            "certs": {cid: to_jsonable(h) for cid, h in health.items()}})
     except CertFailoverError as exc:
         state, problems, result = "UNKNOWN", [str(exc)], []
-    except Exception as exc:  # a monitoring plugin must answer UNKNOWN, not crash
+    except Exception as exc:  # noqa: BLE001 - a monitoring plugin must answer UNKNOWN
         state, problems, result = "UNKNOWN", [f"{type(exc).__name__}: {exc}"], []
     summary = f"CERTFAILOVER {state} - " + ("; ".join(problems) if problems else
                                             f"{len(result)} site(s) healthy with standbys")
