@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from certfailover.daemon import build_daemon
 from certfailover.lab.pebble import PebbleCA
+from certfailover.lab.ports import free_port
 from certfailover.lab.sitelab import Lab, make_lab
 from certfailover.lab.sites import LabCAEntry
 
@@ -84,3 +88,31 @@ def test_metrics_show_a_failover_while_the_daemon_runs(lab: Lab) -> None:
         thread.join(30)
         daemon.close()
     assert not thread.is_alive()
+
+
+def test_run_command_serves_metrics_and_stops_on_sigterm(lab: Lab) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "certfailover.cli.main", "--config", str(lab.config_path), "run",
+         "--interval", "0.3", "--metrics-listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                samples = scrape(url)
+                if by_ca(samples, "certfailover_cert_active").get("pebble-a") == 1.0:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline, "the daemon never exported the active cert"
+            time.sleep(0.2)
+        assert lab.served_sha() == lab.active().sha256
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
