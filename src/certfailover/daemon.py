@@ -31,6 +31,7 @@ from types import FrameType
 from .config import Config
 from .engine import Engine, RunPlan, TickReport
 from .errors import ConfigError
+from .health import store_path
 from .metrics import Metrics, MetricsServer, listen_from_config
 from .model import Action, Cert, CertState, Clock, Health, Severity
 from .notify.background import Background
@@ -166,6 +167,7 @@ class Daemon:
         self.ticks = 0
         self.pending: set[str] = {s.name for s in engine.config.sites}  # decide all at first
         self._distrusted: frozenset[str] | None = None
+        self._bundle_stamps: dict[str, tuple[int, int, int] | None] | None = None
         self._health: dict[str, Health] = {}
         self._exported: set[str] = set()
         self._scheduled: set[str] = set()
@@ -232,6 +234,10 @@ class Daemon:
                 if c.ca in changed:
                     plan.setdefault(c.id, set()).update(checks_for("expiry", names))
         self._distrusted = distrusted
+        for site_name in self._bundles_changed():  # a trust store file changed: re-check at once
+            for c in certs.values():
+                if c.site == site_name:
+                    plan.setdefault(c.id, set()).update(checks_for("expiry", names))
         sites = {certs[cid].site for cid in plan if cid in certs} | self.pending
         blocked = frozenset(ca for ca in self.engine.config.cas if sched.blocked(ca, now))
         run: RunPlan = {cid: frozenset(v) for cid, v in plan.items()}
@@ -253,6 +259,26 @@ class Daemon:
         self.pending |= {ev.site for ev in report.events if ev.kind in ("rollback", "deploy_failed")}
         self._alerts(sched, now, certs)
         return report
+
+    def _bundles_changed(self) -> set[str]:
+        """Sites whose PEM trust bundles changed (mtime, size, inode) since the last tick."""
+        stamps: dict[str, tuple[int, int, int] | None] = {}
+        changed: set[str] = set()
+        for site in self.engine.config.sites:
+            for name in site.trust:
+                path = store_path(name)
+                if path is None:
+                    continue
+                try:
+                    st = path.stat()
+                    stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+                except OSError:
+                    stamp = None
+                stamps[str(path)] = stamp
+                if self._bundle_stamps is not None and self._bundle_stamps.get(str(path)) != stamp:
+                    changed.add(site.name)
+        self._bundle_stamps = stamps
+        return changed
 
     def _alerts(self, sched: Scheduler, now: datetime, certs: Mapping[str, Cert]) -> None:
         for a in sched.alerts(now):

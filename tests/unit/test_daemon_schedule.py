@@ -36,7 +36,8 @@ class FakeClock:
 
 
 def make_runtime(tmp_path: Path, clock: FakeClock, *, cas: tuple[str, ...] = ("a", "b"),
-                 schedule: dict[str, Any] | None = None) -> tuple[Runtime, list[pki.Authority]]:
+                 schedule: dict[str, Any] | None = None,
+                 daemon: dict[str, Any] | None = None) -> tuple[Runtime, list[pki.Authority]]:
     roots = [pki.make_root(f"Root {ca}") for ca in cas]
     bundle = pki.write_bundle(tmp_path / "roots.pem", *roots)
     raw: dict[str, Any] = {
@@ -48,6 +49,8 @@ def make_runtime(tmp_path: Path, clock: FakeClock, *, cas: tuple[str, ...] = ("a
     }
     if schedule is not None:
         raw["schedule"] = schedule
+    if daemon is not None:
+        raw["daemon"] = daemon
     cfg = config_mod.parse(raw, file=str(tmp_path / "t.toml"), base=tmp_path, env={})
     return build(cfg, clock=clock), roots
 
@@ -149,6 +152,31 @@ def test_operator_distrust_is_acted_on_at_the_next_tick(tmp_path: Path) -> None:
     report = daemon.tick()
     fo = next(e for e in report.events if e.kind == "failover")
     assert "distrusted" in fo.message
+    assert next(c for c in rt.db.certs("www") if c.state.value == "active").ca == "b"
+
+
+def test_a_changed_trust_bundle_is_acted_on_at_the_next_tick(tmp_path: Path) -> None:
+    """Trust-store files are re-read when they change, without waiting for the daily check."""
+    import os
+
+    clock = FakeClock()
+    # the replacement standby from "a" (unreachable here) may fail fast
+    rt, roots = make_runtime(tmp_path, clock, daemon={"issue_timeout": 0.5})
+    add_cert(rt, roots[0], "a")
+    add_cert(rt, roots[1], "b")
+    daemon = Daemon(rt.engine, interval=1, clock=clock,
+                    scheduler=Scheduler(rng=random.Random(1)))
+    daemon.tick()
+    daemon.tick()
+    assert next(c for c in rt.db.certs("www") if c.state.value == "active").ca == "a"
+    bundle = tmp_path / "roots.pem"
+    pki.write_bundle(bundle, roots[1])  # clients stop trusting root a
+    st = bundle.stat()
+    os.utime(bundle, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    clock.now = T0 + timedelta(seconds=5)  # nothing is due by the schedule
+    report = daemon.tick()
+    fo = next(e for e in report.events if e.kind == "failover")
+    assert "does not validate" in fo.message
     assert next(c for c in rt.db.certs("www") if c.state.value == "active").ca == "b"
 
 
