@@ -30,13 +30,14 @@ from types import FrameType
 
 from .config import Config
 from .engine import Engine, RunPlan, TickReport
-from .errors import ConfigError
+from .errors import CertFailoverError, ConfigError
 from .health import store_path
 from .metrics import Metrics, MetricsServer, listen_from_config
 from .model import Action, Cert, CertState, Clock, Health, Severity
 from .notify.background import Background
 from .policy import flagged
 from .schedule import SIGNALS, Intervals, Scheduler
+from .trust.refresh import Refresher
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,8 @@ class Daemon:
         self.pending: set[str] = {s.name for s in engine.config.sites}  # decide all at first
         self._distrusted: frozenset[str] | None = None
         self._bundle_stamps: dict[str, tuple[int, int, int] | None] | None = None
+        self.refresher: Refresher | None = None
+        self._trust_changed = False
         self._health: dict[str, Health] = {}
         self._exported: set[str] = set()
         self._scheduled: set[str] = set()
@@ -200,8 +203,23 @@ class Daemon:
         signal.signal(signal.SIGINT, self._signal)
 
     # -- one tick --------------------------------------------------------------------------
+    def refresh_trust(self, now: datetime) -> bool:
+        """Rebuild the root-program snapshot when due; True when it changed."""
+        if self.refresher is None or not self.refresher.due(now):
+            return False
+        try:
+            summary = self.refresher.run(now)
+        except CertFailoverError as exc:
+            self.engine.record(None, "*", "trust_update_failed",
+                               f"root-program data refresh failed (keeping the current data): {exc}")
+            return False
+        self.engine.record(None, "*", "trust_updated", f"root-program data refreshed: {summary}")
+        return True
+
     def tick(self) -> TickReport:
         now = self.clock()
+        if self.refresh_trust(now):
+            self._trust_changed = True
         if self.scheduler is None:
             report = self.engine.tick()
         else:
@@ -234,6 +252,10 @@ class Daemon:
                 if c.ca in changed:
                     plan.setdefault(c.id, set()).update(checks_for("expiry", names))
         self._distrusted = distrusted
+        if self._trust_changed:  # new root-program data: judge every certificate again now
+            self._trust_changed = False
+            for c in certs.values():
+                plan.setdefault(c.id, set()).update(checks_for("trust", names))
         for site_name in self._bundles_changed():  # a trust store file changed: re-check at once
             for c in certs.values():
                 if c.site == site_name:
@@ -340,7 +362,11 @@ def build_daemon(engine: Engine, config: Config, *, interval: float,
     listen = metrics_listen or listen_from_config(config.raw.get("metrics", {}),
                                                   file=str(config.path))
     metrics = Metrics() if listen is not None else None
+    from .trust.refresh import settings_from_config
     d = Daemon(engine, interval=interval, scheduler=scheduler, metrics=metrics, clock=clock)
+    refresher = Refresher(settings_from_config(config.raw.get("trust", {}), file=str(config.path),
+                                               store=config.store))
+    d.refresher = refresher if refresher.enabled else None
     d.notify_in_background()
     if metrics is not None and listen is not None:
         d.metrics_server = metrics.serve(*listen)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -66,8 +67,15 @@ def extra_checks(config: Config) -> list[Check]:
         cache_dir=config.store / "cache" / "crl",
     )))
     from .trust.check import ProgramTrustCheck
-    out.append(ProgramTrustCheck())
+    out.append(ProgramTrustCheck(path=trust_settings(config).snapshot))
     return out
+
+
+def trust_settings(config: Config) -> Any:
+    """The `[trust]` table: which snapshot the checks read, and its scheduled refresh."""
+    from .trust.refresh import settings_from_config
+    return settings_from_config(config.raw.get("trust", {}), file=str(config.path),
+                                store=config.store)
 
 
 def fetch_bundle(config: Config) -> str | None:
@@ -88,7 +96,7 @@ def issuer_factory(config: Config, vault: Vault, ca: CAConfig) -> Callable[[Site
     from .issuers.acme import AcmeIssuer
     from .issuers.challenges import StandaloneSolver, WebrootSolver
 
-    @lru_cache(maxsize=None)
+    @cache
     def for_challenge(kind: str, webroot: str | None, host: str, port: int) -> IssuerPort:
         solver = WebrootSolver(Path(webroot)) if kind == "http-01-webroot" and webroot \
             else StandaloneSolver(host, port)
@@ -127,7 +135,10 @@ class ServerDeployer:
         programs = [p for p in trust if p in KNOWN_PROGRAMS]
         if programs:
             from .trust.evaluate import engine_for
-            ev = engine_for().evaluate(chain[0], chain[1:], at=now, programs=programs, name=sni)
+            from .trust.snapshot import load_snapshot
+            path = trust_settings(self.config).snapshot
+            snap = load_snapshot(path) if path is not None and path.exists() else None
+            ev = engine_for(snap).evaluate(chain[0], chain[1:], at=now, programs=programs, name=sni)
             errors += [f"{v.program}: not trusted ({v.reason.value})" for v in ev.verdicts
                        if not v.trusted]
         return "; ".join(errors) or None

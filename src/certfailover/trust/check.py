@@ -18,13 +18,14 @@ Names not in ``KNOWN_PROGRAMS`` ("system", PEM bundle paths) are left to other c
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import ClassVar
 
 from ..checks import CertMaterial, CheckContext
 from ..model import Finding, Severity
 from .evaluate import ForecastKind, Reason, TrustEngine, engine_for
 from .programs import KNOWN_PROGRAMS
-from .snapshot import Snapshot
+from .snapshot import Snapshot, load_snapshot
 
 DEFAULT_FORECAST_DAYS = 90
 
@@ -32,10 +33,15 @@ DEFAULT_FORECAST_DAYS = 90
 class ProgramTrustCheck:
     name: ClassVar[str] = "trust"
 
-    def __init__(self, snapshot: Snapshot | None = None) -> None:
+    def __init__(self, snapshot: Snapshot | None = None, *, path: Path | None = None) -> None:
+        """`snapshot` fixed, or the file at `path` (re-read when it changes; the packaged
+        snapshot is used until the file exists), or the default snapshot."""
         self._snapshot = snapshot
+        self._path = path
 
     def _engine(self) -> TrustEngine:
+        if self._snapshot is None and self._path is not None and self._path.exists():
+            return engine_for(load_snapshot(self._path))
         return engine_for(self._snapshot)
 
     def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:

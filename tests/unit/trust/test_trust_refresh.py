@@ -1,0 +1,72 @@
+"""The daemon refreshes root-program data on a schedule from upstream files (`[trust]`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from certfailover import config as config_mod
+from certfailover.daemon import build_daemon
+from certfailover.errors import ConfigError
+from certfailover.trust.snapshot import read_snapshot
+from certfailover.wiring import build
+
+SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "trust"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared trust data absent")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _cfg(tmp_path: Path, trust: dict[str, Any]) -> config_mod.Config:
+    raw = {"store": {"directory": str(tmp_path / "store")}, "trust": trust}
+    return config_mod.parse(raw, file="t.toml", base=tmp_path, env={})
+
+
+@needs_shared
+def test_scheduled_refresh_rebuilds_the_snapshot_and_keeps_it_on_failure(tmp_path: Path) -> None:
+    source = tmp_path / "certdata.txt"
+    source.write_bytes((SHARED / "mozilla" / "certdata-2024-11-15.txt").read_bytes())
+    cfg = _cfg(tmp_path, {"sources": [f"mozilla={source}@@nss-2024-11-15"], "refresh": "6h"})
+    clock = Clock()
+    rt = build(cfg, clock=clock)
+    daemon = build_daemon(rt.engine, cfg, interval=1, clock=clock)
+    try:
+        daemon.tick()
+        out = tmp_path / "store" / "trust-snapshot.json.gz"
+        snap = read_snapshot(out)
+        assert snap.programs["mozilla"].trusted_count() == 152
+        assert snap.programs["mozilla"].provenance.version == "nss-2024-11-15"
+        assert "chrome" in snap.programs, "programs without a source are carried over"
+        kinds = [e.kind for e in rt.db.events()]
+        assert kinds == ["trust_updated"]
+        daemon.tick()  # not due again before 6 h
+        assert [e.kind for e in rt.db.events()] == ["trust_updated"]
+        source.write_text("garbage that is not certdata\n")
+        clock.now += timedelta(hours=7)
+        daemon.tick()
+        failed = rt.db.events()[-1]
+        assert failed.kind == "trust_update_failed" and "keeping the current data" in failed.message
+        assert read_snapshot(out).programs["mozilla"].trusted_count() == 152
+    finally:
+        daemon.close()
+
+
+def test_trust_table_errors_name_the_key(tmp_path: Path) -> None:
+    from certfailover.trust.refresh import settings_from_config
+    with pytest.raises(ConfigError, match=r"\[trust\]\.sources"):
+        settings_from_config({"sources": ["mozilla"]}, file="t.toml", store=tmp_path)
+    with pytest.raises(ConfigError, match=r"\[trust\]\.refresh"):
+        settings_from_config({"refresh": "soon"}, file="t.toml", store=tmp_path)
+    with pytest.raises(ConfigError, match="unknown key"):
+        settings_from_config({"sauces": []}, file="t.toml", store=tmp_path)
+    off = settings_from_config({}, file="t.toml", store=tmp_path)
+    assert off.snapshot is None and off.sources == ()
