@@ -102,3 +102,13 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 def test_default_path_from_env() -> None:
     assert config.default_path({"CERTFAILOVER_CONFIG": "/etc/cf.toml"}) == Path("/etc/cf.toml")
     assert config.default_path({}) == Path("certfailover.toml")
+
+
+def test_the_shipped_example_config_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / "contrib" / "certfailover.example.toml"
+    cfg = config.load(example, env={"ZEROSSL_EAB_HMAC": "x", "CERTFAILOVER_WEBHOOK_SECRET": "y",
+                                    "CERTFAILOVER_SMTP_PASSWORD": "z"})
+    assert [s.name for s in cfg.sites] == ["example"]
+    assert cfg.site("example").trust == ("mozilla", "chrome", "apple", "microsoft", "android")
+    from certfailover.trust.refresh import settings_from_config
+    assert settings_from_config(cfg.raw["trust"], file=str(example), store=cfg.store).sources
