@@ -11,13 +11,12 @@ import logging
 import socket
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from certfailover.lab.httpd import quiet, serving
 from certfailover.model import Event
 from certfailover.notify import (
     SIGNATURE_HEADER,
@@ -85,19 +85,11 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+        log_message = quiet
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hook/TOKEN-abc"
-    try:
+    with serving(Handler) as server:
+        rec.url = f"http://127.0.0.1:{server.server_address[1]}/hook/TOKEN-abc"
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def test_webhook_delivers_signed_json(receiver: Receiver) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from certfailover import config as config_mod
 from certfailover.daemon import build_daemon
+from certfailover.lab.httpd import quiet, serving
 from certfailover.lab.pebble import PebbleCA
 from certfailover.lab.ports import free_port
 from certfailover.lab.sitelab import Lab, make_lab
@@ -66,19 +67,11 @@ def hook() -> Iterator[Hook]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+        log_message = quiet
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/certfailover"
-    try:
+    with serving(Handler) as server:
+        rec.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/certfailover"
         yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @dataclass
