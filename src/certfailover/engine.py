@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from . import keys, policy
 from .checks import CertMaterial, Check, CheckContext
 from .config import Config, SiteConfig
-from .errors import CertFailoverError, InputError, IssuanceError, StoreError
+from .errors import CertFailoverError, InputError, IssuanceError, TransientIssuanceError
 from .health import cert_names, name_matches, run_checks
 from .model import (
     Action,
@@ -116,9 +117,10 @@ def check_chain_order(leaf: x509.Certificate, chain: Sequence[x509.Certificate],
     for i, parent in enumerate(chain):
         try:
             child.verify_directly_issued_by(parent)
-        except (ValueError, TypeError, Exception) as exc:  # InvalidSignature is not a ValueError
-            raise InputError(f"{source}: chain certificate #{i + 1} ({parent.subject.rfc4514_string()}) "
-                             f"did not issue {child.subject.rfc4514_string()}: {exc or 'bad signature'}") from exc
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise InputError(
+                f"{source}: chain certificate #{i + 1} ({parent.subject.rfc4514_string()}) did not "
+                f"issue {child.subject.rfc4514_string()}: {exc or 'bad signature'}") from exc
         child = parent
 
 
@@ -347,8 +349,7 @@ class Engine:
                 issued += 1
             except (CertFailoverError, OSError) as exc:
                 self.record(report, site.name, "issuance_failed", f"could not issue from {ca}: {exc}",
-                            ca=ca, transient=not isinstance(exc, (StoreError,)) and
-                            type(exc).__name__ == "TransientIssuanceError")
+                            ca=ca, transient=isinstance(exc, (TransientIssuanceError, OSError)))
         deferred = not tried and any(ca in blocked_cas for ca in d.replenish_from)
         if issued < d.need and not deferred:  # all in backoff: said when they failed
             self.record(report, site.name, "standby_missing",
