@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := pebble nginx apache2 haproxy wrk curl openssl ca-certificates python3-venv
+DEB_PACKAGES := pebble nginx apache2 haproxy wrk curl openssl ca-certificates python3-venv postgresql
 PYTEST_ARGS ?=
 
 .PHONY: deps venv test unit integration demo bench lint clean
@@ -11,6 +11,7 @@ deps:  ## Debian packages (as root); skipped when everything is there
 	@missing=""; for b in pebble pebble-challtestsrv nginx apache2 haproxy wrk curl openssl; do \
 	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; done; \
 	python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages (missing:$$missing)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; fi
 
@@ -22,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
-test: deps venv  ## the whole suite (unit + integration on real pebble, nginx, apache2, haproxy)
+test: deps venv  ## the whole suite (unit + integration on real pebble, nginx, apache2, haproxy, postgresql)
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: venv

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
@@ -19,15 +19,15 @@ def cert(n: int, state: CertState = CertState.STANDBY) -> Cert:
                 issuer_dn="CN=x", state=state, created=NOW + timedelta(seconds=n), path=f"/x/{n}")
 
 
-def test_fresh_store_is_migrated_to_latest(tmp_path: Path) -> None:
-    d = dbmod.Database(f"sqlite:///{tmp_path / 's.db'}")
+def test_fresh_store_is_migrated_to_latest(db_url: Callable[[], str]) -> None:
+    d = dbmod.Database(db_url())
     assert d.version() == 0
     assert d.migrate() == dbmod.SCHEMA_VERSION
     assert d.migrate() == dbmod.SCHEMA_VERSION  # idempotent
 
 
-def test_old_store_is_upgraded_in_place_keeping_data(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 's.db'}"
+def test_old_store_is_upgraded_in_place_keeping_data(db_url: Callable[[], str]) -> None:
+    url = db_url()
     engine = sa.create_engine(url)
     with engine.begin() as conn:  # a store written by version 1 of the schema
         conn.execute(sa.text("CREATE TABLE schema_version (version INTEGER NOT NULL)"))
@@ -42,8 +42,8 @@ def test_old_store_is_upgraded_in_place_keeping_data(tmp_path: Path) -> None:
     assert d.distrusted() == {"a": "news"}
 
 
-def test_set_active_keeps_exactly_one_active(tmp_path: Path) -> None:
-    d = dbmod.Database(f"sqlite:///{tmp_path / 's.db'}")
+def test_set_active_keeps_exactly_one_active(db_url: Callable[[], str]) -> None:
+    d = dbmod.Database(db_url())
     d.migrate()
     for n in (1, 2, 3):
         d.add_cert(cert(n))
@@ -57,8 +57,8 @@ def test_set_active_keeps_exactly_one_active(tmp_path: Path) -> None:
     assert len(d.certs("www", include_retired=True)) == 3
 
 
-def test_findings_replace_and_events_filter(tmp_path: Path) -> None:
-    d = dbmod.Database(f"sqlite:///{tmp_path / 's.db'}")
+def test_findings_replace_and_events_filter(db_url: Callable[[], str]) -> None:
+    d = dbmod.Database(db_url())
     d.migrate()
     d.save_findings("c", NOW, [Finding("x", Severity.FAIL, "bad", {"k": 1})])
     d.save_findings("c", NOW, [Finding("y", Severity.OK, "fine")])
