@@ -215,6 +215,13 @@ def _path(value: str, base: Path) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
+def _array(raw: Mapping[str, Any], key: str, file: str) -> list[Any]:
+    value = raw.get(key, [])
+    if not isinstance(value, list):
+        raise ConfigError(file, f"[[{key}]]", f"must be an array of tables ([[{key}]])")
+    return value
+
+
 def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, str]) -> Config:
     top = _Table(file, "(top level)", dict(raw))
     for known in ("store", "ca", "server", "site", "daemon", "notify", "metrics", "revocation",
@@ -238,9 +245,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     dm.check_unknown()
 
     cas: dict[str, CAConfig] = {}
-    ca_list = raw.get("ca", [])
-    if not isinstance(ca_list, list):
-        raise ConfigError(file, "[[ca]]", "must be an array of tables ([[ca]])")
+    ca_list = _array(raw, "ca", file)
     for i, item in enumerate(ca_list):
         t = _Table(file, f"[[ca]] #{i + 1}", item)
         name = t.name()
@@ -273,9 +278,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
         t.check_unknown()
 
     servers: dict[str, ServerConfig] = {}
-    srv_list = raw.get("server", [])
-    if not isinstance(srv_list, list):
-        raise ConfigError(file, "[[server]]", "must be an array of tables ([[server]])")
+    srv_list = _array(raw, "server", file)
     for i, item in enumerate(srv_list):
         t = _Table(file, f"[[server]] #{i + 1}", item)
         name = t.name()
@@ -285,9 +288,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
         servers[name] = ServerConfig(name=name, type=typ, spec=dict(item))
 
     sites: list[SiteConfig] = []
-    site_list = raw.get("site", [])
-    if not isinstance(site_list, list):
-        raise ConfigError(file, "[[site]]", "must be an array of tables ([[site]])")
+    site_list = _array(raw, "site", file)
     seen: set[str] = set()
     for i, item in enumerate(site_list):
         t = _Table(file, f"[[site]] #{i + 1}", item)

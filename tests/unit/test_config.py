@@ -112,3 +112,8 @@ def test_the_shipped_example_config_loads() -> None:
     assert cfg.site("example").trust == ("mozilla", "chrome", "apple", "microsoft", "android")
     from certfailover.trust.refresh import settings_from_config
     assert settings_from_config(cfg.raw["trust"], file=str(example), store=cfg.store).sources
+
+
+def test_a_table_where_an_array_of_tables_belongs_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[\[site\]\]: must be an array of tables"):
+        config.load(write(tmp_path, '[site]\nname = "www"\n'))
