@@ -139,3 +139,24 @@ def test_ca_down_during_replenishment_keeps_serving_and_retries(
             assert lab.active().ca == "pebble-b"
     finally:
         gate.close()
+
+
+def test_restart_after_a_crash_makes_the_store_agree_with_what_is_served(lab: Lab) -> None:
+    """Killed after the server took the new certificate but before the store recorded it:
+    on restart the store repairs itself from the live link the server serves."""
+    import subprocess
+
+    lab.rt.engine.tick()
+    old = lab.active()
+    standby = next(c for c in lab.rt.db.certs("www") if c.id != old.id)
+    lab.rt.vault.point_live("www", Path(standby.path))  # the switch happened...
+    subprocess.run(lab.nginx.spec["reload"], check=True)
+    import time
+    deadline = time.monotonic() + 5
+    while lab.served_sha() != standby.sha256 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lab.active().id == old.id  # ...but the store never heard of it
+    lab.rt.startup()
+    assert lab.active().id == standby.id
+    assert lab.served_sha() == standby.sha256
+    assert lab.kinds()[-1] == "reconciled"
