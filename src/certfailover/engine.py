@@ -250,7 +250,8 @@ class Engine:
         key = keys.generate(site.key_type)
         csr = keys.csr_pem(key, site.domains)
         issuer = self.issuers[ca](site)
-        deadline = self.clock() + timedelta(seconds=self.config.daemon.issue_timeout)
+        # a deadline is physical time for network work, not the engine's (maybe moved) clock
+        deadline = utcnow() + timedelta(seconds=self.config.daemon.issue_timeout)
         started = time.monotonic()
         issued = issuer.issue(csr, deadline=deadline, replaces=replaces)
         cert = self.store_cert(site, ca, leaf_pem=issued.leaf_pem, chain_pem=issued.chain_pem,

@@ -70,3 +70,47 @@ def test_trust_table_errors_name_the_key(tmp_path: Path) -> None:
         settings_from_config({"sauces": []}, file="t.toml", store=tmp_path)
     off = settings_from_config({}, file="t.toml", store=tmp_path)
     assert off.snapshot is None and off.sources == ()
+
+
+def test_a_root_program_dropping_the_active_root_fails_the_site_over(tmp_path: Path) -> None:
+    """Root-program data refreshed by the daemon: the program drops CA a's root, the site that
+    requires that program fails over to CA b at the same tick."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from certfailover import keys
+    from certfailover.lab import pki
+    from certfailover.model import CertState
+    from certfailover.schedule import Scheduler
+
+    roots = {ca: pki.make_root(f"Program Root {ca}") for ca in ("a", "b")}
+    program_file = pki.write_bundle(tmp_path / "apple-roots.pem", *roots.values())
+    raw = {"store": {"directory": str(tmp_path / "store")},
+           "daemon": {"issue_timeout": 0.5},
+           "trust": {"sources": [f"apple={program_file}"], "refresh": "1h"},
+           "ca": [{"name": ca, "directory": f"https://127.0.0.1:1/{ca}"} for ca in roots],
+           "site": [{"name": "www", "domains": ["www.example.test"], "cas": ["a", "b"],
+                     "trust": ["apple"]}]}
+    cfg = config_mod.parse(raw, file="t.toml", base=tmp_path, env={})
+    clock = Clock()
+    clock.now = datetime.now(UTC)
+    rt = build(cfg, clock=clock)
+    for ca, root in roots.items():
+        leaf, key = pki.make_leaf(root, ["www.example.test"], not_before=clock.now - timedelta(hours=1))
+        rt.engine.store_cert(rt.config.site("www"), ca, leaf_pem=leaf.public_bytes(Encoding.PEM),
+                             chain_pem=b"", key_pem=keys.key_pem(key), source=ca)
+    daemon = build_daemon(rt.engine, cfg, interval=1, clock=clock)
+    daemon.scheduler = Scheduler(rng=__import__("random").Random(1))
+    try:
+        daemon.tick()
+        active = next(c for c in rt.db.certs("www") if c.state is CertState.ACTIVE)
+        assert active.ca == "a"
+        pki.write_bundle(program_file, roots["b"])  # upstream removes root a from the program
+        clock.now += timedelta(hours=2)  # the refresh is due
+        report = daemon.tick()
+        kinds = [e.kind for e in rt.db.events()]
+        assert "trust_updated" in kinds
+        fo = next(e for e in report.events if e.kind == "failover")
+        assert "not trusted by apple" in fo.message
+        assert next(c for c in rt.db.certs("www") if c.state is CertState.ACTIVE).ca == "b"
+    finally:
+        daemon.close()
