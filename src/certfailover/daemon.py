@@ -276,8 +276,10 @@ class Daemon:
                 log.info("CA %s in backoff until %s", ca, until.isoformat())
             elif ev.kind == "issued" and isinstance(ca, str):
                 sched.success(ca)
+        # decided again next tick: what changed, or needs a certificate some CA could still give
         self.pending = {d.site for d in report.decisions
-                        if d.action is not Action.KEEP or d.need or d.retire}
+                        if d.action is not Action.KEEP or (d.need and d.replenish_from)
+                        or d.retire}
         self.pending |= {ev.site for ev in report.events if ev.kind in ("rollback", "deploy_failed")}
         self._alerts(sched, now, certs)
         return report

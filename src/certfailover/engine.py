@@ -132,6 +132,7 @@ class Engine:
         self.config, self.db, self.vault = config, db, vault
         self.checks, self.issuers, self.deploy = list(checks), issuers, deploy
         self.notify, self.clock, self.workers = notify, clock, workers
+        self._missing: dict[str, tuple[int, tuple[str, ...]]] = {}  # standby_missing already said
 
     # -- recording -------------------------------------------------------------------------
     def record(self, report: TickReport | None, site: str, kind: str, message: str,
@@ -317,11 +318,12 @@ class Engine:
             previous = self.db.cert(d.active) if d.active else None
             assert target is not None
             batches.setdefault(site.server, []).append(Switch(site, target, previous))
+        by_site = {s.name: d for s, d in decisions}
         for server, switches in batches.items():
             results = {r.site: r for r in self.deploy(server, switches)}
             for sw in switches:
                 r = results.get(sw.site.name)
-                d = next(d for s, d in decisions if s.name == sw.site.name)
+                d = by_site[sw.site.name]
                 if r is not None and r.ok:
                     self.db.set_active(sw.site.name, sw.target.id)
                     kind = "failover" if d.action is Action.FAILOVER else "activated"
@@ -352,10 +354,18 @@ class Engine:
                 self.record(report, site.name, "issuance_failed", f"could not issue from {ca}: {exc}",
                             ca=ca, transient=isinstance(exc, (TransientIssuanceError, OSError)))
         deferred = not tried and any(ca in blocked_cas for ca in d.replenish_from)
-        if issued < d.need and not deferred:  # all in backoff: said when they failed
-            self.record(report, site.name, "standby_missing",
-                        f"needs {d.need} new certificate(s), got {issued}; will retry next tick",
-                        need=d.need, got=issued)
+        if issued >= d.need:
+            self._missing.pop(site.name, None)
+        elif not deferred:  # all in backoff: said when they failed
+            # said once per situation: a site with no CA left to ask is not news every tick
+            situation = (d.need - issued, d.replenish_from)
+            if tried or self._missing.get(site.name) != situation:
+                self._missing[site.name] = situation
+                why = ("no CA left to ask (the others are the active one's or distrusted)"
+                       if not d.replenish_from else "will retry next tick")
+                self.record(report, site.name, "standby_missing",
+                            f"needs {d.need} new certificate(s), got {issued}; {why}",
+                            need=d.need, got=issued, candidates=list(d.replenish_from))
         return issued
 
     def reconcile(self) -> None:

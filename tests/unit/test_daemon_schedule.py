@@ -244,15 +244,36 @@ def test_checks_per_signal() -> None:
     assert checks_for("expiry", names) == {"validity", "key", "names", "chain", "distrust"}
 
 
-def test_full_tick_without_scheduler_keeps_engine_behaviour(tmp_path: Path,
-                                                            connects: Counter) -> None:
+def test_full_tick_without_scheduler_keeps_engine_behaviour(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     rt, roots = make_runtime(tmp_path, clock)
     add_cert(rt, roots[0], "a")
     add_cert(rt, roots[1], "b")
     daemon = Daemon(rt.engine, interval=1, clock=clock)
     daemon.tick()
-    connects.n = 0
+    loads = count_material(rt, monkeypatch)
     report: TickReport = daemon.tick()
-    assert connects.n >= 2, "without a scheduler every tick checks everything"
+    assert loads.n == 2, "without a scheduler every tick checks every certificate"
     assert all(isinstance(h, Health) for h in report.health.values()) and len(report.health) == 2
+
+
+def test_a_site_with_no_ca_left_to_ask_is_reported_once_not_every_tick(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock)
+    add_cert(rt, roots[0], "a")
+    add_cert(rt, roots[1], "b")
+    daemon = Daemon(rt.engine, interval=1, clock=clock,
+                    scheduler=Scheduler(rng=random.Random(1)))
+    daemon.tick()
+    rt.db.distrust("a", T0, "test")  # b becomes active; a standby could only come from a
+    for i in range(5):
+        clock.now = T0 + timedelta(seconds=5 * (i + 1))
+        daemon.tick()
+    missing = [e for e in rt.db.events(site="www") if e.kind == "standby_missing"]
+    assert len(missing) == 1 and "no CA left to ask" in missing[0].message
+    assert "www" not in daemon.pending, "nothing to do: not re-decided every tick"
+    rt.db.undistrust("a")  # the operator lifts it: a's certificate is a standby again
+    clock.now += timedelta(days=2)  # its checks are due
+    daemon.tick()
+    assert [e.kind for e in rt.db.events(site="www")].count("standby_missing") == 1

@@ -109,7 +109,7 @@ class RevocationCheck:
                                           require_crl_sign=c.require_crl_sign)
         self._ocsp: TTLCache[OCSPAnswer] = TTLCache()
         self._ari: TTLCache[RenewalInfo] = TTLCache()
-        self._dirs: TTLCache[str] = TTLCache()
+        self._dirs: TTLCache[tuple[str | None, str | None]] = TTLCache()  # (url, error)
         self._unknown_since: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -201,20 +201,27 @@ class RevocationCheck:
         if not src.directory_url:
             return None
         cached = self._dirs.get(src.directory_url, now)
-        if cached is not None:
-            return cached
-        resp = self.fetcher.fetch(src.directory_url, max_bytes=self.config.max_ari_bytes)
+        if cached is not None:  # one look-up per CA directory, failures and "no ARI" included
+            url, error = cached
+            if error is not None:
+                raise FetchError(src.directory_url, f"{error} (cached; retried after backoff)")
+            return url
         try:
-            doc = json.loads(resp.body) if resp.status == 200 else None
-        except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
-            raise FetchError(src.directory_url, "not an ACME directory")
+            resp = self.fetcher.fetch(src.directory_url, max_bytes=self.config.max_ari_bytes)
+            try:
+                doc = json.loads(resp.body) if resp.status == 200 else None
+            except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
+                raise FetchError(src.directory_url, "not an ACME directory")
+        except FetchError as exc:
+            self._dirs.put(src.directory_url, (None, str(exc).removeprefix(f"{src.directory_url}: ")),
+                           now + self.config.failure_backoff)
+            raise
         url = doc.get("renewalInfo")
-        if not isinstance(url, str):
-            return None
-        self._dirs.put(src.directory_url, url, now + timedelta(hours=1))
-        return url
+        found = url if isinstance(url, str) else None
+        self._dirs.put(src.directory_url, (found, None), now + timedelta(hours=1))
+        return found
 
     # -- findings ----------------------------------------------------------------------------
 
