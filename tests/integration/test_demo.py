@@ -16,8 +16,8 @@ def test_demo_fails_over_verified_and_replenishes(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--json", "demo", "--workdir", str(tmp_path / "demo"), "--interval", "1"])
     out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
     result = json.loads(out.out)
-    assert code == 0, out.err
     assert result["ok"] is True
     assert result["final_ca"] == "ca-b"
     assert result["new_standby"].startswith("www/ca-a/")
