@@ -61,6 +61,19 @@ def add_cert(rt: Runtime, root: pki.Authority, ca: str) -> None:
                          chain_pem=b"", key_pem=keys.key_pem(key), source=f"test {ca}")
 
 
+def with_two_certs(tmp_path: Path, clock: FakeClock,
+                   **kw: Any) -> tuple[Runtime, list[pki.Authority]]:
+    """A site with a certificate from CA a and one from CA b."""
+    rt, roots = make_runtime(tmp_path, clock, **kw)
+    add_cert(rt, roots[0], "a")
+    add_cert(rt, roots[1], "b")
+    return rt, roots
+
+
+def scheduled(rt: Runtime, clock: FakeClock) -> Daemon:
+    return Daemon(rt.engine, interval=1, clock=clock, scheduler=Scheduler(rng=random.Random(1)))
+
+
 class Counter:
     def __init__(self) -> None:
         self.n = 0
@@ -95,9 +108,7 @@ def count_material(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Counter:
 def test_tick_with_nothing_due_does_no_network_io_and_reads_no_vault(
         tmp_path: Path, connects: Counter, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
-    rt, roots = make_runtime(tmp_path, clock)
-    add_cert(rt, roots[0], "a")
-    add_cert(rt, roots[1], "b")
+    rt, _ = with_two_certs(tmp_path, clock)
     loads = count_material(rt, monkeypatch)
     daemon = Daemon(rt.engine, interval=1, clock=clock,
                     scheduler=Scheduler(rng=random.Random(1), intervals=Intervals(jitter=0)))
@@ -123,9 +134,7 @@ def test_tick_with_nothing_due_does_no_network_io_and_reads_no_vault(
 def test_stored_findings_are_merged_with_the_checks_that_ran(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
-    rt, roots = make_runtime(tmp_path, clock)
-    add_cert(rt, roots[0], "a")
-    add_cert(rt, roots[1], "b")
+    rt, _ = with_two_certs(tmp_path, clock)
     site = rt.config.site("www")
     full = rt.engine.check_site(site)
     cid = next(iter(full))
@@ -140,11 +149,8 @@ def test_stored_findings_are_merged_with_the_checks_that_ran(
 
 def test_operator_distrust_is_acted_on_at_the_next_tick(tmp_path: Path) -> None:
     clock = FakeClock()
-    rt, roots = make_runtime(tmp_path, clock)
-    add_cert(rt, roots[0], "a")
-    add_cert(rt, roots[1], "b")
-    daemon = Daemon(rt.engine, interval=1, clock=clock,
-                    scheduler=Scheduler(rng=random.Random(1)))
+    rt, _ = with_two_certs(tmp_path, clock)
+    daemon = scheduled(rt, clock)
     daemon.tick()
     daemon.tick()
     rt.db.distrust("a", T0, "test")
@@ -161,11 +167,8 @@ def test_a_changed_trust_bundle_is_acted_on_at_the_next_tick(tmp_path: Path) -> 
 
     clock = FakeClock()
     # the replacement standby from "a" (unreachable here) may fail fast
-    rt, roots = make_runtime(tmp_path, clock, daemon={"issue_timeout": 0.5})
-    add_cert(rt, roots[0], "a")
-    add_cert(rt, roots[1], "b")
-    daemon = Daemon(rt.engine, interval=1, clock=clock,
-                    scheduler=Scheduler(rng=random.Random(1)))
+    rt, roots = with_two_certs(tmp_path, clock, daemon={"issue_timeout": 0.5})
+    daemon = scheduled(rt, clock)
     daemon.tick()
     daemon.tick()
     assert next(c for c in rt.db.certs("www") if c.state.value == "active").ca == "a"
@@ -247,9 +250,7 @@ def test_checks_per_signal() -> None:
 def test_full_tick_without_scheduler_keeps_engine_behaviour(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
-    rt, roots = make_runtime(tmp_path, clock)
-    add_cert(rt, roots[0], "a")
-    add_cert(rt, roots[1], "b")
+    rt, _ = with_two_certs(tmp_path, clock)
     daemon = Daemon(rt.engine, interval=1, clock=clock)
     daemon.tick()
     loads = count_material(rt, monkeypatch)
@@ -260,11 +261,8 @@ def test_full_tick_without_scheduler_keeps_engine_behaviour(
 
 def test_a_site_with_no_ca_left_to_ask_is_reported_once_not_every_tick(tmp_path: Path) -> None:
     clock = FakeClock()
-    rt, roots = make_runtime(tmp_path, clock)
-    add_cert(rt, roots[0], "a")
-    add_cert(rt, roots[1], "b")
-    daemon = Daemon(rt.engine, interval=1, clock=clock,
-                    scheduler=Scheduler(rng=random.Random(1)))
+    rt, _ = with_two_certs(tmp_path, clock)
+    daemon = scheduled(rt, clock)
     daemon.tick()
     rt.db.distrust("a", T0, "test")  # b becomes active; a standby could only come from a
     for i in range(5):
