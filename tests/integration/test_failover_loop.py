@@ -151,10 +151,7 @@ def test_restart_after_a_crash_makes_the_store_agree_with_what_is_served(lab: La
     standby = next(c for c in lab.rt.db.certs("www") if c.id != old.id)
     lab.rt.vault.point_live("www", Path(standby.path))  # the switch happened...
     subprocess.run(lab.nginx.spec["reload"], check=True)
-    import time
-    deadline = time.monotonic() + 5
-    while lab.served_sha() != standby.sha256 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert lab.wait_served(standby.sha256)
     assert lab.active().id == old.id  # ...but the store never heard of it
     lab.rt.startup()
     assert lab.active().id == standby.id

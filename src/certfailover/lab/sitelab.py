@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,21 @@ class Lab:
 
     def served_sha(self) -> str:
         return leaf_sha256(served_chain(self.nginx.endpoint, DOMAIN)[0])
+
+    def wait_served(self, sha256: str, *, steady: float = 0.3, timeout: float = 5.0) -> bool:
+        """True once every handshake for `steady` seconds shows `sha256`: after a reload, nginx's
+        old and new workers answer side by side for a moment."""
+        deadline = time.monotonic() + timeout
+        since: float | None = None
+        while time.monotonic() < deadline:
+            if self.served_sha() == sha256:
+                since = since if since is not None else time.monotonic()
+                if time.monotonic() - since >= steady:
+                    return True
+            else:
+                since = None
+            time.sleep(0.02)
+        return False
 
     def active(self) -> Cert:
         return next(c for c in self.rt.db.certs("www") if c.state is CertState.ACTIVE)
