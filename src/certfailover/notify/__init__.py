@@ -7,6 +7,7 @@ from .base import (
     INFO,
     SEVERITIES,
     WARNING,
+    Limits,
     Notifier,
     NotifyError,
     event_payload,
@@ -15,6 +16,7 @@ from .base import (
 from .command import CommandNotifier
 from .dispatch import Delivery, Dispatcher
 from .email import EmailNotifier
+from .routes import Routes
 from .webhook import SIGNATURE_HEADER, WebhookNotifier, sign
 
 __all__ = [
@@ -29,8 +31,10 @@ __all__ = [
     "Delivery",
     "Dispatcher",
     "EmailNotifier",
+    "Limits",
     "Notifier",
     "NotifyError",
+    "Routes",
     "WebhookNotifier",
     "event_payload",
     "event_severity",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -32,12 +33,57 @@ EVENT_KINDS: dict[str, str] = {
 
 
 class NotifyError(CertFailoverError):
-    """A notifier could not deliver an event. The message never holds a secret."""
+    """A notifier could not deliver an event. The message never holds a secret.
+
+    `retryable=False` (e.g. a webhook's 4xx) tells the delivery worker not to try again.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @runtime_checkable
 class Notifier(Protocol):
     def send(self, event: Event) -> None: ...
+
+
+#: cap of one backoff wait between two attempts
+MAX_BACKOFF = 60.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long one delivery (one event to one notifier) may take.
+
+    `timeout`: the total deadline of ONE attempt (connect, send, every byte of the answer);
+    `retries`: further attempts after a retryable failure, waiting `backoff`, 2x, 4x ... seconds
+    (capped at MAX_BACKOFF) between them; `deadline`: the total of the whole delivery, attempts
+    and waits included (None: the sum of every attempt's timeout and every wait).
+    """
+
+    timeout: float = 30.0
+    retries: int = 0
+    backoff: float = 1.0
+    deadline: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.retries < 0 or self.backoff < 0:
+            raise ValueError("limits: timeout > 0, retries >= 0 and backoff >= 0 are required")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError("limits: deadline must be > 0")
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt number `attempt` (1-based)."""
+        return float(min(MAX_BACKOFF, self.backoff * 2.0 ** (attempt - 1)))
+
+    @property
+    def total(self) -> float:
+        """The deadline of a whole delivery."""
+        if self.deadline is not None:
+            return self.deadline
+        return (self.retries + 1) * self.timeout + sum(
+            self.delay(a) for a in range(1, self.retries + 1))
 
 
 def severity_rank(severity: str) -> int:

@@ -12,11 +12,30 @@ from .base import EVENT_KINDS, INFO, Notifier, event_severity, severity_rank
 log = logging.getLogger(__name__)
 
 
+#: Delivery.status values
+DELIVERED, FAILED, PENDING, DROPPED = "delivered", "failed", "pending", "dropped"
+
+
 @dataclass(frozen=True)
 class Delivery:
+    """What became of one event at one notifier.
+
+    `status`: "delivered", "failed" (gave up: error says why), "pending" (queued or being
+    tried when asked) or "dropped" (the notifier's queue was full, or it was closed).
+    """
+
     notifier: str
     ok: bool
     error: str | None = None
+    status: str = ""
+    kind: str = ""
+    site: str = ""
+    attempts: int = 0
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", DELIVERED if self.ok else FAILED)
 
 
 def notifier_name(notifier: Notifier) -> str:
@@ -44,6 +63,10 @@ class Dispatcher:
         self._min_rank = severity_rank(min_severity)
         self._notifiers = tuple(notifiers)
         self._kinds = frozenset(kinds) if kinds is not None else None
+
+    @property
+    def notifiers(self) -> tuple[Notifier, ...]:
+        return self._notifiers
 
     def wants(self, event: Event) -> bool:
         if self._kinds is not None and event.kind not in self._kinds:

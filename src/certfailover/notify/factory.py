@@ -4,50 +4,41 @@
     kinds = ["failover", ...]     # optional; default: every kind
     min_severity = "info"         # info | warning | critical
 
+    queue_size = 100              # optional; events queued per notifier (oldest dropped)
+
     [[notify.webhook]]            # or [notify.webhook] for a single one
     url = "https://..."  secret = "env:NAME"  timeout = 10  retries = 3  backoff = 1.0
     [[notify.email]]
     host port sender recipients starttls username password="env:NAME" ca_bundle timeout
+    retries = 2  backoff = 5.0
     [[notify.command]]
-    argv = ["/usr/local/bin/hook"]  timeout = 30
+    argv = ["/usr/local/bin/hook"]  timeout = 30  retries = 0  backoff = 1.0
 
-Each notifier table may set its own `kinds` and `min_severity`. Secrets are references
-("env:NAME" or "file:/path"), never inline; errors name the file, the table and the key.
+Each notifier table may set its own `kinds` and `min_severity`, and `deadline` (seconds for a
+whole delivery, retries included; default: every attempt's timeout plus every backoff wait).
+`timeout` is the total deadline of one attempt. Secrets are references ("env:NAME" or
+"file:/path"), never inline; errors name the file, the table and the key.
+
+from_config returns a notify.routes.Routes: one queue and one worker thread per notifier.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..config import _Table, resolve_secret
-from ..model import Event
 from .base import EVENT_KINDS, INFO, SEVERITIES, Notifier
 from .command import CommandNotifier
-from .dispatch import Delivery, Dispatcher
+from .dispatch import Dispatcher
 from .email import EmailNotifier
+from .routes import QUEUE_SIZE, Routes
 from .webhook import WebhookNotifier
 
 __all__ = ["Routes", "from_config"]
-
-
-class Routes:
-    """Several Dispatchers (one per notifier, each with its own filter) behind one callable."""
-
-    def __init__(self, dispatchers: Sequence[Dispatcher]) -> None:
-        self.dispatchers = tuple(dispatchers)
-
-    def __len__(self) -> int:
-        return len(self.dispatchers)
-
-    def send(self, event: Event) -> tuple[Delivery, ...]:
-        return tuple(d for disp in self.dispatchers for d in disp.send(event))
-
-    def __call__(self, event: Event) -> None:
-        self.send(event)
 
 
 def _filters(t: _Table, kinds: set[str] | None, min_sev: str) -> tuple[set[str] | None, str]:
@@ -71,21 +62,27 @@ def _positive(t: _Table, key: str, default: float) -> float:
     return value
 
 
+def _retry(t: _Table, retries: int, backoff: float) -> dict[str, Any]:
+    """retries, backoff and deadline of a notifier table."""
+    n = t.get("retries", int, retries)
+    if n < 0 or n > 10:
+        raise t.err("retries", "must be between 0 and 10")
+    wait = float(t.get("backoff", float, backoff))
+    if wait < 0:
+        raise t.err("backoff", "must be >= 0 seconds")
+    deadline = _positive(t, "deadline", 1.0) if "deadline" in t.data else None
+    return {"retries": n, "backoff": wait, "deadline": deadline}
+
+
 def _webhook(t: _Table, env: Mapping[str, str]) -> Notifier:
     url = t.get("url", str, required=True)
     if not url.startswith(("http://", "https://")):
         raise t.err("url", "must be an http:// or https:// URL")
     ref = t.get("secret", str, None)
-    retries = t.get("retries", int, 3)
-    if retries < 0 or retries > 10:
-        raise t.err("retries", "must be between 0 and 10")
-    backoff = float(t.get("backoff", float, 1.0))
-    if backoff < 0:
-        raise t.err("backoff", "must be >= 0 seconds")
     return WebhookNotifier(
         url,
         secret=resolve_secret(ref, t, "secret", env).value if ref else None,
-        timeout=_positive(t, "timeout", 10.0), retries=retries, backoff=backoff,
+        timeout=_positive(t, "timeout", 10.0), **_retry(t, 3, 1.0),
     )
 
 
@@ -115,13 +112,13 @@ def _email(t: _Table, env: Mapping[str, str]) -> Notifier:
         host, port, sender=t.get("sender", str, required=True), recipients=recipients,
         starttls=starttls, username=username,
         password=resolve_secret(ref, t, "password", env).value if ref else None,
-        ssl_context=ctx, timeout=_positive(t, "timeout", 30.0),
+        ssl_context=ctx, timeout=_positive(t, "timeout", 30.0), **_retry(t, 2, 5.0),
     )
 
 
 def _command(t: _Table, env: Mapping[str, str]) -> Notifier:
     argv = t.str_list("argv", nonempty=True)
-    return CommandNotifier(argv, timeout=_positive(t, "timeout", 30.0))
+    return CommandNotifier(argv, timeout=_positive(t, "timeout", 30.0), **_retry(t, 0, 1.0))
 
 
 _BUILDERS = {"webhook": _webhook, "email": _email, "command": _command}
@@ -133,6 +130,9 @@ def from_config(raw: Mapping[str, Any], *, file: str,
     env = os.environ if env is None else env
     top = _Table(file, "[notify]", dict(raw))
     kinds, min_sev = _filters(top, None, INFO)
+    queue_size = top.get("queue_size", int, QUEUE_SIZE)
+    if queue_size < 1:
+        raise top.err("queue_size", "must be >= 1")
     dispatchers: list[Dispatcher] = []
     for kind, build in _BUILDERS.items():
         value = top.get(kind, (dict, list), None)
@@ -149,5 +149,5 @@ def from_config(raw: Mapping[str, Any], *, file: str,
     top.check_unknown()
     if not dispatchers:
         return None
-    return Routes(dispatchers)
+    return Routes(dispatchers, queue_size=queue_size)
 

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import importlib
 import logging
 import time
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import requests
 
 from ..model import Event
-from .base import NotifyError, event_json, redact_url
+from .base import Limits, NotifyError, event_json, redact_url
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Certfailover-Signature"
+
+
+def _net() -> ModuleType | None:
+    """certfailover.net (a session whose requests honour a total per-thread deadline), if there."""
+    try:
+        return importlib.import_module("certfailover.net")
+    except ImportError:
+        return None
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -26,8 +38,11 @@ def sign(body: bytes, secret: str) -> str:
 class WebhookNotifier:
     """POST each event as JSON to `url`.
 
-    Retries on connection errors, timeouts and 5xx: at most `retries` more attempts, waiting
-    backoff, 2*backoff, 4*backoff, ... (capped at 60 s) between them. A 4xx is not retried.
+    `attempt(event, timeout)` is one POST that must end within `timeout` seconds in total (with
+    certfailover.net's deadline when available; the delivery worker abandons it otherwise).
+    `send(event)` retries on connection errors, timeouts and 5xx: at most `retries` more
+    attempts, waiting backoff, 2*backoff, 4*backoff, ... (capped at 60 s) between them. A 4xx
+    is not retried. notify.routes.Routes does the retries itself from `limits`.
     """
 
     def __init__(
@@ -38,6 +53,7 @@ class WebhookNotifier:
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 1.0,
+        deadline: float | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -50,38 +66,61 @@ class WebhookNotifier:
         self._timeout = timeout
         self._retries = retries
         self._backoff = backoff
-        self._session = session or requests.Session()
+        self.limits = Limits(timeout=timeout, retries=retries, backoff=backoff, deadline=deadline)
+        self._net = _net()
+        if session is None:
+            session = self._net.session() if self._net is not None else requests.Session()
+        self._session: requests.Session = session
         self._sleep = sleep
         self.name = f"webhook {redact_url(url)}"
 
     def __repr__(self) -> str:  # never show the secret or the full URL
         return f"WebhookNotifier({redact_url(self._url)!r})"
 
-    def send(self, event: Event) -> None:
+    def _deadline(self, seconds: float) -> contextlib.AbstractContextManager[Any]:
+        if self._net is None:
+            return contextlib.nullcontext()
+        cm: contextlib.AbstractContextManager[Any] = self._net.deadline(seconds)
+        return cm
+
+    def attempt(self, event: Event, timeout: float | None = None) -> None:
+        """One POST; NotifyError (retryable unless a 4xx) when it was not accepted."""
+        timeout = self._timeout if timeout is None else timeout
         body = event_json(event)
         headers = {"Content-Type": "application/json", "User-Agent": "certfailover"}
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = sign(body, self._secret)
+        try:
+            with self._deadline(timeout):
+                resp = self._session.post(
+                    self._url, data=body, headers=headers, timeout=timeout,
+                    allow_redirects=False,
+                )
+                status = resp.status_code
+                resp.close()
+        except (requests.RequestException, OSError) as exc:  # net.DeadlineExceeded included
+            # str(exc) repeats the full URL (tokens in paths): the type name only
+            raise NotifyError(f"{self.name}: {type(exc).__name__}") from None
+        if 200 <= status < 300:
+            return
+        if status < 500:
+            raise NotifyError(f"{self.name}: HTTP {status} (not retried)", retryable=False)
+        raise NotifyError(f"{self.name}: HTTP {status}")
+
+    def send(self, event: Event) -> None:
         attempts = self._retries + 1
         last = ""
         for attempt in range(1, attempts + 1):
             try:
-                resp = self._session.post(
-                    self._url, data=body, headers=headers, timeout=self._timeout,
-                    allow_redirects=False,
-                )
-            except requests.RequestException as exc:
-                last = f"{type(exc).__name__}"  # str(exc) repeats the full URL: keep it out
+                self.attempt(event)
+            except NotifyError as exc:
+                if not exc.retryable:
+                    raise
+                last = str(exc).removeprefix(f"{self.name}: ")
             else:
-                status = resp.status_code
-                resp.close()
-                if 200 <= status < 300:
-                    return
-                if status < 500:
-                    raise NotifyError(f"{self.name}: HTTP {status} (not retried)")
-                last = f"HTTP {status}"
+                return
             if attempt < attempts:
-                delay = min(60.0, self._backoff * (2 ** (attempt - 1)))
+                delay = self.limits.delay(attempt)
                 log.info("%s: attempt %d/%d failed (%s), retrying in %.2fs",
                          self.name, attempt, attempts, last, delay)
                 self._sleep(delay)

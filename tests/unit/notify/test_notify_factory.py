@@ -9,7 +9,13 @@ import pytest
 
 from certfailover.errors import ConfigError
 from certfailover.model import Event
-from certfailover.notify import CommandNotifier, EmailNotifier, WebhookNotifier
+from certfailover.notify import (
+    CommandNotifier,
+    Dispatcher,
+    EmailNotifier,
+    Limits,
+    WebhookNotifier,
+)
 from certfailover.notify.factory import Routes, from_config
 
 ENV = {"HOOK_SECRET": "whsec-1", "SMTP_PW": "pw-2"}
@@ -89,7 +95,6 @@ def test_errors_name_file_table_key(raw: dict[str, Any], where: str, msg: str) -
 
 def test_routes_is_the_engine_notify_port() -> None:
     seen: list[str] = []
-    routes = build({"command": {"argv": ["/bin/true"]}})
 
     class Rec:
         name = "rec"
@@ -97,9 +102,33 @@ def test_routes_is_the_engine_notify_port() -> None:
         def send(self, event: Event) -> None:
             seen.append(event.kind)
 
-    routes.dispatchers[0]._notifiers = (Rec(),)
+    routes = Routes([Dispatcher([Rec()], kinds={"failover"})])
     routes(Event(datetime(2026, 1, 1, tzinfo=UTC), "s", "failover", "m"))
+    routes(Event(datetime(2026, 1, 1, tzinfo=UTC), "s", "issued", "m"))  # filtered out
+    report = routes.flush(5)
     assert seen == ["failover"]
+    assert [(d.notifier, d.status, d.kind) for d in report] == [("rec", "delivered", "failover")]
+    assert routes.close(5)
+
+
+def test_retry_settings_for_every_notifier() -> None:
+    routes = build({
+        "queue_size": 7,
+        "webhook": {"url": "https://h/x", "timeout": 2, "retries": 1, "backoff": 0.5,
+                    "deadline": 4},
+        "email": {"host": "h", "sender": "a@x", "recipients": ["b@x"], "retries": 0},
+        "command": {"argv": ["/bin/true"], "timeout": 3},
+    })
+    assert [lane.limits for lane in routes.lanes] == [
+        Limits(timeout=2, retries=1, backoff=0.5, deadline=4),
+        Limits(timeout=30, retries=0, backoff=5.0),
+        Limits(timeout=3, retries=0, backoff=1.0)]
+    assert {lane.maxsize for lane in routes.lanes} == {7}
+    assert Limits(timeout=10, retries=3, backoff=1).total == 4 * 10 + 1 + 2 + 4
+    with pytest.raises(ConfigError, match=r"\[notify\]\.queue_size"):
+        build({"queue_size": 0, "command": {"argv": ["x"]}})
+    with pytest.raises(ConfigError, match=r"\[notify.command\]\.deadline"):
+        build({"command": {"argv": ["x"], "deadline": 0}})
 
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "contrib" / "certfailover.example.toml"
