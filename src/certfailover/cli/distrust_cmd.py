@@ -1,12 +1,19 @@
-"""`certfailover distrust CA` / `undistrust CA`: the operator's "stop using CA X now" switch."""
+"""`certfailover distrust CA` / `undistrust CA`: the operator's "stop using CA X now" switch.
+
+Switch first: the sites move off the CA (`tick(replenish=False)`) and the result is printed
+before anything else happens; then new certificates are issued where a standby is missing
+(a full tick); then notifications get at most --notify-timeout seconds (they are queued per
+notifier and never delay the switch) and what was not delivered is reported.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import CertFailoverError
-from ..model import utcnow
-from .common import emit, runtime
+from ..model import Event, utcnow
+from .common import add_notify_timeout, emit, runtime, settle_notifications
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -14,10 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("ca")
     p.add_argument("--reason", default="operator distrust")
     p.add_argument("--no-tick", action="store_true", help="only record it; the daemon acts next tick")
+    add_notify_timeout(p)
     p.set_defaults(func=run_distrust)
     u = sub.add_parser("undistrust", help="take a CA off the distrust list")
     u.add_argument("ca")
     u.set_defaults(func=run_undistrust)
+
+
+def _lines(events: list[Event]) -> str:
+    return "\n".join(f"{e.site} {e.kind}: {e.message}" for e in events)
+
+
+def _say(args: argparse.Namespace, events: list[Event]) -> None:
+    if not args.json and events:
+        sys.stdout.write(_lines(events) + "\n")
+        sys.stdout.flush()
 
 
 def run_distrust(args: argparse.Namespace) -> int:
@@ -30,10 +48,22 @@ def run_distrust(args: argparse.Namespace) -> int:
         if args.ca in site.cas:
             events.append(rt.engine.record(None, site.name, "distrust", f"operator distrusted {args.ca}: "
                                            f"{args.reason}", ca=args.ca))
+    switched: list[Event] = []
+    replenished: list[Event] = []
     if not args.no_tick:
-        events += rt.engine.tick().events
-    emit(args, {"distrusted": args.ca, "events": events},
-         "\n".join(f"{e.site} {e.kind}: {e.message}" for e in events) or f"distrusted {args.ca}")
+        switched = rt.engine.tick(replenish=False).events  # the switch, before anything else
+        _say(args, events + switched)
+        replenished = rt.engine.tick().events  # may ask CAs for new standbys
+        _say(args, replenished)
+    elif not args.json:
+        _say(args, events)
+    notifications = settle_notifications(args, rt)
+    all_events = events + switched + replenished
+    if args.json:
+        emit(args, {"distrusted": args.ca, "events": all_events, "switch": switched,
+                    "notifications": notifications})
+    elif not all_events:
+        emit(args, None, f"distrusted {args.ca}")
     return 0
 
 
