@@ -84,7 +84,7 @@ def good() -> Iterator[tuple[str, list[str]]]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        log_message = quiet
+        log_message = quiet  # type: ignore[assignment]
 
     with serving(Handler) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/ok", kinds
