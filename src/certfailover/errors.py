@@ -4,6 +4,7 @@
     ├── ConfigError                   bad config: names file, table and key
     ├── InputError                    bad PEM / file given by the operator: names the file
     ├── StoreError                    vault or database problem
+    ├── LockError                     another daemon holds the store: names the store and holder
     ├── IssuanceError                 an ACME CA refused or failed
     │   └── TransientIssuanceError    worth retrying later (badNonce, 5xx, refused connection)
     ├── ServerError                   web server adapter failed
@@ -34,6 +35,14 @@ class InputError(CertFailoverError):
 
 class StoreError(CertFailoverError):
     pass
+
+
+class LockError(CertFailoverError):
+    """Another certfailover daemon holds the store (one daemon per store)."""
+
+    def __init__(self, where: str, holder: str) -> None:
+        self.where, self.holder = where, holder
+        super().__init__(f"another certfailover daemon ({holder}) holds {where}; stop it first")
 
 
 class IssuanceError(CertFailoverError):
