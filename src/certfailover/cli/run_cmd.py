@@ -7,7 +7,8 @@ import argparse
 from ..daemon import build_daemon
 from ..errors import InputError
 from ..metrics import parse_listen
-from .common import emit, runtime
+from ..store.lock import acquire_daemon_lock
+from .common import emit, load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -30,19 +31,24 @@ def run(args: argparse.Namespace) -> int:
             listen = parse_listen(args.metrics_listen)
         except ValueError as exc:
             raise InputError(f"--metrics-listen: {exc}") from None
-    rt = runtime(args)
-    interval = args.interval or rt.config.daemon.interval
+    config = load_config(args)
+    interval = args.interval or config.daemon.interval
     if interval <= 0:
         raise InputError("--interval must be > 0")
-    rt.startup()
-    # --once (cron) has no memory of earlier runs: every check is due
-    daemon = build_daemon(rt.engine, rt.config, interval=interval, metrics_listen=listen,
-                          scheduled=not args.once)
-    daemon.install_signals()
-    try:
-        code = daemon.run(once=args.once)
-    finally:
-        daemon.close()
+    # one daemon per store: taken before anything acts (even the schema migration and crash
+    # recovery), held for the daemon's life; a cron tick (--once) is refused the same way
+    with acquire_daemon_lock(config):
+        from ..wiring import build
+        rt = build(config)
+        rt.startup()
+        # --once (cron) has no memory of earlier runs: every check is due
+        daemon = build_daemon(rt.engine, rt.config, interval=interval, metrics_listen=listen,
+                              scheduled=not args.once)
+        daemon.install_signals()
+        try:
+            code = daemon.run(once=args.once)
+        finally:
+            daemon.close()
     if args.once and args.json:
         emit(args, {"ticks": daemon.ticks})
     return code
