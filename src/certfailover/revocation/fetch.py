@@ -2,6 +2,8 @@
 
 Every failure (refused, reset, slow, oversized, bad scheme, too many redirects, 5xx) is a
 `FetchError` naming the URL; callers turn it into an "unknown" status, never a crash.
+A fetch runs inside `net.deadline(timeout)` on a `net.session()`, so a server that drips its
+handshake, status line or headers one byte at a time still ends on time.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .. import net
 from ..errors import FetchError
 
 __all__ = ["Fetcher", "Response", "check_url"]
@@ -65,7 +68,7 @@ class Fetcher:
     def _session(self) -> requests.Session:
         s: requests.Session | None = getattr(self._local, "session", None)
         if s is None:
-            s = requests.Session()
+            s = net.session()
             s.trust_env = False  # no proxies from the environment
             self._local.session = s
         return s
@@ -81,8 +84,20 @@ class Fetcher:
         timeout: float | None = None,
     ) -> Response:
         """Fetch `url`; return any final status (2xx, 304, 4xx) or raise FetchError."""
-        limit = self.max_bytes if max_bytes is None else max_bytes
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        with net.deadline(at=deadline):
+            return self._fetch(url, method, body, headers, max_bytes, deadline)
+
+    def _fetch(
+        self,
+        url: str,
+        method: str,
+        body: bytes | None,
+        headers: Mapping[str, str] | None,
+        max_bytes: int | None,
+        deadline: float,
+    ) -> Response:
+        limit = self.max_bytes if max_bytes is None else max_bytes
         hdrs = {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
         hdrs.update(headers or {})
         current = url
@@ -102,6 +117,8 @@ class Fetcher:
                     stream=True,
                     verify=self.ca_bundle if self.ca_bundle else True,
                 )
+            except net.DeadlineExceeded:
+                raise FetchError(current, "timed out") from None
             except requests.RequestException as e:
                 raise FetchError(current, f"request failed: {type(e).__name__}: {e}") from None
             try:
@@ -146,7 +163,11 @@ class Fetcher:
         except FetchError:
             raise
         except Exception as e:  # noqa: BLE001 - urllib3 / socket errors: reset, timeout, protocol
+            if time.monotonic() >= deadline:  # the deadline's watchdog shut the socket
+                raise FetchError(url, "timed out while reading the body") from None
             raise FetchError(url, f"reading the body failed: {type(e).__name__}: {e}") from None
+        if time.monotonic() >= deadline:  # EOF from the deadline's watchdog: maybe truncated
+            raise FetchError(url, "timed out while reading the body")
         if declared is not None and declared.isdigit() and size != int(declared):
             raise FetchError(url, f"body truncated: {size} of {declared} bytes")
         headers = {k.lower(): v for k, v in resp.headers.items()}
