@@ -90,6 +90,18 @@ class DaemonConfig:
     interval: float = 300.0
     issue_timeout: float = 120.0
     verify_timeout: float = 10.0
+    max_orders: int = 4  # per site and CA per orders_window (Let's Encrypt: 5 duplicates a week)
+    orders_window: float = 7 * 86400.0
+    order_backoff: float = 60.0  # first wait after a failed or unusable order, doubling
+    order_backoff_cap: float = 6 * 3600.0
+    switch_before_expiry: float | None = None  # None: 2 intervals, at least 60 s
+
+    @property
+    def expiry_margin(self) -> float:
+        """How long before notAfter a site leaves its certificate at the latest."""
+        if self.switch_before_expiry is not None:
+            return self.switch_before_expiry
+        return max(60.0, 2 * self.interval)
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,18 @@ def _array(raw: Mapping[str, Any], key: str, file: str) -> list[Any]:
     return value
 
 
+def _seconds(t: _Table, key: str, default: float) -> float:
+    """A duration: seconds as a number, or text like "90s", "15m", "6h", "7d"."""
+    raw = t.get(key, object, None)
+    if raw is None:
+        return default
+    from .schedule import parse_duration
+    try:
+        return parse_duration(raw).total_seconds()  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise t.err(key, str(exc)) from None
+
+
 def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, str]) -> Config:
     top = _Table(file, "(top level)", dict(raw))
     for known in ("store", "ca", "server", "site", "daemon", "notify", "metrics", "revocation",
@@ -235,13 +259,27 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     st.check_unknown()
 
     dm = _Table(file, "[daemon]", raw.get("daemon", {}))
+    margin = dm.get("switch_before_expiry", float, None)
     daemon = DaemonConfig(
         interval=dm.get("interval", float, 300.0),
         issue_timeout=dm.get("issue_timeout", float, 120.0),
         verify_timeout=dm.get("verify_timeout", float, 10.0),
+        max_orders=dm.get("max_orders", int, 4),
+        orders_window=_seconds(dm, "orders_window", 7 * 86400.0),
+        order_backoff=_seconds(dm, "order_backoff", 60.0),
+        order_backoff_cap=_seconds(dm, "order_backoff_cap", 6 * 3600.0),
+        switch_before_expiry=None if margin is None else float(margin),
     )
-    if daemon.interval <= 0:
-        raise dm.err("interval", "must be > 0 seconds")
+    for key in ("interval", "issue_timeout", "verify_timeout", "orders_window", "order_backoff",
+                "order_backoff_cap"):
+        if getattr(daemon, key) <= 0:
+            raise dm.err(key, "must be > 0 seconds")
+    if daemon.max_orders < 1:
+        raise dm.err("max_orders", "must be at least 1")
+    if daemon.switch_before_expiry is not None and daemon.switch_before_expiry < 0:
+        raise dm.err("switch_before_expiry", "must be >= 0 seconds")
+    if daemon.order_backoff_cap < daemon.order_backoff:
+        raise dm.err("order_backoff_cap", "must be >= order_backoff")
     dm.check_unknown()
 
     cas: dict[str, CAConfig] = {}

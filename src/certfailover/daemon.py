@@ -4,7 +4,10 @@ Each tick asks the Scheduler which (certificate, signal) pairs are due and runs 
 checks behind those signals; every other finding is reused from the store, so a tick with
 nothing due touches neither the vault nor the network. Sites with unfinished business (a
 failover, a missing standby, something to retire) are decided again every tick from stored
-findings. A CA whose issuance failed is in backoff and not asked again before it ends.
+findings. Orders to CAs run in background workers (issuance.Workers), never inside a tick: a CA that
+is down, hangs or drips delays no switch. When an order ends the daemon wakes at once and
+decides that site again. Whether a CA may be asked is the issuance budget's call
+(issuance.hold: in flight, budget, backoff from the moment a failure is known).
 
     signal   checks run
     crl      revocation (CRL, OCSP and ARI share one check and its caches)
@@ -25,17 +28,18 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 
 from .config import Config
 from .engine import Engine, RunPlan, TickReport
 from .errors import CertFailoverError, ConfigError
 from .health import store_path
+from .issuance import Outcome
 from .metrics import Metrics, MetricsServer, listen_from_config
 from .model import Action, Cert, CertState, Clock, Health, Severity
 from .notify.background import Background
-from .policy import flagged
+from .policy import flagged, switch_margin
 from .schedule import SIGNALS, Intervals, Scheduler
 from .trust.refresh import Refresher
 
@@ -71,12 +75,15 @@ class SignalResult:
     known: bool
 
 
-def signal_result(signal_name: str, health: Health, now: datetime) -> SignalResult:
+def signal_result(signal_name: str, health: Health, now: datetime, *,
+                  switch_at: datetime | None = None, not_after: datetime | None = None) -> SignalResult:
     """What the findings say about when `signal_name` is next worth checking, and whether the
-    signal could be obtained at all."""
+    signal could be obtained at all. Expiry is due at the certificate's own times: the renewal
+    point, the latest switch before expiry (`switch_at`) and notAfter."""
     fs = health.findings
     if signal_name == "expiry":
         hints = [_parse(f.detail.get("renew_at")) for f in fs if f.check == "validity"]
+        hints += [switch_at, not_after]
         return SignalResult(min((h for h in hints if h and h > now), default=None), True)
     if signal_name == "trust":
         trust = [f for f in fs if f.check == "trust"]
@@ -167,6 +174,7 @@ class Daemon:
         self.stop_event = threading.Event()
         self.ticks = 0
         self.pending: set[str] = {s.name for s in engine.config.sites}  # decide all at first
+        self._sites = {s.name: s for s in engine.config.sites}
         self._distrusted: frozenset[str] | None = None
         self._bundle_stamps: dict[str, tuple[int, int, int] | None] | None = None
         self.refresher: Refresher | None = None
@@ -176,6 +184,26 @@ class Daemon:
         self._scheduled: set[str] = set()
         self.metrics_server: MetricsServer | None = None
         self.background: Background | None = None
+        self._wake = threading.Event()  # an order ended, or a stop was asked: tick now
+        self._ended: list[Outcome] = []
+        self._ended_lock = threading.Lock()
+
+    # -- orders ----------------------------------------------------------------------------
+    def orders_in_background(self) -> None:
+        """Orders run in the engine's background workers from now on; each ending wakes the
+        loop so the site is decided again at once."""
+        if self.engine.orders is None:
+            self.engine.start_workers(self._order_ended)
+
+    def _order_ended(self, outcome: Outcome) -> None:
+        with self._ended_lock:
+            self._ended.append(outcome)
+        self._wake.set()
+
+    def _take_ended(self) -> list[Outcome]:
+        with self._ended_lock:
+            out, self._ended = self._ended, []
+        return out
 
     # -- notifications ---------------------------------------------------------------------
     def notify_in_background(self) -> None:
@@ -187,6 +215,8 @@ class Daemon:
             self.engine.notify = self.background
 
     def close(self, timeout: float = 30.0) -> None:
+        if self.engine.orders is not None:
+            self.engine.orders.close()
         if self.background is not None:
             self.background.close(timeout)
         if self.metrics_server is not None:
@@ -197,6 +227,7 @@ class Daemon:
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping after the current step", signal.Signals(signum).name)
         self.stop_event.set()
+        self._wake.set()
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._signal)
@@ -218,6 +249,15 @@ class Daemon:
 
     def tick(self) -> TickReport:
         now = self.clock()
+        for o in self._take_ended():  # orders that ended since the last tick
+            self.pending.add(o.job.site)
+            if self.scheduler is not None:
+                if o.ok:
+                    self.scheduler.success(o.job.ca)
+                elif o.transient:  # feeds the ca_unreachable alert, from the failure's time
+                    self.scheduler.failure(o.job.ca, o.time)
+            if self.metrics is not None and not o.ok:
+                self.metrics.inc_issuance_error(o.job.ca)
         if self.refresh_trust(now):
             self._trust_changed = True
         if self.scheduler is None:
@@ -261,19 +301,23 @@ class Daemon:
                 if c.site == site_name:
                     plan.setdefault(c.id, set()).update(checks_for("expiry", names))
         sites = {certs[cid].site for cid in plan if cid in certs} | self.pending
-        blocked = frozenset(ca for ca in self.engine.config.cas if sched.blocked(ca, now))
         run: RunPlan = {cid: frozenset(v) for cid, v in plan.items()}
-        report = self.engine.tick(sites, run=run, blocked_cas=blocked) if sites else TickReport()
+        report = self.engine.tick(sites, run=run) if sites else TickReport()
+        margin = timedelta(seconds=self.engine.config.daemon.expiry_margin)
         for cid, sig in due:
             h = report.health.get(cid)
+            c = certs.get(cid)
             if h is not None and (cid, sig) in sched:
-                r = signal_result(sig, h, now)
+                switch_at = None
+                if c is not None and c.site in self._sites:
+                    switch_at = c.not_after - switch_margin(c, self._sites[c.site], margin)
+                r = signal_result(sig, h, now, switch_at=switch_at,
+                                  not_after=c.not_after if c else None)
                 sched.done(cid, sig, now, next_hint=r.next_hint, known=r.known)
-        for ev in report.events:
+        for ev in report.events:  # orders run inline (no workers): same bookkeeping
             ca = ev.data.get("ca")
-            if ev.kind == "issuance_failed" and isinstance(ca, str):
-                until = sched.failure(ca, now)
-                log.info("CA %s in backoff until %s", ca, until.isoformat())
+            if ev.kind == "issuance_failed" and isinstance(ca, str) and ev.data.get("transient"):
+                sched.failure(ca, ev.time)
             elif ev.kind == "issued" and isinstance(ca, str):
                 sched.success(ca)
         # decided again next tick: what changed, or needs a certificate some CA could still give
@@ -350,15 +394,17 @@ class Daemon:
             if once or (max_ticks is not None and self.ticks >= max_ticks):
                 break
             delay = self.interval * (2 ** min(failures, 5) if failures else 1)
-            self.stop_event.wait(max(0.0, delay - (time.monotonic() - started)))
+            self._wake.wait(max(0.0, delay - (time.monotonic() - started)))
+            self._wake.clear()
         return 0
 
 
 def build_daemon(engine: Engine, config: Config, *, interval: float,
                  metrics_listen: tuple[str, int] | None = None, scheduled: bool = True,
                  rng: random.Random | None = None, clock: Clock | None = None) -> Daemon:
-    """The daemon as `certfailover run` starts it: `[schedule]` intervals, notifications in the
-    background, metrics on `metrics_listen` or `[metrics] listen` (None and no table: off)."""
+    """The daemon as `certfailover run` starts it: `[schedule]` intervals, notifications and
+    orders in the background, metrics on `metrics_listen` or `[metrics] listen` (None and no
+    table: off). Unscheduled (`run --once`): orders run inline, the tick waits for them."""
     scheduler = Scheduler(rng=rng or random.Random(), intervals=intervals_from_config(config)) \
         if scheduled else None
     listen = metrics_listen or listen_from_config(config.raw.get("metrics", {}),
@@ -370,6 +416,8 @@ def build_daemon(engine: Engine, config: Config, *, interval: float,
                                                store=config.store))
     d.refresher = refresher if refresher.enabled else None
     d.notify_in_background()
+    if scheduled:
+        d.orders_in_background()
     if metrics is not None and listen is not None:
         d.metrics_server = metrics.serve(*listen)
         log.info("metrics at %s", d.metrics_server.url)

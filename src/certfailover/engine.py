@@ -6,6 +6,7 @@ name) and a notifier come from the composition root (wiring.py).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from . import keys, policy
 from .checks import CertMaterial, Check, CheckContext
+from .issuance import Budget, Hold, Job, Outcome, Workers, hold
 from .config import Config, SiteConfig
 from .errors import CertFailoverError, InputError, IssuanceError, TransientIssuanceError
 from .health import cert_names, name_matches, run_checks
@@ -34,6 +36,8 @@ from .model import (
     Event,
     Finding,
     Health,
+    Order,
+    RevokedFact,
     Severity,
     utcnow,
 )
@@ -132,7 +136,14 @@ class Engine:
         self.config, self.db, self.vault = config, db, vault
         self.checks, self.issuers, self.deploy = list(checks), issuers, deploy
         self.notify, self.clock, self.workers = notify, clock, workers
-        self._missing: dict[str, tuple[int, tuple[str, ...]]] = {}  # standby_missing already said
+        self._missing: dict[str, tuple[object, ...]] = {}  # standby_missing already said
+        d = config.daemon
+        self.budget = Budget(max_orders=d.max_orders, window=timedelta(seconds=d.orders_window),
+                             backoff_base=timedelta(seconds=d.order_backoff),
+                             backoff_cap=timedelta(seconds=d.order_backoff_cap))
+        #: background order workers (the daemon); None: orders run inline (CLI, run --once)
+        self.orders: Workers | None = None
+        self._materials: dict[str, CertMaterial] | None = None  # loaded once per tick
 
     # -- recording -------------------------------------------------------------------------
     def record(self, report: TickReport | None, site: str, kind: str, message: str,
@@ -151,9 +162,16 @@ class Engine:
 
     # -- material --------------------------------------------------------------------------
     def material(self, cert: Cert) -> CertMaterial:
+        memo = self._materials
+        hit = memo.get(cert.id) if memo is not None else None
+        if hit is not None and hit.cert.path == cert.path:
+            return hit if hit.cert == cert else dataclasses.replace(hit, cert=cert)
         m = self.vault.load(Path(cert.path))
-        return CertMaterial(cert=cert, leaf=m.leaf, chain=m.chain,
-                            key_matches=keys.same_public_key(m.key.public_key(), m.leaf.public_key()))
+        out = CertMaterial(cert=cert, leaf=m.leaf, chain=m.chain,
+                           key_matches=keys.same_public_key(m.key.public_key(), m.leaf.public_key()))
+        if memo is not None:
+            memo[cert.id] = out
+        return out
 
     def context(self, site: SiteConfig) -> CheckContext:
         return CheckContext(
@@ -173,6 +191,7 @@ class Engine:
         ctx = self.context(site)
         out: dict[str, Health] = {}
         ran: dict[str, tuple[Finding, ...]] = {}
+        revoked = self.db.revoked(site.name)
         for c in certs:
             stored = self.db.findings(c.id)
             only: frozenset[str] | None = None
@@ -193,12 +212,36 @@ class Engine:
                 kept = tuple(f for f in stored if finding_owner(f.check) not in only
                              and f.check != "store")
                 fresh = kept + fresh
+            fresh = self._keep_revoked(site, c, fresh, revoked)
             out[c.id] = Health(c.id, fresh)
             ran[c.id] = fresh
             self._announce_forecasts(site, c, stored, fresh)
         for cid, found in ran.items():
             self.db.save_findings(cid, ctx.now, found)
         return out
+
+    def _keep_revoked(self, site: SiteConfig, cert: Cert, found: tuple[Finding, ...],
+                      revoked: dict[str, RevokedFact]) -> tuple[Finding, ...]:
+        """A verified revocation is a fact: recorded the first time it is seen, and from then
+        on the certificate's revocation finding stays FAIL whatever later fetches say (a CA
+        whose CRL and OCSP go dark cannot bring a revoked certificate back)."""
+        fact = revoked.get(cert.id)
+        if fact is None:
+            hit = next((f for f in found if f.check == "revocation" and f.severity is Severity.FAIL
+                        and f.detail.get("status") == "revoked"), None)
+            if hit is None:
+                return found
+            if self.db.mark_revoked(cert.id, site.name, self.clock(), hit.reason):
+                self.record(None, site.name, "revoked",
+                            f"{cert.id} ({cert.ca}) is revoked: {hit.reason}; it will never be "
+                            "served again", cert=cert.id, ca=cert.ca)
+            return found
+        kept = tuple(f for f in found if f.check != "revocation" or f.detail.get("status") == "revoked")
+        if any(f.check == "revocation" for f in kept):
+            return kept
+        return (Finding("revocation", Severity.FAIL,
+                        f"revoked (recorded {fact.at:%Y-%m-%d %H:%M:%S}Z): {fact.reason}",
+                        {"status": "revoked", "recorded": fact.at.isoformat()}),) + kept
 
     def _announce_forecasts(self, site: SiteConfig, cert: Cert, before: Sequence[Finding],
                             after: Sequence[Finding]) -> None:
@@ -245,56 +288,175 @@ class Engine:
 
     def issue(self, site: SiteConfig, ca: str, *, report: TickReport | None = None,
               replaces: str | None = None) -> Cert:
-        """A fresh key, a CSR, an order at `ca`; the result is verified and stored as a standby."""
+        """A fresh key, a CSR, an order at `ca`; the result is verified and stored as a standby.
+        Every order is recorded (the issuance budget counts it, whoever asked)."""
+        return self._issue(site, ca, report=report, replaces=replaces)[0]
+
+    def _issue(self, site: SiteConfig, ca: str, *, report: TickReport | None = None,
+               replaces: str | None = None,
+               cancelled: Callable[[], bool] = lambda: False) -> tuple[Cert, int]:
         if ca not in self.issuers:
             raise IssuanceError(f"CA {ca!r} has no issuer configured")
         key = keys.generate(site.key_type)
         csr = keys.csr_pem(key, site.domains)
         issuer = self.issuers[ca](site)
-        # a deadline is physical time for network work, not the engine's (maybe moved) clock
+        # a deadline is physical time for network work, not the engine's (maybe moved) clock;
+        # the order history (budget, backoff) is on the engine's clock like every other record
         deadline = utcnow() + timedelta(seconds=self.config.daemon.issue_timeout)
         started = time.monotonic()
-        issued = issuer.issue(csr, deadline=deadline, replaces=replaces)
-        cert = self.store_cert(site, ca, leaf_pem=issued.leaf_pem, chain_pem=issued.chain_pem,
-                               key_pem=keys.key_pem(key), source=f"CA {ca}")
+        order_id = self.db.start_order(site.name, ca, self.clock())
+        try:
+            issued = issuer.issue(csr, deadline=deadline, replaces=replaces)
+            if cancelled():
+                raise TransientIssuanceError(
+                    f"CA {ca}: the order outlasted its deadline of "
+                    f"{self.config.daemon.issue_timeout:.0f}s; its result is discarded")
+            cert = self.store_cert(site, ca, leaf_pem=issued.leaf_pem, chain_pem=issued.chain_pem,
+                                   key_pem=keys.key_pem(key), source=f"CA {ca}")
+        except BaseException as exc:
+            self.db.finish_order(order_id, self.clock(), "failed", reason=str(exc)[:2000],
+                                 transient=isinstance(exc, (TransientIssuanceError, OSError)))
+            raise
+        self.db.finish_order(order_id, self.clock(), "issued", cert_id=cert.id)
         self.record(report, site.name, "issued",
                     f"issued {cert.id} from {ca}, expires {cert.not_after:%Y-%m-%d %H:%M}Z",
                     cert=cert.id, ca=ca, serial=cert.serial, seconds=round(time.monotonic() - started, 3))
-        return cert
+        short = policy.unprotected(cert, site, interval=self.config.daemon.interval,
+                                   issue_timeout=self.config.daemon.issue_timeout)
+        if short:
+            self.record(report, site.name, "short_lifetime", f"{cert.id}: {short}", cert=cert.id,
+                        ca=ca)
+        return cert, order_id
+
+    def order(self, site: SiteConfig, ca: str, *, replaces: str | None = None,
+              report: TickReport | None = None,
+              cancelled: Callable[[], bool] = lambda: False) -> Cert | None:
+        """One order, start to end, never raising: issue, then prove the new certificate usable
+        as a standby (every check) before it counts. A certificate that comes out unusable
+        (chain, trust, key, names) is kept but marks the order "unusable", which backs the CA
+        off for this site; `standby_unusable` is said once per streak."""
+        try:
+            cert, order_id = self._issue(site, ca, report=report, replaces=replaces,
+                                         cancelled=cancelled)
+        except (CertFailoverError, OSError) as exc:
+            self.record(report, site.name, "issuance_failed", f"could not issue from {ca}: {exc}",
+                        ca=ca, transient=isinstance(exc, (TransientIssuanceError, OSError)))
+            return None
+        health = self.check_site(site, [cert])[cert.id]
+        if health.healthy:
+            return cert
+        why = "; ".join(health.reasons(Severity.FAIL))
+        earlier = [o for o in self.db.orders(ca=ca) if o.site == site.name and o.id != order_id
+                   and o.finished is not None]
+        self.db.finish_order(order_id, self.clock(), "unusable", reason=why, cert_id=cert.id)
+        last = max(earlier, key=lambda o: (o.finished, o.id), default=None)
+        if last is None or last.outcome != "unusable":
+            self.record(report, site.name, "standby_unusable",
+                        f"new certificate {cert.id} from {ca} is unusable: {why}; backing off "
+                        f"{ca} for this site", cert=cert.id, ca=ca, reason=why)
+        else:
+            log.warning("%s: new certificate %s from %s is unusable again: %s", site.name,
+                        cert.id, ca, why)
+        return None
+
+    def run_job(self, job: Job, cancelled: Callable[[], bool]) -> Outcome:
+        """The background workers' runner (see issuance.Workers)."""
+        site = self.config.site(job.site)
+        cert = self.order(site, job.ca, replaces=job.replaces, cancelled=cancelled)
+        last = max((o for o in self.db.orders(ca=job.ca) if o.site == job.site),
+                   key=lambda o: o.id, default=None)
+        transient = bool(last and last.transient)
+        msg = cert.id if cert else (last.reason if last else "no order recorded")
+        return Outcome(job, cert is not None, transient and cert is None, self.clock(), msg)
+
+    def abandon_job(self, job: Job, deadline: float) -> Outcome:
+        """An order that outlasted its deadline: it counts as a transient failure of the CA."""
+        why = f"CA {job.ca}: no answer within {deadline:.0f}s; order abandoned"
+        for o in self.db.orders(ca=job.ca):
+            if o.site == job.site and o.outcome == "pending":
+                self.db.finish_order(o.id, self.clock(), "failed", reason=why, transient=True)
+        self.record(None, job.site, "issuance_failed", f"could not issue from {job.ca}: {why}",
+                    ca=job.ca, transient=True)
+        return Outcome(job, False, True, self.clock(), why)
+
+    def start_workers(self, on_done: Callable[[Outcome], None]) -> Workers:
+        """Run orders in the background from now on (the daemon)."""
+        self.orders = Workers(self.run_job, deadline=self.config.daemon.issue_timeout + 5.0,
+                              on_done=on_done, abandoned=self.abandon_job)
+        return self.orders
 
     # -- one tick --------------------------------------------------------------------------
     def tick(self, sites: Iterable[str] | None = None, *, replenish: bool = True,
-             run: RunPlan | None = None, blocked_cas: frozenset[str] = frozenset()) -> TickReport:
-        """Check, decide, deploy, replenish for `sites` (None: all).
+             run: RunPlan | None = None) -> TickReport:
+        """Check, decide, deploy, then replenish for `sites` (None: all).
 
         `run=None` runs every check of every certificate (everything due). The daemon passes
-        the scheduler's plan instead (see check_site) and the CAs in backoff (`blocked_cas`),
-        which are not asked for certificates this tick.
+        the scheduler's plan instead (see check_site). Switches happen before any order is
+        placed; with background workers (the daemon) orders do not wait at all, and each CA
+        is asked only when the issuance budget lets it (see issuance.hold).
         """
+        self._materials = {}
+        try:
+            return self._tick(sites, replenish=replenish, run=run)
+        finally:
+            self._materials = None
+
+    def _tick(self, sites: Iterable[str] | None, *, replenish: bool,
+              run: RunPlan | None) -> TickReport:
         report = TickReport()
         names = None if sites is None else set(sites)
         wanted = [s for s in self.config.sites if names is None or s.name in names]
         distrusted = frozenset(self.db.distrusted())
-        decisions = self._decide_all(wanted, report, distrusted, run)
+        # two speeds: decide and switch on the local checks (and stored network findings)
+        # first, then run the checks that wait on responders and decide again
+        fast, slow = self._split(wanted, run)
+        decisions = self._decide_all(wanted, report, distrusted, fast)
         self._apply(decisions, report)
+        if slow:
+            again_sites = [s for s in wanted if s.name in {self._site_of(c) for c in slow}]
+            second = dict(self._decide_all(again_sites, report, distrusted, slow))
+            self._apply(list(second.items()), report)
+            decisions = [(s, second.get(s, d)) for s, d in decisions]
+            done = {s.name: d for s, d in decisions}
+            report.decisions = list(done.values())
         if replenish:
+            book: dict[str, list[Order]] = {}
             again = []
             for site, d in decisions:
-                if d.need and self._replenish(site, d, report, blocked_cas) and \
-                        (d.target is None and d.active is None):
+                if d.need and self._replenish(site, d, report, book) and \
+                        (d.target is None and d.active is None) and self.orders is None:
                     again.append(site)
             if again:  # first run: activate what was just issued in the same tick
                 self._apply(self._decide_all(again, report, distrusted, run), report)
         return report
 
+    #: checks that wait on remote parties (responders); run after the first switch
+    SLOW_CHECKS = frozenset({"revocation"})
+
+    @staticmethod
+    def _site_of(cert_id: str) -> str:
+        return cert_id.split("/", 1)[0]
+
+    def _split(self, sites: Sequence[SiteConfig], run: RunPlan | None) -> tuple[RunPlan, RunPlan]:
+        """The plan for the fast pass (local checks) and for the slow pass (network checks)."""
+        if run is None:
+            everything = frozenset(k.name for k in self.checks)
+            run = {c.id: everything for s in sites for c in self.db.certs(s.name)}
+        fast = {cid: v - self.SLOW_CHECKS for cid, v in run.items()}
+        slow = {cid: v & self.SLOW_CHECKS for cid, v in run.items() if v & self.SLOW_CHECKS}
+        return fast, slow
+
     def _decide_all(self, sites: Sequence[SiteConfig], report: TickReport,
                     distrusted: frozenset[str],
                     run: RunPlan | None = None) -> list[tuple[SiteConfig, Decision]]:
+        margin = timedelta(seconds=self.config.daemon.expiry_margin)
+
         def one(site: SiteConfig) -> tuple[SiteConfig, Decision, dict[str, Health]]:
             certs = self.db.certs(site.name)
             health = self.check_site(site, certs, run=run)
             return site, policy.decide(site, certs, health, distrusted=distrusted,
-                                       now=self.clock()), health
+                                       now=self.clock(), expiry_margin=margin,
+                                       revoked=frozenset(self.db.revoked(site.name))), health
 
         out = []
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(sites) or 1))) as pool:
@@ -337,36 +499,56 @@ class Engine:
                     self.record(report, sw.site.name, "rollback" if r and r.rolled_back else "deploy_failed",
                                 f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
 
+    def hold(self, site: SiteConfig, ca: str, book: dict[str, list[Order]]) -> Hold | None:
+        """Why no order goes from `site` to `ca` now (see issuance.hold); `book` caches the
+        CA's recent orders for one tick."""
+        now = self.clock()
+        if ca not in book:
+            book[ca] = self.db.orders(ca=ca, since=now - self.budget.window)
+        return hold(book[ca], site.name, ca, now, self.budget)
+
     def _replenish(self, site: SiteConfig, d: Decision, report: TickReport,
-                   blocked_cas: frozenset[str] = frozenset()) -> int:
-        issued = 0
-        tried = 0
+                   book: dict[str, list[Order]]) -> int:
+        """Order what the decision needs from CAs the budget allows. Inline (no workers): the
+        orders run now and the count is what came out usable; with workers: what was queued."""
+        got = 0
+        held: list[tuple[str, Hold]] = []
+        busy = self.orders.busy() if self.orders is not None else set()
         for ca in d.replenish_from:
-            if issued >= d.need:
+            if got >= d.need:
                 break
-            if ca in blocked_cas:  # in backoff after an error: not hammered every tick
+            why = Hold("in_flight", None, "an order is queued") if (site.name, ca) in busy \
+                else self.hold(site, ca, book)
+            if why is not None:
+                held.append((ca, why))
                 continue
-            tried += 1
-            try:
-                self.issue(site, ca, report=report, replaces=self._replaces(site, ca, report))
-                issued += 1
-            except (CertFailoverError, OSError) as exc:
-                self.record(report, site.name, "issuance_failed", f"could not issue from {ca}: {exc}",
-                            ca=ca, transient=isinstance(exc, (TransientIssuanceError, OSError)))
-        deferred = not tried and any(ca in blocked_cas for ca in d.replenish_from)
-        if issued >= d.need:
+            replaces = self._replaces(site, ca, report)
+            if self.orders is not None:
+                got += int(self.orders.submit(Job(site.name, ca, replaces)))
+            else:
+                got += int(self.order(site, ca, replaces=replaces, report=report) is not None)
+            book.pop(ca, None)
+        if got >= d.need or (self.orders is not None and got):
             self._missing.pop(site.name, None)
-        elif not deferred:  # all in backoff: said when they failed
-            # said once per situation: a site with no CA left to ask is not news every tick
-            situation = (d.need - issued, d.replenish_from)
-            if tried or self._missing.get(site.name) != situation:
-                self._missing[site.name] = situation
-                why = ("no CA left to ask (the others are the active one's or distrusted)"
-                       if not d.replenish_from else "will retry next tick")
-                self.record(report, site.name, "standby_missing",
-                            f"needs {d.need} new certificate(s), got {issued}; {why}",
-                            need=d.need, got=issued, candidates=list(d.replenish_from))
-        return issued
+            return got
+        if held and all(h.kind in ("in_flight", "backoff", "ca_backoff") for _, h in held) \
+                and len(held) == len(d.replenish_from):
+            return got  # waiting on orders, or backing off: said when they failed
+        # said once per situation: a site with no CA left to ask is not news every tick
+        situation = (d.need - got, d.replenish_from, tuple((ca, h.kind) for ca, h in held))
+        if self._missing.get(site.name) != situation:
+            self._missing[site.name] = situation
+            if not d.replenish_from:
+                why = "no CA left to ask (the others are the active one's or distrusted)"
+            elif held:
+                why = "; ".join(f"{ca}: {h.message}" for ca, h in held)
+            else:
+                why = "will retry"
+            self.record(report, site.name, "standby_missing",
+                        f"needs {d.need} new certificate(s), got {got}; {why}",
+                        need=d.need, got=got, candidates=list(d.replenish_from),
+                        held={ca: h.kind for ca, h in held})
+        return got
 
     def reconcile(self) -> None:
         """Make the store agree with the live links (what the servers were told to serve)."""
@@ -405,8 +587,15 @@ class Engine:
         active = next((c for c in certs if c.state is CertState.ACTIVE), None)
         if to is not None:
             choice = next((c for c in certs if c.id == to), None)
+            if to in self.db.revoked(site.name):
+                raise InputError(f"{to} is revoked; a revoked certificate is never served again")
             if choice is None:
+                gone = self.db.cert(to)
+                if gone is not None and gone.site == site.name:
+                    raise InputError(f"{to} is retired ({gone.state.value}); it is not served again")
                 raise InputError(f"no certificate {to!r} for site {site.name}")
+            if choice.id in self.db.revoked(site.name):
+                raise InputError(f"{to} is revoked; a revoked certificate is never served again")
             if not health[choice.id].healthy:
                 raise InputError(f"{to} is not healthy: {'; '.join(health[to].reasons())}")
         else:

@@ -105,6 +105,30 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Order:
+    """One order sent to a CA: what the issuance budget counts."""
+
+    id: int
+    site: str
+    ca: str
+    started: datetime
+    finished: datetime | None
+    outcome: str  # pending, issued, failed, unusable
+    transient: bool  # the CA could not be reached or answered with a transient error
+    reason: str
+    cert_id: str | None
+
+
+@dataclass(frozen=True)
+class RevokedFact:
+    """A verified revocation: recorded once, never undone by later unknown answers."""
+
+    cert_id: str
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
 class Event:
     time: datetime
     site: str

@@ -8,6 +8,10 @@ Rules:
 - The active one is merely flagged (inside its renewal window, or its CA asked via ARI for it to be
   replaced) -> switch only to a standby that is not flagged and has no warning the active one does
   not also have: never to something worse.
+- The active one comes within its switch margin of notAfter (`expiry_margin`, at most half its
+  renewal window) -> switch to any healthy certificate that lasts longer, warnings or not: an
+  expired certificate is worse than any warning.
+- A revoked certificate (a recorded fact) is retired and never activated.
 - No healthy certificate at all -> keep serving what is served and raise NONE_HEALTHY.
 - No automatic switch back to a preferred CA unless the site sets switch_back.
 - Replenish: keep `min_standbys` healthy, unflagged standbys from CAs other than the active one's,
@@ -17,7 +21,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .config import SiteConfig
 from .model import Action, Cert, CertState, Decision, Health, Severity
@@ -48,11 +52,31 @@ def _rank(c: Cert, h: Health, site: SiteConfig, now: datetime,
     return (int(c.ca == avoid_ca), int(flagged(h)), h.severity.rank, order, -c.remaining(now))
 
 
+def switch_margin(cert: Cert, site: SiteConfig, base: timedelta) -> timedelta:
+    """How long before its notAfter `cert` is left at the latest: `base`, but at most half its
+    renewal window (so a short-lived certificate is not abandoned the moment it is issued)."""
+    return min(base, (cert.not_after - cert.not_before) * site.renew_fraction / 2)
+
+
+def unprotected(cert: Cert, site: SiteConfig, *, interval: float, issue_timeout: float) -> str | None:
+    """Why the schedule cannot protect `cert` (None: it can): its renewal window must hold two
+    check intervals and an issuance, or a failing CA is noticed too late to replace it."""
+    window = (cert.not_after - cert.not_before).total_seconds() * site.renew_fraction
+    need = 2 * interval + issue_timeout
+    if window < need:
+        return (f"lifetime {cert.not_after - cert.not_before} gives a renewal window of "
+                f"{window:.0f}s, shorter than two check intervals plus an issuance ({need:.0f}s): "
+                "shorten [daemon] interval or issue_timeout, or use longer-lived certificates")
+    return None
+
+
 def decide(site: SiteConfig, certs: Sequence[Cert], health: Mapping[str, Health], *,
-           distrusted: frozenset[str] | set[str], now: datetime) -> Decision:
+           distrusted: frozenset[str] | set[str], now: datetime,
+           expiry_margin: timedelta = timedelta(0),
+           revoked: frozenset[str] | set[str] = frozenset()) -> Decision:
     live = [c for c in certs if c.state is not CertState.RETIRED and c.id in health]
     active = next((c for c in live if c.state is CertState.ACTIVE), None)
-    healthy = [c for c in live if health[c.id].healthy]
+    healthy = [c for c in live if health[c.id].healthy and c.id not in revoked]
 
     def best(pool: Sequence[Cert], avoid_ca: str | None) -> Cert | None:
         return min(pool, key=lambda c: _rank(c, health[c.id], site, now, avoid_ca), default=None)
@@ -76,6 +100,15 @@ def decide(site: SiteConfig, certs: Sequence[Cert], health: Mapping[str, Health]
                 action, target, reason = Action.FAILOVER, choice, f"active failed: {why}"
             else:
                 action, reason = Action.NONE_HEALTHY, f"active failed and no healthy standby: {why}"
+        elif active.not_after - now <= switch_margin(active, site, expiry_margin):
+            lasting = [c for c in others if c.not_after > active.not_after]
+            choice = best(lasting, None)
+            when = f"{active.not_after:%Y-%m-%d %H:%M:%S}Z"
+            if choice is not None:
+                action, target, reason = Action.FAILOVER, choice, \
+                    f"active expires at {when}: switching before it does"
+            else:
+                reason = f"active expires at {when} and no healthy certificate lasts longer"
         elif flagged(ah):
             better = [c for c in others
                       if not flagged(health[c.id]) and no_new_warnings(health[c.id], ah)]
@@ -117,7 +150,7 @@ def decide(site: SiteConfig, certs: Sequence[Cert], health: Mapping[str, Health]
     retire = tuple(
         c.id for c in live
         if c is not serving and c.state is not CertState.ACTIVE and (
-            c.not_after <= now
+            c.not_after <= now or c.id in revoked
             or (flagged(health[c.id]) and any(
                 o.ca == c.ca and o.created > c.created and health[o.id].healthy
                 and not flagged(health[o.id]) for o in live))

@@ -6,10 +6,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .config import SiteConfig
+from .config import DaemonConfig, SiteConfig
 from .errors import CertFailoverError
 from .model import Cert, CertState, Health, Severity, to_jsonable
-from .policy import flagged
+from .policy import flagged, unprotected
 from .store.db import Database
 from .store.vault import Vault
 
@@ -61,10 +61,12 @@ def independence(vault: Vault, site: SiteConfig, active: Cert, other: Cert) -> l
 
 
 def site_status(db: Database, site: SiteConfig, now: datetime, *,
-                vault: Vault | None = None) -> dict[str, Any]:
-    """With `vault`, standbys also say whether they share a root with the active one."""
+                vault: Vault | None = None, daemon: DaemonConfig | None = None) -> dict[str, Any]:
+    """With `vault`, standbys also say whether they share a root with the active one; with
+    `daemon`, certificates too short-lived for its schedule are named."""
     certs = db.certs(site.name)
     distrusted = db.distrusted()
+    revoked = db.revoked(site.name)
     rows: list[dict[str, Any]] = []
     active = None
     healthy_standbys = 0
@@ -83,6 +85,7 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
             "summary": "; ".join(h.reasons()) or ("ok" if checked else "not checked yet"),
             "findings": [to_jsonable(f) for f in h.findings],
             "distrusted": c.ca in distrusted,
+            "revoked": c.id in revoked,
             "trust": program_trust(h),
             "independence": [],
         })
@@ -103,6 +106,11 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
                      f"want {site.min_standbys}")
     if distrusted:
         notes.append("distrusted CAs: " + ", ".join(sorted(distrusted)))
+    if daemon is not None:
+        for c in certs:
+            why = unprotected(c, site, interval=daemon.interval, issue_timeout=daemon.issue_timeout)
+            if why:
+                notes.append(f"{c.id}: {why}")
     return {"site": site.name, "domains": list(site.domains), "active": active.id if active else None,
             "min_standbys": site.min_standbys, "standbys_healthy": healthy_standbys,
             "certs": rows, "notes": notes}

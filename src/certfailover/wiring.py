@@ -39,6 +39,8 @@ class Runtime:
         for line in self.deployer.recover():
             log.warning("recovered interrupted activation: %s", line)
         self.engine.reconcile()
+        if n := self.db.abandon_pending_orders(utcnow()):
+            log.warning("%d order(s) were interrupted by the last stop; they count as failures", n)
 
 
 def open_store(config: Config) -> tuple[Database, Vault]:

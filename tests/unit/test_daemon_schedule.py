@@ -94,14 +94,15 @@ def connects(monkeypatch: pytest.MonkeyPatch) -> Counter:
 
 
 def count_material(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Counts certificate loads from the vault (the engine loads each at most once per tick)."""
     counter = Counter()
-    real: Callable[..., Any] = rt.engine.material
+    real: Callable[..., Any] = rt.engine.vault.load
 
-    def material(cert: Any) -> Any:
+    def load(path: Any) -> Any:
         counter.n += 1
-        return real(cert)
+        return real(path)
 
-    monkeypatch.setattr(rt.engine, "material", material)
+    monkeypatch.setattr(rt.engine.vault, "load", load)
     return counter
 
 

@@ -126,3 +126,52 @@ def test_renewal_never_switches_to_a_standby_with_a_new_warning() -> None:
               b.id: hw(b, ("trust", Severity.WARN, {"program": "chrome", "date": "2027-01-01"}))}
     d = decide(SITE, [a, b], health, distrusted=set(), now=NOW)
     assert d.action is Action.KEEP
+
+
+def test_active_near_expiry_switches_even_to_a_warning_standby() -> None:
+    # the active is inside its renewal window (flagged); the only standby carries a warning the
+    # active lacks: "never worse" keeps the active, until its switch margin before notAfter
+    a = cert("a", CertState.ACTIVE, days_left=2)
+    b = cert("b", days_left=60)
+    health = {a.id: h(a, Severity.WARN, renew=True), b.id: Health(b.id, (
+        Finding("revocation", Severity.WARN, "unknown", {"status": "unknown"}),))}
+    margin = timedelta(minutes=10)
+    d = decide(SITE, [a, b], health, distrusted=set(), now=NOW, expiry_margin=margin)
+    assert d.action is Action.KEEP, "two days left: not yet"
+    late = a.not_after - timedelta(minutes=9)
+    d = decide(SITE, [a, b], health, distrusted=set(), now=late, expiry_margin=margin)
+    assert d.action is Action.FAILOVER and d.target == b.id and "expires" in d.reason
+
+
+def test_near_expiry_never_switches_to_something_that_expires_sooner() -> None:
+    a = cert("a", CertState.ACTIVE, days_left=1)
+    b = cert("b", days_left=0.5)
+    late = a.not_after - timedelta(minutes=5)
+    d = decide(SITE, [a, b], {a.id: h(a), b.id: h(b)}, distrusted=set(), now=late,
+               expiry_margin=timedelta(minutes=10))
+    assert d.action is Action.KEEP and "no healthy certificate lasts longer" in d.reason
+
+
+def test_the_margin_is_at_most_half_the_renewal_window() -> None:
+    # a 15-second certificate with a 10-minute margin would be left the moment it is issued
+    a = Cert(id="www/a/1", site="www", ca="a", serial="1", not_before=NOW,
+             not_after=NOW + timedelta(seconds=15), sha256="00", key_type="ec-p256",
+             issuer_dn="CN=x", state=CertState.ACTIVE, created=NOW, path="/x")
+    b = cert("b")
+    d = decide(SITE, [a, b], {a.id: h(a), b.id: h(b)}, distrusted=set(),
+               now=NOW + timedelta(seconds=1), expiry_margin=timedelta(minutes=10))
+    assert d.action is Action.KEEP
+    d = decide(SITE, [a, b], {a.id: h(a), b.id: h(b)}, distrusted=set(),
+               now=NOW + timedelta(seconds=13), expiry_margin=timedelta(minutes=10))
+    assert d.action is Action.FAILOVER and d.target == b.id
+
+
+def test_a_revoked_standby_is_never_activated_and_is_retired() -> None:
+    a, b, c = cert("a", CertState.ACTIVE), cert("b"), cert("c")
+    # b's revocation data went dark: its fresh findings say nothing bad, but it is revoked
+    health = {a.id: h(a, Severity.FAIL), b.id: h(b), c.id: h(c)}
+    d = decide(SITE, [a, b, c], health, distrusted=set(), now=NOW, revoked={b.id})
+    assert d.target == c.id and b.id in d.retire
+    d = decide(SITE, [a, b], {a.id: h(a, Severity.FAIL), b.id: h(b)}, distrusted=set(), now=NOW,
+               revoked={b.id})
+    assert d.action is Action.NONE_HEALTHY and d.target is None

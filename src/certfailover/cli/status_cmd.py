@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     sites = [s for s in config.sites if args.site in (None, s.name)]
     if args.site and not sites:
         raise InputError(f"no site named {args.site!r} in {config.path}")
-    statuses = [site_status(db, s, now, vault=vault) for s in sites]
+    statuses = [site_status(db, s, now, vault=vault, daemon=config.daemon) for s in sites]
     data = {"time": now, "sites": statuses}
     if args.json:
         emit(args, data)

@@ -81,12 +81,16 @@ def make_intermediate(parent: Authority, cn: str, *, days: int = 1825) -> Author
 def make_leaf(issuer: Authority, domains: list[str] | tuple[str, ...], *,
               not_before: dt.datetime | None = None, not_after: dt.datetime | None = None,
               key_type: str = "ec-p256", key: PrivateKeyTypes | None = None,
-              ocsp_url: str | None = None) -> tuple[x509.Certificate, PrivateKeyTypes]:
+              ocsp_url: str | None = None,
+              csr: x509.CertificateSigningRequest | None = None) -> tuple[x509.Certificate, PrivateKeyTypes]:
+    """A leaf for `domains`; with `csr`, for the CSR's public key (as a CA would sign it; the
+    returned key is then a throwaway that does not belong to the leaf)."""
     key = key or keys.generate(key_type)
     nb = not_before or _now() - dt.timedelta(hours=1)
     na = not_after or nb + dt.timedelta(days=90)
     b = (x509.CertificateBuilder().subject_name(_name(domains[0])).issuer_name(issuer.cert.subject)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())  # type: ignore[arg-type]
+         .public_key(csr.public_key() if csr is not None else key.public_key())  # type: ignore[arg-type]
+         .serial_number(x509.random_serial_number())
          .not_valid_before(nb).not_valid_after(na)
          .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in domains]), critical=False)
          .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

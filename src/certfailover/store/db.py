@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
 from ..errors import StoreError
-from ..model import Cert, CertState, Event, Finding, Severity
+from ..model import Cert, CertState, Event, Finding, Order, RevokedFact, Severity
 
 metadata = sa.MetaData()
 
@@ -59,6 +59,26 @@ distrust = sa.Table(
     "distrust", metadata,
     sa.Column("ca", sa.String(100), primary_key=True),
     sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("site", sa.String(100), nullable=False),
+    sa.Column("ca", sa.String(100), nullable=False),
+    sa.Column("started", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("transient", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("cert_id", sa.String(300), nullable=True),
+    sa.Index("ix_orders_ca_started", "ca", "started"),
+)
+revoked = sa.Table(
+    "revoked", metadata,
+    sa.Column("cert_id", sa.String(300), primary_key=True),
+    sa.Column("site", sa.String(100), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
 )
 
@@ -111,7 +131,32 @@ def _m2(op: Operations) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2)
+def _m3(op: Operations) -> None:
+    """Schema 3: every order sent to a CA (the issuance budget), and verified revocations,
+    which are facts that never go back."""
+    op.create_table(
+        "orders",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("site", sa.String(100), nullable=False),
+        sa.Column("ca", sa.String(100), nullable=False),
+        sa.Column("started", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("outcome", sa.String(20), nullable=False),
+        sa.Column("transient", sa.Boolean, nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("cert_id", sa.String(300), nullable=True),
+    )
+    op.create_index("ix_orders_ca_started", "orders", ["ca", "started"])
+    op.create_table(
+        "revoked",
+        sa.Column("cert_id", sa.String(300), primary_key=True),
+        sa.Column("site", sa.String(100), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+    )
+
+
+MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -259,3 +304,56 @@ class Database:
     def distrusted(self) -> dict[str, str]:
         with self.engine.connect() as conn:
             return {r.ca: r.reason for r in conn.execute(sa.select(distrust))}
+
+    # -- orders (the issuance budget) ----------------------------------------------------------
+    def start_order(self, site: str, ca: str, started: datetime) -> int:
+        with self.engine.begin() as conn:
+            res = conn.execute(orders.insert().values(
+                site=site, ca=ca, started=started, finished=None, outcome="pending",
+                transient=False, reason="", cert_id=None))
+            key = res.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def finish_order(self, order_id: int, finished: datetime, outcome: str, *,
+                     reason: str = "", transient: bool = False, cert_id: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(orders.update().where(orders.c.id == order_id).values(
+                finished=finished, outcome=outcome, reason=reason, transient=transient,
+                cert_id=cert_id))
+
+    def orders(self, *, ca: str | None = None, since: datetime | None = None) -> list[Order]:
+        """Orders started at or after `since` (all: None), oldest first."""
+        q = sa.select(orders).order_by(orders.c.started, orders.c.id)
+        if ca is not None:
+            q = q.where(orders.c.ca == ca)
+        if since is not None:
+            q = q.where(orders.c.started >= since)
+        with self.engine.connect() as conn:
+            return [Order(r.id, r.site, r.ca, _aware(r.started),
+                          _aware(r.finished) if r.finished is not None else None, r.outcome,
+                          bool(r.transient), r.reason, r.cert_id) for r in conn.execute(q)]
+
+    def abandon_pending_orders(self, finished: datetime) -> int:
+        """Orders left "pending" by a process that died: they count, as failures."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(orders.update().where(orders.c.outcome == "pending").values(
+                finished=finished, outcome="failed", transient=True,
+                reason="interrupted (the process stopped during the order)")).rowcount)
+
+    # -- revocation facts -----------------------------------------------------------------
+    def mark_revoked(self, cert_id: str, site: str, at: datetime, reason: str) -> bool:
+        """Record a verified revocation; False when it was already recorded."""
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(revoked.c.cert_id).where(revoked.c.cert_id == cert_id)).first():
+                return False
+            conn.execute(revoked.insert().values(cert_id=cert_id, site=site, at=at, reason=reason))
+            return True
+
+    def revoked(self, site: str | None = None) -> dict[str, RevokedFact]:
+        q = sa.select(revoked)
+        if site is not None:
+            q = q.where(revoked.c.site == site)
+        with self.engine.connect() as conn:
+            return {r.cert_id: RevokedFact(r.cert_id, _aware(r.at), r.reason)
+                    for r in conn.execute(q)}

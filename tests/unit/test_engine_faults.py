@@ -1,0 +1,211 @@
+"""The engine and daemon under CA faults, over the real wiring (vault, SQLite, real local checks),
+with fake issuers and a scripted revocation check. The same faults on real Pebble, nginx and the
+status service: tests/integration/test_faults.py."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certfailover.checks import CertMaterial, CheckContext
+from certfailover.daemon import Daemon
+from certfailover.errors import InputError, TransientIssuanceError
+from certfailover.issuers.base import Issued
+from certfailover.lab import pki
+from certfailover.model import Action, CertState, Finding, Severity
+from certfailover.schedule import Intervals, Scheduler
+from certfailover.wiring import Runtime
+
+from test_daemon_schedule import T0, FakeClock, add_cert, make_runtime
+
+PEM = serialization.Encoding.PEM
+
+
+class SignsCSRs:
+    """A CA that signs whatever it is asked, with `root` (maybe one the site does not trust)."""
+
+    def __init__(self, name: str, root: pki.Authority, *, delay: float = 0.0,
+                 hang: threading.Event | None = None, fail: bool = False) -> None:
+        self.name, self.root, self.delay, self.hang, self.fail = name, root, delay, hang, fail
+        self.calls = 0
+
+    def issue(self, csr_pem: bytes, *, deadline: Any, replaces: str | None = None) -> Issued:
+        self.calls += 1
+        if self.hang is not None:
+            self.hang.wait(30)
+        time.sleep(self.delay)
+        if self.fail:
+            raise TransientIssuanceError(f"CA {self.name}: connection refused")
+        csr = x509.load_pem_x509_csr(csr_pem)
+        names = [str(n) for n in csr.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)]
+        leaf, _ = pki.make_leaf(self.root, names, csr=csr, not_before=T0 - timedelta(hours=1))
+        return Issued(leaf.public_bytes(PEM), b"", self.name)
+
+
+class ScriptedRevocation:
+    """Stands in for RevocationCheck: answers `status[cert ca]` ("good", "revoked", "unknown")."""
+
+    name: ClassVar[str] = "revocation"
+
+    def __init__(self) -> None:
+        self.status: dict[str, str] = {}
+
+    def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:
+        st = self.status.get(material.cert.ca, "good")
+        if st == "revoked":
+            return [Finding("revocation", Severity.FAIL, "revoked (key_compromise) according to "
+                            "crl http://crl.test/", {"status": "revoked"})]
+        if st == "unknown":
+            return [Finding("revocation", Severity.WARN, "revocation status unknown: crl down",
+                            {"status": "unknown"})]
+        return [Finding("revocation", Severity.OK, "not revoked", {"status": "good"})]
+
+
+def scripted(rt: Runtime) -> ScriptedRevocation:
+    rev = ScriptedRevocation()
+    rt.engine.checks = [k for k in rt.engine.checks if k.name != "revocation"] + [rev]
+    return rev
+
+
+def test_a_verified_revocation_sticks_when_the_data_goes_dark(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock, cas=("a", "b", "c"))
+    for root, ca in zip(roots, ("a", "b", "c")):
+        add_cert(rt, root, ca)
+    rev = scripted(rt)
+    rt.engine.tick(replenish=False)
+    active = next(c for c in rt.db.certs("www") if c.state is CertState.ACTIVE)
+    assert active.ca == "a"
+    rev.status["b"] = "revoked"  # the standby from b is revoked ...
+    rt.engine.tick(replenish=False)
+    assert "revoked" in [e.kind for e in rt.db.events(site="www")]
+    b = next(c for c in rt.db.certs("www", include_retired=True) if c.ca == "b")
+    assert b.state is CertState.RETIRED, "a revoked standby is retired"
+    rev.status["b"] = "unknown"  # ... then its CA's CRL and OCSP become unreachable
+    with_b = rt.db.certs("www", include_retired=True)
+    h = rt.engine.check_site(rt.config.site("www"), with_b)[b.id]
+    assert not h.healthy and "revoked (recorded" in "; ".join(h.reasons())
+    try:
+        rt.engine.failover("www", to=b.id)
+    except InputError as exc:
+        assert "revoked" in str(exc)
+    else:
+        raise AssertionError("failover --to a revoked certificate must be refused")
+    rev.status["a"] = "revoked"  # an incident on the active: the failover goes to c, never b
+    report = rt.engine.tick(replenish=False)
+    assert [d.target for d in report.decisions if d.action is Action.FAILOVER] == \
+        [next(c.id for c in with_b if c.ca == "c")]
+
+
+def test_a_ca_whose_certificates_are_unusable_is_backed_off_and_said_once(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock, daemon={"max_orders": 3})
+    add_cert(rt, roots[0], "a")
+    untrusted = pki.make_root("Root nobody trusts")
+    b = SignsCSRs("b", untrusted)
+    rt.engine.issuers = {**rt.engine.issuers, "b": lambda site: b}
+    scripted(rt)  # no network: every revocation answer is "good"
+    for second in range(0, 600, 2):  # ten minutes of ticks
+        clock.now = T0 + timedelta(seconds=second)
+        rt.engine.tick()
+    kinds = [e.kind for e in rt.db.events(site="www")]
+    # backoff 1, 2, 4 min from each failure: orders at 0 s, ~60 s, ~180 s, then the budget (3)
+    assert b.calls == 3, b.calls
+    assert kinds.count("standby_unusable") == 1
+    assert [o.outcome for o in rt.db.orders(ca="b")] == ["unusable"] * 3
+    missing = [e for e in rt.db.events(site="www") if e.kind == "standby_missing"]
+    assert any("budget" in e.message for e in missing), "the exhausted budget is said"
+
+
+def test_background_orders_never_delay_a_switch(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock, cas=("a", "b", "c"),
+                             daemon={"issue_timeout": 60})
+    add_cert(rt, roots[0], "a")
+    add_cert(rt, roots[1], "b")
+    hang = threading.Event()
+    c = SignsCSRs("c", roots[2], hang=hang)
+    rt.engine.issuers = {**rt.engine.issuers, "c": lambda site: c}
+    site = rt.config.site("www")
+    rt.config = rt.engine.config = _with_min_standbys(rt, 2)
+    del site
+    daemon = Daemon(rt.engine, interval=1, clock=clock,
+                    scheduler=Scheduler(rng=random.Random(1), intervals=Intervals(jitter=0)))
+    daemon.orders_in_background()
+    try:
+        daemon.tick()  # activates a; asks c for a second standby: c hangs
+        assert c.calls == 1 or _wait(lambda: c.calls == 1)
+        rt.db.distrust("a", clock(), "news")
+        clock.now = T0 + timedelta(seconds=1)
+        started = time.monotonic()
+        report = daemon.tick()
+        took = time.monotonic() - started
+        switched = [d for d in report.decisions if d.action is Action.FAILOVER]
+        assert switched and switched[0].target is not None and "/b/" in switched[0].target
+        assert took < 2.0, f"the switch waited {took:.1f}s for a hanging CA"
+    finally:
+        hang.set()
+        daemon.close()
+
+
+def _with_min_standbys(rt: Runtime, n: int) -> Any:
+    import dataclasses
+    sites = tuple(dataclasses.replace(s, min_standbys=n) for s in rt.config.sites)
+    return dataclasses.replace(rt.config, sites=sites)
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_an_expired_active_is_left_before_notafter(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock, daemon={"interval": 1})
+    leaf, key = pki.make_leaf(roots[0], ["www.example.test"], not_before=T0 - timedelta(days=80),
+                              not_after=T0 + timedelta(days=10))
+    rt.engine.store_cert(rt.config.site("www"), "a", leaf_pem=leaf.public_bytes(PEM),
+                         chain_pem=b"", key_pem=_pem(key), source="short a")
+    rev = scripted(rt)
+    rt.engine.tick(replenish=False)
+    add_cert(rt, roots[1], "b")
+    rev.status["b"] = "unknown"  # the standby carries a warning the active lacks
+    daemon = Daemon(rt.engine, interval=1, clock=clock,
+                    scheduler=Scheduler(rng=random.Random(1), intervals=Intervals(jitter=0)))
+    daemon.orders_in_background()  # a renewal from a (down) is asked for: never waited on
+    try:
+        daemon.tick()
+        assert next(c for c in rt.db.certs("www") if c.state is CertState.ACTIVE).ca == "a"
+        a = next(c for c in rt.db.certs("www") if c.ca == "a")
+        sched = daemon.scheduler
+        assert sched is not None
+        ticks = 0
+        # jump from one due time to the next, as a daemon that sleeps between them would
+        while next(c for c in rt.db.certs("www") if c.state is CertState.ACTIVE).ca == "a":
+            due = sched.next_due()
+            assert due is not None and ticks < 100 and due < a.not_after, (due, ticks)
+            clock.now = max(clock.now, due)
+            daemon.tick()
+            ticks += 1
+        assert clock.now < a.not_after, "switched before notAfter, not after"
+        assert a.not_after - clock.now <= timedelta(seconds=60), "only at the switch margin"
+    finally:
+        daemon.close()
+
+
+def _pem(key: Any) -> bytes:
+    from certfailover import keys
+    return keys.key_pem(key)
