@@ -85,7 +85,8 @@ def test_another_process_is_refused_until_the_holder_releases(
     assert holder.wait(10) == 0
     with acquire_daemon_lock(cfg):
         other = subprocess.run([sys.executable, "-c", HOLDER, str(tmp_path / "store")],
-                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+                               capture_output=True, text=True, timeout=60,
+                               stdin=subprocess.DEVNULL, check=False)
         assert other.returncode == 2
         assert f"refused: another certfailover daemon (pid {os.getpid()} " in other.stdout
 
