@@ -9,6 +9,10 @@ HTTP-01 solver. `issue()` runs one order to completion before a deadline:
       -> finalize with the caller's CSR, poll the order, download the chain
       -> pick the preferred chain among alternates
 
+Every HTTP request runs on a `net.session()` inside `net.deadline(...)` set to the issue
+deadline, so a CA that drips its handshake, headers or body one byte at a time cannot keep an
+issuance past its deadline (requests' own timeouts are per socket read).
+
 Polling is done in small steps (20 ms growing to 0.5 s) instead of the library's 1-second
 `poll_and_finalize`, so an issuance against a local Pebble takes ~0.1 s instead of ~2 s.
 
@@ -51,6 +55,7 @@ from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 from requests.utils import parse_header_links
 
+from .. import net
 from ..errors import InputError, IssuanceError, TransientIssuanceError
 from ..model import Clock, utcnow
 from ..store.files import fsync_dir
@@ -215,7 +220,10 @@ class AcmeIssuer:
         if not _identifiers(csr):
             raise InputError(f"{self.name}: the CSR names no DNS name or IP address")
         with self._lock:
-            return self._issue_with_retries(csr, csr_pem, deadline, replaces)
+            # the issue deadline as a monotonic time: no HTTP phase of any step outlasts it
+            at = time.monotonic() + self._remaining(deadline)
+            with net.deadline(at=at):
+                return self._issue_with_retries(csr, csr_pem, deadline, replaces)
 
     # --------------------------------------------------------------- internals
 
@@ -384,11 +392,18 @@ class AcmeIssuer:
         return data
 
     def _make_network(self, jwk: JWK, alg: JWASignature) -> acme_client.ClientNetwork:
-        """The signed-HTTP layer (one keep-alive session per issuer); unit tests mount a fake."""
+        """The signed-HTTP layer (one keep-alive session per issuer); unit tests mount a fake.
+
+        Its session is a `net.session()` (total deadline); ClientNetwork still passes verify,
+        the User-Agent and the per-step timeout on every request.
+        """
         verify: Any = str(self.ca_bundle) if self.ca_bundle is not None else True
-        return acme_client.ClientNetwork(
+        network = acme_client.ClientNetwork(
             jwk, alg=alg, verify_ssl=verify, user_agent=_USER_AGENT, timeout=int(self.timeout)
         )
+        network.session.close()
+        network.session = net.session(user_agent=_USER_AGENT)
+        return network
 
     def _connect(self, deadline: datetime) -> None:
         if self._net is None:
