@@ -7,8 +7,6 @@ then the engine activates it with a verified handshake like any other switch.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from .. import config as config_mod
 from ..model import Cert, CertState
 from ..probe import leaf_sha256, served_chain
 from ..wiring import Runtime, build
-from .ports import free_port
+from .faults import FaultProxy
 from .sites import LabCAEntry, write_config
 from .webservers import VHost, WebServer, start_nginx
 
@@ -57,48 +55,23 @@ class Lab:
         return [e.kind for e in self.rt.db.events(site="www")]
 
 
-class Gate:
-    """A TCP forwarder in front of a CA that can be shut, to make the CA 'down' for real."""
+class Gate(FaultProxy):
+    """A TCP forwarder in front of a CA that can be shut, to make the CA 'down' for real.
+
+    A FaultProxy seen as a gate: `open = True` forwards ("pass"), `open = False` resets every
+    connection ("reset"), including the keep-alive ones opened while it was open.
+    """
 
     def __init__(self, target_port: int) -> None:
-        self.target = target_port
-        self.port = free_port()
-        self.open = True
-        self.sock = socket.create_server(("127.0.0.1", self.port))
-        self.sock.settimeout(0.2)
-        self.stopped = False
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(target_port)
 
-    def _serve(self) -> None:
-        while not self.stopped:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                continue
-            if not self.open:
-                client.close()  # connection reset: the CA is unreachable
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+    @property
+    def open(self) -> bool:
+        return self.mode == "pass"
 
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.stopped = True
-        self.sock.close()
+    @open.setter
+    def open(self, value: bool) -> None:
+        self.mode = "pass" if value else "reset"
 
 
 def make_lab(
