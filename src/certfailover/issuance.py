@@ -137,6 +137,7 @@ class Workers:
         self._queues: dict[str, queue.Queue[Job | None]] = {}
         self._queued: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._closed = False
 
     def submit(self, job: Job) -> bool:
@@ -180,12 +181,19 @@ class Workers:
                 outcome = self._abandoned(job, self._deadline)
             else:
                 outcome = box[0]
-            with self._lock:
-                self._queued.discard((job.site, job.ca))
             try:
                 self._on_done(outcome)
             except Exception:  # noqa: BLE001
                 log.exception("order completion handler failed")
+            with self._lock:
+                self._queued.discard((job.site, job.ca))
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no order is queued or running (and each ending was reported); False on
+        timeout. For tools and tests: the daemon itself never waits for orders."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._queued, timeout)
 
     def close(self) -> None:
         """Stop taking jobs; queued ones are dropped, running ones are left to their deadline."""

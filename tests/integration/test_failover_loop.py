@@ -5,6 +5,8 @@ Pebble's default 5% nonce rejection stays on throughout.
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,7 +125,7 @@ def test_ca_down_during_replenishment_keeps_serving_and_retries(
             [*entries(pebble_b), a],
             [pebble_a.root_pem(), pebble_b.root_pem()],
             http01_port,
-            daemon={"verify_timeout": 5, "issue_timeout": 3},
+            daemon={"verify_timeout": 5, "issue_timeout": 3, "order_backoff": 2},
         ):
             gate.open = False  # CA A is down when the standby is due
             report = lab.rt.engine.tick()
@@ -133,7 +135,11 @@ def test_ca_down_during_replenishment_keeps_serving_and_retries(
             fail = next(e for e in report.events if e.kind == "issuance_failed")
             assert "pebble-a" in fail.message
             assert lab.served_sha() == lab.active().sha256, "the site keeps serving"
-            gate.open = True  # A is back: the next tick restores redundancy
+            gate.open = True  # A is back, but it is backed off from when the failure was known
+            report = lab.rt.engine.tick()
+            assert not any(e.kind in ("issued", "issuance_failed") for e in report.events)
+            assert [o.outcome for o in lab.rt.db.orders(ca="pebble-a")] == ["failed"]
+            time.sleep(2.1)  # order_backoff: the first tick after it restores redundancy
             report = lab.rt.engine.tick()
             assert any(e.kind == "issued" and e.data["ca"] == "pebble-a" for e in report.events)
             assert lab.active().ca == "pebble-b"

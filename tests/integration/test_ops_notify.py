@@ -175,6 +175,8 @@ timeout = 10
     try:
         daemon.tick()
         assert lab.active().ca == "pebble-a"
+        assert rt.engine.orders is not None and rt.engine.orders.wait_idle(30), \
+            "the standby from pebble-b is ordered in the background"
         rt.db.distrust("pebble-a", rt.engine.clock(), "CA in the news")
         started = time.monotonic()
         report = daemon.tick()
