@@ -3,18 +3,34 @@
 Pure: no I/O and no clock of its own; every method takes `now`. Randomness comes from a
 `random.Random` passed in, so a seeded one makes a run reproducible.
 
-Signals and how their next due time is found after a check (`done(..., next_hint=...)`):
+Signals and how their next due time is found after a check (`done(..., next_hint=...)`),
+with the shipped defaults:
 
-    crl     at the CRL's nextUpdate (next_hint), else every `crl`
-    ocsp    half-way from now to the response's nextUpdate (next_hint), else every `ocsp`
-    ari     at now + Retry-After (next_hint is that moment), else every `ari`
-    trust   every `trust` (daily), or earlier at next_hint
-    expiry  every `expiry` (daily), or earlier at next_hint (e.g. the renewal window opens)
+    signal  next_hint (from the daemon)             next check                            jitter
+    crl     earliest nextUpdate of the CRLs used    every `crl` (5 min: a conditional      none
+                                                    revalidation, 304 when unchanged);
+                                                    at the hint when that is sooner
+    ocsp    the response's nextUpdate               half-way to the hint, at most `ocsp`   yes
+                                                    (1 h); every `ocsp` without a hint
+    ari     now + Retry-After                       at the hint; every `ari` (6 h)          yes
+                                                    without one
+    trust   next date a root program acts           every `trust` (1 d), or sooner at      yes
+                                                    the hint
+    expiry  the certificate's next own moment       exactly at max(now, hint), at most      none
+            (renewal point, switch margin before    `maximum` later; every `expiry` (1 d)
+            notAfter, notAfter)                     without a hint
 
-Every delay is clamped to [minimum, maximum] and then delayed by a random jitter of up to
-`jitter` x delay (at most `max_jitter`); jitter only ever delays, so nothing is checked before a
-CRL's nextUpdate. A tick does O(k log n) work for k due items out of n: a thousand healthy sites
-cost almost nothing.
+Network signals (crl, ocsp, ari, trust) are clamped to [minimum, maximum] (1 min .. 1 d):
+`minimum` keeps a tiny or past hint (a stale CRL, Retry-After: 0) from hammering a CA. Expiry
+is local and its hint is an exact moment: no minimum, no jitter; a hint at or before `now` is
+due at the next tick (never in the same one: `due()` re-arms what it returns).
+
+Jitter (up to `jitter` x delay, at most `max_jitter`) only ever delays, and spreads a fleet's
+OCSP / ARI / trust checks over time. CRL checks get none: the CRL cache makes one request per
+CRL URL for all the certificates due in one tick, so keeping a shard's certificates in step
+keeps it at one conditional request per `crl` period; and with the daemon ticking every
+5 minutes, 5 min + jitter would miss a tick and double the period. A tick does O(k log n) work
+for k due items out of n: a thousand healthy sites cost almost nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +55,7 @@ __all__ = [
 ]
 
 SIGNALS: tuple[str, ...] = ("crl", "ocsp", "ari", "trust", "expiry")
+_NO_JITTER = frozenset({"crl", "expiry"})  # see the module docstring
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -70,14 +87,22 @@ def _aware(ts: datetime, what: str) -> datetime:
 
 @dataclass(frozen=True)
 class Intervals:
-    """All knobs of the schedule; every one can be overridden from the config."""
+    """All knobs of the schedule; every one can be overridden from the `[schedule]` table.
 
-    crl: timedelta = timedelta(hours=6)  # when a CRL has no nextUpdate
-    ocsp: timedelta = timedelta(hours=12)  # when an OCSP response has no nextUpdate
+    Keys (durations as "5m" / "6h" / seconds; jitter and backoff_factor are numbers):
+    crl (5m), ocsp (1h), ari (6h), trust (1d), expiry (1d), minimum (1m), maximum (1d),
+    retry (15m), jitter (0.1), max_jitter (1h), backoff_base (1m), backoff_cap (6h),
+    backoff_factor (2.0), ca_unreachable_after (1h), signal_unknown_after (24h).
+    The defaults used to be crl = 6h, ocsp = 12h, minimum = 5m; setting those gives the old
+    behaviour back (a revocation published on a CRL then stays unseen for up to ~6.6 hours).
+    """
+
+    crl: timedelta = timedelta(minutes=5)  # CRL revalidation period (sooner at nextUpdate)
+    ocsp: timedelta = timedelta(hours=1)  # at most; sooner at half an OCSP response's validity
     ari: timedelta = timedelta(hours=6)  # when the CA sent no Retry-After
     trust: timedelta = timedelta(days=1)
-    expiry: timedelta = timedelta(days=1)
-    minimum: timedelta = timedelta(minutes=5)  # never sooner after a check
+    expiry: timedelta = timedelta(days=1)  # without a hint; a hint is an exact moment
+    minimum: timedelta = timedelta(minutes=1)  # network signals: never sooner after a check
     maximum: timedelta = timedelta(days=1)  # never later after a check
     retry: timedelta = timedelta(minutes=15)  # a due item never reported done comes back
     jitter: float = 0.1  # fraction of the delay added at random
@@ -96,8 +121,8 @@ class Intervals:
                      "ca_unreachable_after", "signal_unknown_after"):
             if getattr(self, name) < zero:
                 raise ValueError(f"intervals: {name} must not be negative")
-        if self.retry <= zero or self.backoff_base <= zero:
-            raise ValueError("intervals: retry and backoff_base must be positive")
+        if self.retry <= zero or self.backoff_base <= zero or self.expiry <= zero:
+            raise ValueError("intervals: retry, expiry and backoff_base must be positive")
         if self.backoff_cap < self.backoff_base:
             raise ValueError("intervals: backoff_cap must be >= backoff_base")
         if not 0 <= self.jitter <= 1:
@@ -246,11 +271,13 @@ class Scheduler:
         """
         _aware(now, "now")
         out: list[tuple[str, str]] = []
+        taken: set[tuple[str, str]] = set()
         retry_at = now + self.intervals.retry
         while self._heap and self._heap[0][0] <= now:
             when, _, key, signal = heapq.heappop(self._heap)
-            if self._next.get((key, signal)) != when:
-                continue  # stale entry (rescheduled or removed)
+            if self._next.get((key, signal)) != when or (key, signal) in taken:
+                continue  # stale entry (rescheduled or removed), or an older twin of this time
+            taken.add((key, signal))
             out.append((key, signal))
         for key, signal in out:
             self._push(key, signal, retry_at)
@@ -273,7 +300,9 @@ class Scheduler:
         else:
             self._unknown.setdefault((key, signal), now)
         delay = self._delay(signal, now, next_hint)
-        when = now + delay + self._jitter(delay)
+        when = now + delay
+        if signal not in _NO_JITTER:
+            when += self._jitter(delay)
         self._push(key, signal, when)
         return when
 
@@ -316,13 +345,16 @@ class Scheduler:
     def _delay(self, signal: str, now: datetime, hint: datetime | None) -> timedelta:
         iv = self.intervals
         every = iv.every(signal)
+        if signal == "expiry":  # local, exact: no minimum (a past hint: the next tick)
+            delay = every if hint is None else max(timedelta(0), hint - now)
+            return min(iv.maximum, delay)
         if hint is None:
             delay = every
-        elif signal == "ocsp":
-            delay = (hint - now) / 2
-        elif signal in ("crl", "ari"):
+        elif signal == "ocsp":  # half-way to nextUpdate, at most every `ocsp`
+            delay = min(every, (hint - now) / 2)
+        elif signal == "ari":  # Retry-After is the CA's word
             delay = hint - now
-        else:  # trust, expiry: the regular interval, or sooner when a hint asks for it
+        else:  # crl, trust: the regular interval, or sooner when a hint asks for it
             delay = min(every, hint - now)
         return max(iv.minimum, min(iv.maximum, delay))
 
