@@ -4,11 +4,19 @@ Findings (never exceptions):
 
 * check "revocation": FAIL when a verified source says revoked; OK when a verified source
   says good; WARN "unknown" otherwise (FAIL once unknown for `hard_fail_after` on a site
-  with option `revocation = "hard-fail"`).
+  with option `revocation = "hard-fail"`). Every revocation finding's detail also carries
+  "crl_next_update" / "ocsp_next_update" (ISO 8601): the earliest nextUpdate of the CRLs /
+  OCSP responses that gave a verdict, when there is one (the daemon's scheduling hints).
 * check "ari": WARN with detail["replace"] = True once the CA's suggested renewal window has
   started; OK before; WARN (replace False) when renewal info cannot be read.
 
 The issuer used to verify CRLs and OCSP responses is `material.chain[0]`.
+
+Freshness: a CRL is revalidated (conditional request, 304 when unchanged) every
+`crl_revalidate` whatever its nextUpdate, one request per URL shared by all certificates
+(see cache.py); a good or revoked OCSP answer is reused until min(half its validity,
+`ocsp_max_age` after it was fetched); a failed CRL or ACME-directory request is remembered for
+`failure_backoff` only (10 s: it coalesces one tick's burst, never the next scheduled check).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from ..checks import CertMaterial, CheckContext
 from ..errors import FetchError
 from ..model import Finding, Severity
 from .ari import RenewalInfo, ari_cert_id, parse_renewal_info
-from .cache import CRLCache, TTLCache
+from .cache import DEFAULT_FAILURE_BACKOFF, DEFAULT_REVALIDATE, CRLCache, TTLCache
 from .crl import cdp_urls
 from .fetch import Fetcher
 from .ocsp import OCSPAnswer, aia_ocsp_urls, build_request, get_url, verify_response
@@ -64,6 +72,12 @@ class RevocationConfig:
     cas: CASources by CA name (model.Cert.ca). timeout: seconds per fetch, all included.
     ca_bundle: PEM of extra https trust anchors (e.g. Pebble's) for all fetches.
     hard_fail_after: how long "unknown" may last before a hard-fail site fails.
+    crl_revalidate: a cached CRL is revalidated (conditionally) once this old, whatever its
+        nextUpdate. crl_max_age: its former name (wins when set).
+    failure_backoff: how long a failed CRL / directory request is remembered (coalesces the
+        asks of one tick; keep it well under the schedule's intervals).
+    ocsp_max_age: an OCSP answer is reused at most this long (and at most until half its
+        validity).
     cache_dir: keep verified CRLs on disk across restarts (None: memory only).
     use_crl / use_ocsp: consult that kind of source at all.
     """
@@ -76,8 +90,10 @@ class RevocationConfig:
     max_redirects: int = 3
     clock_skew: timedelta = timedelta(minutes=5)
     hard_fail_after: timedelta = timedelta(hours=24)
-    crl_max_age: timedelta = timedelta(hours=1)
-    failure_backoff: timedelta = timedelta(minutes=1)
+    crl_revalidate: timedelta = DEFAULT_REVALIDATE  # 5 minutes
+    crl_max_age: timedelta | None = None  # former name of crl_revalidate
+    failure_backoff: timedelta = DEFAULT_FAILURE_BACKOFF  # 10 seconds
+    ocsp_max_age: timedelta = timedelta(hours=1)
     workers: int = 8
     cache_dir: Path | None = None
     ca_bundle: str | None = None
@@ -103,6 +119,7 @@ class RevocationCheck:
         self.fetcher = fetcher or Fetcher(timeout=c.timeout, max_bytes=c.max_ocsp_bytes,
                                           max_redirects=c.max_redirects, ca_bundle=c.ca_bundle)
         self.crls = crl_cache or CRLCache(self.fetcher, max_bytes=c.max_crl_bytes,
+                                          revalidate=c.crl_revalidate,
                                           crl_max_age=c.crl_max_age,
                                           failure_backoff=c.failure_backoff,
                                           skew=c.clock_skew, directory=c.cache_dir,
@@ -120,23 +137,34 @@ class RevocationCheck:
         return self.config.cas.get(material.cert.ca, CASources())
 
     def crl_status(self, material: CertMaterial, now: datetime) -> list[RevocationResult]:
+        return [r for r, _ in self._crl_results(material, now)]
+
+    def _crl_results(self, material: CertMaterial,
+                     now: datetime) -> list[tuple[RevocationResult, datetime | None]]:
+        """Each CRL's verdict with that CRL's nextUpdate (None when there is no CRL)."""
         issuer = material.chain[0]
         src = self._sources(material)
         urls = list(dict.fromkeys(cdp_urls(material.leaf) + src.crl_urls))
-        out: list[RevocationResult] = []
+        out: list[tuple[RevocationResult, datetime | None]] = []
         for url in urls:
             try:
                 crl = self.crls.get(url, issuer, now, require_crl_sign=src.require_crl_sign)
             except (InvalidRevocationData, FetchError) as e:
-                out.append(RevocationResult(Status.UNKNOWN, "crl", url, str(e)))
+                out.append((RevocationResult(Status.UNKNOWN, "crl", url, str(e)), None))
                 continue
-            out.append(crl.status(material.leaf, now, self.config.clock_skew))
+            out.append((crl.status(material.leaf, now, self.config.clock_skew),
+                        crl.next_update))
         return out
 
     def ocsp_status(self, material: CertMaterial, now: datetime) -> list[RevocationResult]:
+        return [r for r, _ in self._ocsp_results(material, now)]
+
+    def _ocsp_results(self, material: CertMaterial,
+                      now: datetime) -> list[tuple[RevocationResult, datetime | None]]:
+        """Each responder's verdict with the response's nextUpdate (None when unknown)."""
         issuer, leaf = material.chain[0], material.leaf
         urls = list(dict.fromkeys(aia_ocsp_urls(leaf) + self._sources(material).ocsp_urls))
-        out: list[RevocationResult] = []
+        out: list[tuple[RevocationResult, datetime | None]] = []
         for url in urls:
             key = (url, leaf.serial_number, issuer.fingerprint(hashes.SHA256()))
             answer = self._ocsp.get(key, now)
@@ -144,12 +172,16 @@ class RevocationCheck:
                 try:
                     answer = self._query_ocsp(url, leaf, issuer, now)
                 except (InvalidRevocationData, FetchError) as e:
-                    out.append(RevocationResult(Status.UNKNOWN, "ocsp", url, str(e)))
+                    out.append((RevocationResult(Status.UNKNOWN, "ocsp", url, str(e)), None))
                     continue
                 if answer.result.status is not Status.UNKNOWN:
-                    self._ocsp.put(key, answer, answer.cache_until)
-            out.append(answer.result)
+                    self._ocsp.put(key, answer, self.ocsp_cache_until(answer, now))
+            out.append((answer.result, answer.next_update))
         return out
+
+    def ocsp_cache_until(self, answer: OCSPAnswer, fetched: datetime) -> datetime:
+        """How long a fetched OCSP answer is reused: min(half its validity, ocsp_max_age)."""
+        return min(answer.cache_until, fetched + self.config.ocsp_max_age)
 
     def _query_ocsp(self, url: str, leaf: x509.Certificate, issuer: x509.Certificate,
                     now: datetime) -> OCSPAnswer:
@@ -169,12 +201,16 @@ class RevocationCheck:
 
     def status(self, material: CertMaterial, now: datetime) -> tuple[RevocationResult, ...]:
         """Every source's verdict (CRLs first, then OCSP); empty if none is known."""
+        return tuple(r for r, _ in self._status(material, now))
+
+    def _status(self, material: CertMaterial,
+                now: datetime) -> list[tuple[RevocationResult, datetime | None]]:
         if not material.chain:
-            return (RevocationResult(Status.UNKNOWN, "none", None,
-                                     "no issuer certificate in the chain"),)
-        crl = self.crl_status(material, now) if self.config.use_crl else []
-        ocsp_ = self.ocsp_status(material, now) if self.config.use_ocsp else []
-        return tuple(crl + ocsp_)
+            return [(RevocationResult(Status.UNKNOWN, "none", None,
+                                      "no issuer certificate in the chain"), None)]
+        crl = self._crl_results(material, now) if self.config.use_crl else []
+        ocsp_ = self._ocsp_results(material, now) if self.config.use_ocsp else []
+        return crl + ocsp_
 
     def renewal_info(self, material: CertMaterial, now: datetime) -> RenewalInfo | None:
         """The CA's renewalInfo (cached until Retry-After); None if the CA offers no ARI."""
@@ -259,7 +295,14 @@ class RevocationCheck:
 
     def _revocation_finding(self, material: CertMaterial, ctx: CheckContext) -> Finding:
         now = ctx.now
-        results = self.status(material, now)
+        timed = self._status(material, now)
+        results = [r for r, _ in timed]
+        hints: dict[str, Any] = {}
+        for kind in ("crl", "ocsp"):
+            nexts = [t for r, t in timed if r.source == kind and t is not None
+                     and r.status is not Status.UNKNOWN]
+            if nexts:
+                hints[f"{kind}_next_update"] = min(nexts).isoformat()
         cid = material.cert.id
         revoked = next((r for r in results if r.status is Status.REVOKED), None)
         good = next((r for r in results if r.status is Status.GOOD), None)
@@ -270,21 +313,22 @@ class RevocationCheck:
             detail: dict[str, Any] = {
                 "status": "revoked", "source": revoked.source, "reason": revoked.reason,
                 "key_compromise": revoked.key_compromise, "url": revoked.url,
-                "revoked_at": _iso(revoked.revoked_at)}
+                "revoked_at": _iso(revoked.revoked_at), **hints}
             return Finding("revocation", Severity.FAIL,
                            f"revoked ({revoked.reason}) according to {revoked.source} "
                            f"{revoked.url}", detail)
         if good is not None:
             return Finding("revocation", Severity.OK,
                            f"not revoked according to {good.source} {good.url}",
-                           {"status": "good", "source": good.source, "url": good.url})
+                           {"status": "good", "source": good.source, "url": good.url,
+                            **hints})
         with self._lock:
             since = self._unknown_since.setdefault(cid, now)
         why = "; ".join(f"{r.source}: {r.reason}" for r in results) or "no CRL, OCSP or " \
             "configured revocation source"
         detail = {"status": "unknown", "since": since.isoformat(),
                   "sources": [{"source": r.source, "url": r.url, "reason": r.reason}
-                              for r in results]}
+                              for r in results], **hints}
         hard = str(ctx.options.get("revocation", "")).lower() == "hard-fail"
         limit = ctx.options.get("revocation_hard_fail_after", self.config.hard_fail_after)
         if isinstance(limit, (int, float)):

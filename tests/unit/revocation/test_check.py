@@ -48,7 +48,8 @@ def test_crl_from_certificate_cdp_good(pki: PKI, server: TestServer) -> None:
     leaf = pki.leaf(serial=2, cdp=(server.url("/dp.crl"),))
     [f] = RevocationCheck().run(material(leaf, pki.issuer), context())
     assert f.severity is Severity.OK and f.detail == {
-        "status": "good", "source": "crl", "url": server.url("/dp.crl")}
+        "status": "good", "source": "crl", "url": server.url("/dp.crl"),
+        "crl_next_update": (NOW + timedelta(days=1)).isoformat()}  # the daemon's hint
 
 
 def test_ocsp_revoked_and_good_by_get(pki: PKI, server: TestServer) -> None:
@@ -80,10 +81,19 @@ def test_ocsp_revoked_and_good_by_get(pki: PKI, server: TestServer) -> None:
     [g] = chk.run(material(good, pki.issuer), context())
     assert g.severity is Severity.OK
     assert all(r[0] == "GET" for r in server.requests)
+    assert g.detail["ocsp_next_update"] == (NOW + timedelta(hours=11)).isoformat()
     n = len(server.requests)
-    chk.run(material(good, pki.issuer), context(NOW + timedelta(hours=4)))
-    assert len(server.requests) == n  # cached until half of the validity
-    chk.run(material(good, pki.issuer), context(NOW + timedelta(hours=6)))
+    # valid 12 h (thisUpdate NOW-1h): reused until min(half its validity, ocsp_max_age 1 h)
+    chk.run(material(good, pki.issuer), context(NOW + timedelta(minutes=59)))
+    assert len(server.requests) == n
+    chk.run(material(good, pki.issuer), context(NOW + timedelta(hours=1)))
+    assert len(server.requests) == n + 1
+    short = RevocationCheck(RevocationConfig(ocsp_max_age=timedelta(days=1)))
+    short.run(material(good, pki.issuer), context())
+    n = len(server.requests)
+    short.run(material(good, pki.issuer), context(NOW + timedelta(hours=4, minutes=59)))
+    assert len(server.requests) == n  # half of the validity: thisUpdate + 6 h
+    short.run(material(good, pki.issuer), context(NOW + timedelta(hours=5)))
     assert len(server.requests) == n + 1
 
 
@@ -217,9 +227,12 @@ def test_conditional_refresh_with_etag(pki: PKI, server: TestServer) -> None:
     server.routes["/c.crl"] = conditional
     chk = check_for(server, crl_urls=(server.url("/c.crl"),))
     m = material(pki.leaf(), pki.issuer)
-    for t in (NOW, NOW + timedelta(minutes=30), NOW + timedelta(hours=2)):
+    for t in (NOW, NOW + timedelta(minutes=2), NOW + timedelta(minutes=5),
+              NOW + timedelta(hours=2)):
         assert chk.run(m, context(t))[0].severity is Severity.OK
-    assert seen == [None, '"v1"'] and chk.crls.downloads == 1
+    # revalidated every 5 min whatever the 7-day nextUpdate; unchanged: 304, no body
+    assert seen == [None, '"v1"', '"v1"'] and chk.crls.downloads == 1
+    assert chk.crls.not_modified == 2 and chk.crls.requests == 3
 
 
 def test_crl_disk_cache_survives_restart(pki: PKI, server: TestServer, tmp_path: object) -> None:
