@@ -11,10 +11,16 @@ Endpoints (plain HTTP on `host:port`):
 * `GET /crl`: a DER CRL with an issuingDistributionPoint naming `crl_url`, revoked entries for
   every *known* serial that Pebble reports revoked. Pebble cannot list its certificates, so a
   serial becomes known when it is asked about over OCSP or ARI, or via `add_known_serial`.
-  Answers `304` to a matching `If-None-Match`.
+  nextUpdate is thisUpdate + `crl_validity` (e.g. 7 days, as public CAs publish); the CRL is
+  re-published (new thisUpdate, CRLNumber, ETag) at once when the revoked set changes, else at
+  half its validity. Sends `ETag` and `Last-Modified`; answers `304` to a matching
+  `If-None-Match` (or, without one, an `If-Modified-Since` not older than the CRL).
 * `GET /renewalInfo/<ari-id>`: RFC 9773 JSON. The window is the one set with
   `suggest_window`, else two thirds into the certificate's lifetime; `Retry-After` is
   `retry_after` seconds.
+
+Counters (`counters()`): requests, 200s / 304s and bytes sent (status line + headers +
+body) per endpoint kind ("crl", "ocsp", "ari", "other"), for benchmarks.
 
 Port choice (Pebble needs the OCSP URL at start, this service needs Pebble's management
 URL): take `port = lab.ports.free_port()`, start Pebble with `ocsp_url_at(port)`, then
@@ -28,7 +34,9 @@ import hashlib
 import json
 import re
 import threading
+from collections import Counter
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -83,6 +91,33 @@ def _go_time(value: object, default: datetime) -> datetime:
     return t.astimezone(UTC)
 
 
+def _kind(path: str) -> str:
+    p = path.split("?", 1)[0]
+    if p == "/crl":
+        return "crl"
+    if p.startswith("/ocsp"):
+        return "ocsp"
+    if p.startswith("/renewalInfo/"):
+        return "ari"
+    return "other"
+
+
+def _not_modified(if_none_match: str | None, if_modified_since: str | None, etag: str,
+                  last_modified: datetime) -> bool:
+    """RFC 9110 13.2.2: If-None-Match decides when present, else If-Modified-Since."""
+    if if_none_match is not None:
+        return etag in (t.strip() for t in if_none_match.split(","))
+    if if_modified_since is None:
+        return False
+    try:
+        since = parsedate_to_datetime(if_modified_since)
+    except (TypeError, ValueError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return last_modified.replace(microsecond=0) <= since
+
+
 class StatusService:
     """OCSP + CRL + ARI for one Pebble CA. Threaded; start()/stop() or a context manager."""
 
@@ -102,6 +137,7 @@ class StatusService:
         self.clock = clock
         self.requests_served = 0
         self.request_log: list[tuple[str, str]] = []  # (method, path) of every request
+        self._counts: Counter[str] = Counter()  # "<kind>.requests", "<kind>.<status>", ...
         self._known: set[int] = set()
         self._windows: dict[str, tuple[datetime, datetime, str | None]] = {}
         self._lock = threading.Lock()
@@ -129,6 +165,17 @@ class StatusService:
     @property
     def ari_url(self) -> str:
         return f"{self.base_url}/renewalInfo"
+
+    def counters(self) -> dict[str, int]:
+        """Per endpoint kind (crl, ocsp, ari, other): "<kind>.requests", "<kind>.<status>"
+        (e.g. "crl.200", "crl.304"), "<kind>.bytes" (status line + headers + body) and
+        "<kind>.body_bytes"."""
+        with self._lock:
+            return dict(self._counts)
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self._counts.clear()
 
     def add_known_serial(self, serial: int) -> None:
         """Make `serial` appear on the CRL once Pebble reports it revoked."""
@@ -248,6 +295,11 @@ class StatusService:
     def crl(self) -> tuple[bytes, str]:
         """The current DER CRL and its ETag (regenerated when the revoked set changes or at
         half of its validity)."""
+        der, etag, _ = self.crl_with_time()
+        return der, etag
+
+    def crl_with_time(self) -> tuple[bytes, str, datetime]:
+        """The current DER CRL, its ETag and its thisUpdate (for Last-Modified)."""
         assert self.issuer is not None and self._key is not None
         now = self.clock()
         with self._lock:
@@ -263,7 +315,8 @@ class StatusService:
             cached = self._crl_cache
             if cached and cached[0] == key and now < cached[1] + self.crl_validity / 2:
                 der = cached[2]
-                return der, '"' + hashlib.sha256(der).hexdigest()[:32] + '"'
+                return (der, '"' + hashlib.sha256(der).hexdigest()[:32] + '"',
+                        cached[1] - timedelta(minutes=1))
             self._crl_number += 1
             number = self._crl_number
         this_update = now - timedelta(minutes=1)
@@ -286,7 +339,7 @@ class StatusService:
         der = b.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
         with self._lock:
             self._crl_cache = (key, now, der)
-        return der, '"' + hashlib.sha256(der).hexdigest()[:32] + '"'
+        return der, '"' + hashlib.sha256(der).hexdigest()[:32] + '"', this_update
 
     # -- ARI ---------------------------------------------------------------------------------
 
@@ -344,13 +397,20 @@ class StatusService:
                 self.send_header("Content-Length", str(len(body)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
+                head = sum(len(b) for b in getattr(self, "_headers_buffer", [])) + 2
                 self.end_headers()
                 self.wfile.write(body)
+                kind = _kind(self.path)
+                with svc._lock:
+                    svc._counts[f"{kind}.{status}"] += 1
+                    svc._counts[f"{kind}.bytes"] += head + len(body)
+                    svc._counts[f"{kind}.body_bytes"] += len(body)
 
             def _count(self) -> None:
                 with svc._lock:
                     svc.requests_served += 1
                     svc.request_log.append((self.command, self.path[:80]))
+                    svc._counts[f"{_kind(self.path)}.requests"] += 1
 
             def do_POST(self) -> None:
                 self._count()
@@ -372,11 +432,15 @@ class StatusService:
                             der = b""
                         self._send(200, svc.ocsp_response(der), "application/ocsp-response")
                     elif path == "/crl":
-                        der, etag = svc.crl()
-                        if self.headers.get("If-None-Match") == etag:
-                            self._send(304, b"", "application/pkix-crl", {"ETag": etag})
+                        der, etag, this_update = svc.crl_with_time()
+                        validators = {"ETag": etag, "Last-Modified": format_datetime(
+                            this_update.replace(microsecond=0), usegmt=True)}
+                        if _not_modified(self.headers.get("If-None-Match"),
+                                         self.headers.get("If-Modified-Since"), etag,
+                                         this_update):
+                            self._send(304, b"", "application/pkix-crl", validators)
                         else:
-                            self._send(200, der, "application/pkix-crl", {"ETag": etag})
+                            self._send(200, der, "application/pkix-crl", validators)
                     elif path.startswith("/renewalInfo/"):
                         doc = svc.renewal_info(path[len("/renewalInfo/"):])
                         if doc is None:
