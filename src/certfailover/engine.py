@@ -137,6 +137,7 @@ class Engine:
         self.checks, self.issuers, self.deploy = list(checks), issuers, deploy
         self.notify, self.clock, self.workers = notify, clock, workers
         self._missing: dict[str, tuple[object, ...]] = {}  # standby_missing already said
+        self._none_said: dict[str, str] = {}  # none_healthy already said
         d = config.daemon
         self.budget = Budget(max_orders=d.max_orders, window=timedelta(seconds=d.orders_window),
                              backoff_base=timedelta(seconds=d.order_backoff),
@@ -472,8 +473,12 @@ class Engine:
             for cid in d.retire:
                 self.db.set_state(cid, CertState.RETIRED)
                 self.record(report, site.name, "retired", f"retired {cid}", cert=cid)
-            if d.action is Action.NONE_HEALTHY:
-                self.record(report, site.name, "none_healthy", d.reason, active=d.active)
+            if d.action is Action.NONE_HEALTHY:  # said once per situation, not every tick
+                if self._none_said.get(site.name) != d.reason:
+                    self._none_said[site.name] = d.reason
+                    self.record(report, site.name, "none_healthy", d.reason, active=d.active)
+            else:
+                self._none_said.pop(site.name, None)
             if d.target is None:
                 continue
             target = self.db.cert(d.target)

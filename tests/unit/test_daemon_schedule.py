@@ -119,7 +119,8 @@ def test_tick_with_nothing_due_does_no_network_io_and_reads_no_vault(
     assert loads.n == 2 and connects.n >= 2, "the ARI directory of each CA was asked"
 
     connects.n = loads.n = 0
-    for seconds in (1, 60, 3600):  # the activated site is decided once more, then nothing
+    for seconds in (1, 60, 240):  # the activated site is decided once more, then nothing (the
+        # next due signal is the CRL revalidation, 5 minutes after the first check)
         clock.now = T0 + timedelta(seconds=seconds)
         report = daemon.tick()
         assert report.events == []

@@ -82,7 +82,11 @@ def make_lab(
     *,
     reload: list[str] | None = None,
     daemon: dict[str, float] | None = None,
+    site_extra: dict[str, object] | None = None,
+    extra_toml: str = "",
 ) -> Iterator[Lab]:
+    """`site_extra`: more [[site]] keys (min_standbys, revocation, ...); `extra_toml`: more
+    tables appended to the config ([schedule], [notify], ...)."""
     daemon = daemon or {"verify_timeout": 5}
     bundle = tmp_path / "clients.pem"
     bundle.write_bytes(b"".join(roots))
@@ -96,6 +100,7 @@ def make_lab(
         "server": "web",
         "endpoints": ["127.0.0.1:1"],
         "trust": [str(bundle)],
+        **(site_extra or {}),
     }
     challenge = {"type": "http-01-standalone", "listen": f"127.0.0.1:{http01_port}"}
     write_config(
@@ -107,6 +112,8 @@ def make_lab(
         challenge=challenge,
         daemon=daemon,
     )
+    if extra_toml:
+        cfg_path.write_text(cfg_path.read_text() + "\n" + extra_toml)
     # bootstrap: nginx needs a certificate file to start; issue the first one without a server
     rt0 = build(config_mod.load(cfg_path))
     first = rt0.engine.issue(rt0.config.site("www"), cas[0].name)
@@ -125,6 +132,8 @@ def make_lab(
         challenge=challenge,
         daemon=daemon,
     )
+    if extra_toml:
+        cfg_path.write_text(cfg_path.read_text() + "\n" + extra_toml)
     try:
         yield Lab(build(config_mod.load(cfg_path)), nginx, bundle, cfg_path)
     finally:

@@ -23,12 +23,14 @@ class RevocableCA:
     def __init__(self, workdir: Path, *, name: str, http_port: int, dns_server: str | None,
                  ocsp: bool = True, ocsp_validity: timedelta = timedelta(seconds=2),
                  crl_validity: timedelta = timedelta(seconds=2),
-                 nonce_reject_percent: int | None = None) -> None:
+                 nonce_reject_percent: int | None = None,
+                 validity_seconds: int | None = None) -> None:
         self.name = name
         port = free_port()
         self.pebble = PebbleCA(workdir, name=name, http_port=http_port, dns_server=dns_server,
                                ocsp_url=ocsp_url_at(port) if ocsp else None,
-                               nonce_reject_percent=nonce_reject_percent)
+                               nonce_reject_percent=nonce_reject_percent,
+                               validity_seconds=validity_seconds)
         try:
             self.status = StatusService(name, self.pebble.management_url, self.pebble.ca_bundle,
                                         port=port, ocsp_validity=ocsp_validity,

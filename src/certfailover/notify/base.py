@@ -29,6 +29,9 @@ EVENT_KINDS: dict[str, str] = {
     "issued": INFO,  # a new certificate was issued
     "retired": INFO,  # a certificate left the rotation (expired, replaced)
     "deploy_failed": CRITICAL,  # a switch failed and could not be verified or rolled back
+    "revoked": WARNING,  # a verified revocation was recorded: the certificate is never served again
+    "standby_unusable": CRITICAL,  # a CA's new certificates fail their checks: backed off
+    "short_lifetime": WARNING,  # a certificate lives too short for the schedule to protect it
 }
 
 
