@@ -10,10 +10,11 @@ CRLs (`CRLCache`), one entry per URL (shard), whatever the issuer asking:
   costs a 304 and no body. A nextUpdate earlier than that brings the revalidation forward.
   An entry is due once it is older than `revalidate` minus 10% (at most 30 s): a caller
   asking every `revalidate` (the daemon's CRL signal) always revalidates, even when its
-  clock reads a moment short of the period.
+  clock reads a moment short of the period. An overdue CRL (nextUpdate passed, still within
+  the skew allowance) is revalidated at every later ask, as before this cache kept periods.
 * Single flight: one lock per URL, held across the request, so concurrent callers for the
   same URL (the certificates of one shard, in many threads, for any issuer) wait for one
-  request and share its answer.
+  request and share its answer: a caller that waited while a request ran never sends its own.
 * A 304 keeps the cached CRL only while that CRL is still within its own validity
   (thisUpdate - skew .. nextUpdate + skew); a 304 for an expired CRL is followed at once by
   an unconditional request.
@@ -122,6 +123,7 @@ class CRLCache:
         self.bytes = 0  # body bytes received
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self._generation: dict[str, int] = {}  # requests made per URL (single flight)
         self._guard = threading.Lock()  # guards _locks and the counters
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
@@ -153,12 +155,16 @@ class CRLCache:
         """
         strict = self.require_crl_sign and require_crl_sign
         vkey = issuer.fingerprint(hashes.SHA256()) + (b"" if strict else b"r")
-        with self._lock_for(url):
+        lock = self._lock_for(url)
+        seen = self._generation.get(url, 0)
+        with lock:
             entry = self._entries.get(url)
             if entry is None:
                 entry = self._entries[url] = self._from_disk(url)
-            if self._due(entry, now):
+            # a request that ended while we waited for the lock answers for us too
+            if self._due(entry, now) and self._generation.get(url, 0) == seen:
                 self._refresh(entry, url, now)
+                self._generation[url] = seen + 1
             if entry.crl is None:
                 raise InvalidRevocationData(url, entry.error or "no CRL")
             found = entry.verified.get(vkey)
@@ -238,7 +244,7 @@ class CRLCache:
         early = min(self.revalidate * _EARLY_FRACTION, _EARLY_MAX)
         at = now + self.revalidate - early
         nxt = crl.next_update_utc
-        return min(at, nxt) if nxt is not None and nxt > now else at
+        return min(at, nxt) if nxt is not None else at  # overdue: at the next ask
 
     # -- disk ----------------------------------------------------------------------------------
 

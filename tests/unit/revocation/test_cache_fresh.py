@@ -60,10 +60,10 @@ class Publisher:
             h.send_header("Last-Modified", lm)
         body = b"" if same else self.body
         h.send_header("Content-Length", str(len(body)))
+        with self.lock:  # before the answer leaves: the client may look right after
+            self.codes.append(304 if same else 200)
         h.end_headers()
         h.wfile.write(body)
-        with self.lock:
-            self.codes.append(304 if same else 200)
 
 
 def cache(**kw: object) -> CRLCache:
@@ -240,3 +240,14 @@ def test_revalidation_slack_absorbs_a_clock_a_moment_early(pki: PKI, server: Tes
     assert pub.codes == [200, 304, 304, 304]
     c.get(url, pki.issuer, t - timedelta(minutes=1))
     assert len(pub.codes) == 4
+
+
+def test_overdue_crl_is_revalidated_at_every_later_ask(pki: PKI, server: TestServer) -> None:
+    pub = Publisher(pki)
+    pub.publish({}, next_update=NOW - timedelta(minutes=1))  # overdue, within the 5 min skew
+    server.routes["/o.crl"] = pub
+    c = cache()
+    crl = c.get(server.url("/o.crl"), pki.issuer, NOW)
+    assert crl.status(pki.leaf(), NOW).status is Status.GOOD
+    c.get(server.url("/o.crl"), pki.issuer, NOW + timedelta(seconds=1))
+    assert pub.codes == [200, 304]
