@@ -241,7 +241,7 @@ def _seconds(t: _Table, key: str, default: float) -> float:
         return default
     from .schedule import parse_duration
     try:
-        return parse_duration(raw).total_seconds()  # type: ignore[arg-type]
+        return parse_duration(raw).total_seconds()
     except (ValueError, TypeError) as exc:
         raise t.err(key, str(exc)) from None
 

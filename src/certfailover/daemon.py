@@ -4,7 +4,10 @@ Each tick asks the Scheduler which (certificate, signal) pairs are due and runs 
 checks behind those signals; every other finding is reused from the store, so a tick with
 nothing due touches neither the vault nor the network. Sites with unfinished business (a
 failover, a missing standby, something to retire) are decided again every tick from stored
-findings. Orders to CAs run in background workers (issuance.Workers), never inside a tick: a CA that
+findings. Two speeds: with `checks_in_background()` (how `certfailover run` starts) the due network
+checks (revocation: CRL, OCSP, ARI) are handed to background threads (remote.py) and the tick
+decides and switches on the local checks and the stored findings; when a network check ends,
+its site is decided again at once. Orders to CAs run in background workers (issuance.Workers), never inside a tick: a CA that
 is down, hangs or drips delays no switch. When an order ends the daemon wakes at once and
 decides that site again. Whether a CA may be asked is the issuance budget's call
 (issuance.hold: in flight, budget, backoff from the moment a failure is known).
@@ -40,6 +43,7 @@ from .metrics import Metrics, MetricsServer, listen_from_config
 from .model import Action, Cert, CertState, Clock, Health, Severity
 from .notify.background import Background
 from .policy import flagged, switch_margin
+from .remote import CheckJob, CheckResult, RemoteChecks
 from .schedule import SIGNALS, Intervals, Scheduler
 from .trust.refresh import Refresher
 
@@ -96,7 +100,10 @@ def signal_result(signal_name: str, health: Health, now: datetime, *,
         known = not any(f.detail.get("status") == "unknown" for f in ari)
         return SignalResult(min((p for p in polls if p and p > now), default=None), known)
     rev = [f for f in fs if f.check == "revocation"]
-    return SignalResult(None, not any(f.detail.get("status") == "unknown" for f in rev))
+    key = "crl_next_update" if signal_name == "crl" else "ocsp_next_update"
+    updates = [_parse(f.detail.get(key)) for f in rev]
+    return SignalResult(min((u for u in updates if u and u > now), default=None),
+                        not any(f.detail.get("status") == "unknown" for f in rev))
 
 
 def intervals_from_config(config: Config) -> Intervals:
@@ -184,9 +191,34 @@ class Daemon:
         self._scheduled: set[str] = set()
         self.metrics_server: MetricsServer | None = None
         self.background: Background | None = None
-        self._wake = threading.Event()  # an order ended, or a stop was asked: tick now
+        self._wake = threading.Event()  # an order or a check ended, or a stop: tick now
         self._ended: list[Outcome] = []
+        self._checked: list[CheckResult] = []
         self._ended_lock = threading.Lock()
+        self.remote: RemoteChecks | None = None
+
+    # -- network checks ---------------------------------------------------------------------
+    def checks_in_background(self) -> None:
+        """Due network checks (revocation, ARI) run in background threads from now on; the
+        tick decides on local checks and stored findings and never waits for a responder."""
+        if self.remote is None:
+            self.remote = RemoteChecks(self._run_checks, threads=self.engine.workers,
+                                       on_done=self._checked_one)
+
+    def _run_checks(self, job: CheckJob) -> dict[str, Health]:
+        site = self._sites[job.site]
+        certs = [c for c in self.engine.db.certs(job.site) if c.id in job.run]
+        return self.engine.check_site(site, certs, run=job.run)
+
+    def _checked_one(self, result: CheckResult) -> None:
+        with self._ended_lock:
+            self._checked.append(result)
+        self._wake.set()
+
+    def _take_checked(self) -> list[CheckResult]:
+        with self._ended_lock:
+            out, self._checked = self._checked, []
+        return out
 
     # -- orders ----------------------------------------------------------------------------
     def orders_in_background(self) -> None:
@@ -217,6 +249,8 @@ class Daemon:
     def close(self, timeout: float = 30.0) -> None:
         if self.engine.orders is not None:
             self.engine.orders.close()
+        if self.remote is not None:
+            self.remote.close()
         if self.background is not None:
             self.background.close(timeout)
         if self.metrics_server is not None:
@@ -300,20 +334,16 @@ class Daemon:
             for c in certs.values():
                 if c.site == site_name:
                     plan.setdefault(c.id, set()).update(checks_for("expiry", names))
-        sites = {certs[cid].site for cid in plan if cid in certs} | self.pending
+        for result in self._take_checked():  # network checks that ended: decide those sites
+            self.pending.add(result.job.site)
+            self._health.update(result.health)
+            self._done(sched, result.job.due, result.health, certs, now)
+        if self.remote is not None:
+            due = self._hand_off(plan, due, certs, now)
+        sites = {certs[cid].site for cid in plan if cid in certs and plan[cid]} | self.pending
         run: RunPlan = {cid: frozenset(v) for cid, v in plan.items()}
         report = self.engine.tick(sites, run=run) if sites else TickReport()
-        margin = timedelta(seconds=self.engine.config.daemon.expiry_margin)
-        for cid, sig in due:
-            h = report.health.get(cid)
-            c = certs.get(cid)
-            if h is not None and (cid, sig) in sched:
-                switch_at = None
-                if c is not None and c.site in self._sites:
-                    switch_at = c.not_after - switch_margin(c, self._sites[c.site], margin)
-                r = signal_result(sig, h, now, switch_at=switch_at,
-                                  not_after=c.not_after if c else None)
-                sched.done(cid, sig, now, next_hint=r.next_hint, known=r.known)
+        self._done(sched, due, report.health, certs, now)
         for ev in report.events:  # orders run inline (no workers): same bookkeeping
             ca = ev.data.get("ca")
             if ev.kind == "issuance_failed" and isinstance(ca, str) and ev.data.get("transient"):
@@ -327,6 +357,42 @@ class Daemon:
         self.pending |= {ev.site for ev in report.events if ev.kind in ("rollback", "deploy_failed")}
         self._alerts(sched, now, certs)
         return report
+
+    def _hand_off(self, plan: dict[str, set[str]], due: list[tuple[str, str]],
+                  certs: Mapping[str, Cert], now: datetime) -> list[tuple[str, str]]:
+        """Move the network checks out of `plan` into background jobs (one per site); returns
+        the due pairs the tick itself answers."""
+        assert self.remote is not None
+        slow = Engine.SLOW_CHECKS
+        busy = self.remote.in_flight()
+        jobs: dict[str, dict[str, frozenset[str]]] = {}
+        for cid, wanted in plan.items():
+            if wanted & slow and cid in certs:
+                if cid not in busy:  # one in flight answers for it
+                    jobs.setdefault(certs[cid].site, {})[cid] = frozenset(wanted & slow)
+                wanted -= slow
+        names = [k.name for k in self.engine.checks]
+        remote_pairs = [(cid, sig) for cid, sig in due if checks_for(sig, names) <= slow]
+        for site, run in jobs.items():
+            pairs = tuple(p for p in remote_pairs if p[0] in run)
+            self.remote.submit(CheckJob(site, run, pairs, now))
+        return [p for p in due if p not in remote_pairs]
+
+    def _done(self, sched: Scheduler, due: Iterable[tuple[str, str]],
+              health: Mapping[str, Health], certs: Mapping[str, Cert], now: datetime) -> None:
+        """Tell the scheduler about answered signals, with each one's next-due hint."""
+        margin = timedelta(seconds=self.engine.config.daemon.expiry_margin)
+        for cid, sig in due:
+            h = health.get(cid)
+            c = certs.get(cid)
+            if h is None or (cid, sig) not in sched:
+                continue
+            switch_at = None
+            if c is not None and c.site in self._sites:
+                switch_at = c.not_after - switch_margin(c, self._sites[c.site], margin)
+            r = signal_result(sig, h, now, switch_at=switch_at,
+                              not_after=c.not_after if c else None)
+            sched.done(cid, sig, now, next_hint=r.next_hint, known=r.known)
 
     def _bundles_changed(self) -> set[str]:
         """Sites whose PEM trust bundles changed (mtime, size, inode) since the last tick."""
@@ -418,6 +484,7 @@ def build_daemon(engine: Engine, config: Config, *, interval: float,
     d.notify_in_background()
     if scheduled:
         d.orders_in_background()
+        d.checks_in_background()
     if metrics is not None and listen is not None:
         d.metrics_server = metrics.serve(*listen)
         log.info("metrics at %s", d.metrics_server.url)

@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives import serialization
 
 from . import keys, policy
 from .checks import CertMaterial, Check, CheckContext
-from .issuance import Budget, Hold, Job, Outcome, Workers, hold
 from .config import Config, SiteConfig
 from .errors import CertFailoverError, InputError, IssuanceError, TransientIssuanceError
 from .health import cert_names, name_matches, run_checks
+from .issuance import Budget, Hold, Job, Outcome, Workers, hold
 from .model import (
     Action,
     Cert,
@@ -191,7 +191,10 @@ class Engine:
         certs = self.db.certs(site.name) if certs is None else certs
         ctx = self.context(site)
         out: dict[str, Health] = {}
-        ran: dict[str, tuple[Finding, ...]] = {}
+        # per certificate: the findings to store, and which finding names they replace (None:
+        # all); a partial run replaces only its own, so the daemon's fast pass and a background
+        # network check of the same certificate never overwrite each other's findings
+        ran: dict[str, tuple[tuple[Finding, ...], frozenset[str] | None]] = {}
         revoked = self.db.revoked(site.name)
         for c in certs:
             stored = self.db.findings(c.id)
@@ -205,20 +208,25 @@ class Engine:
                 mat = self.material(c)
             except CertFailoverError as exc:
                 out[c.id] = Health(c.id, (Finding("store", Severity.FAIL, str(exc)),))
-                ran[c.id] = out[c.id].findings
+                ran[c.id] = (out[c.id].findings, None)
                 continue
             checks = self.checks if only is None else [k for k in self.checks if k.name in only]
             fresh = run_checks(mat, ctx, checks).findings
+            names: frozenset[str] | None = None
             if only is not None:
                 kept = tuple(f for f in stored if finding_owner(f.check) not in only
                              and f.check != "store")
-                fresh = kept + fresh
-            fresh = self._keep_revoked(site, c, fresh, revoked)
-            out[c.id] = Health(c.id, fresh)
-            ran[c.id] = fresh
-            self._announce_forecasts(site, c, stored, fresh)
-        for cid, found in ran.items():
-            self.db.save_findings(cid, ctx.now, found)
+                full = self._keep_revoked(site, c, kept + fresh, revoked)
+                names = frozenset({f.check for f in stored if finding_owner(f.check) in only}
+                                  | {f.check for f in full if f not in kept} | {"store"})
+                ran[c.id] = (tuple(f for f in full if f.check in names), names)
+            else:
+                full = self._keep_revoked(site, c, fresh, revoked)
+                ran[c.id] = (full, None)
+            out[c.id] = Health(c.id, full)
+            self._announce_forecasts(site, c, stored, full)
+        for cid, (found, replaces) in ran.items():
+            self.db.save_findings(cid, ctx.now, found, checks=replaces)
         return out
 
     def _keep_revoked(self, site: SiteConfig, cert: Cert, found: tuple[Finding, ...],
@@ -544,13 +552,13 @@ class Engine:
         if self._missing.get(site.name) != situation:
             self._missing[site.name] = situation
             if not d.replenish_from:
-                why = "no CA left to ask (the others are the active one's or distrusted)"
+                text = "no CA left to ask (the others are the active one's or distrusted)"
             elif held:
-                why = "; ".join(f"{ca}: {h.message}" for ca, h in held)
+                text = "; ".join(f"{ca}: {h.message}" for ca, h in held)
             else:
-                why = "will retry"
+                text = "will retry"
             self.record(report, site.name, "standby_missing",
-                        f"needs {d.need} new certificate(s), got {got}; {why}",
+                        f"needs {d.need} new certificate(s), got {got}; {text}",
                         need=d.need, got=got, candidates=list(d.replenish_from),
                         held={ca: h.kind for ca, h in held})
         return got

@@ -167,7 +167,7 @@ class Workers:
                     box: list[Outcome] = box) -> None:
                 try:
                     box.append(self._run(job, cancel.is_set))
-                except Exception as exc:  # noqa: BLE001 - a crashed order never kills the worker
+                except Exception as exc:
                     log.exception("order %s/%s crashed", job.site, job.ca)
                     box.append(Outcome(job, False, False, utcnow(), f"order crashed: {exc}"))
 
@@ -183,7 +183,7 @@ class Workers:
                 outcome = box[0]
             try:
                 self._on_done(outcome)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("order completion handler failed")
             with self._lock:
                 self._queued.discard((job.site, job.ca))

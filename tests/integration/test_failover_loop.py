@@ -6,7 +6,6 @@ Pebble's default 5% nonce rejection stays on throughout.
 from __future__ import annotations
 
 import time
-
 from collections.abc import Iterator
 from pathlib import Path
 

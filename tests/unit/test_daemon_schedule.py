@@ -277,3 +277,27 @@ def test_a_site_with_no_ca_left_to_ask_is_reported_once_not_every_tick(tmp_path:
     clock.now += timedelta(days=2)  # its checks are due
     daemon.tick()
     assert [e.kind for e in rt.db.events(site="www")].count("standby_missing") == 1
+
+
+def test_signal_hints_come_from_the_certificate_and_its_revocation_data() -> None:
+    from certfailover.daemon import signal_result
+    from certfailover.model import Finding, Severity
+    now = T0
+    soon, later = now + timedelta(minutes=3), now + timedelta(days=7)
+    rev = Finding("revocation", Severity.OK, "good", {
+        "status": "good", "crl_next_update": later.isoformat(),
+        "ocsp_next_update": soon.isoformat()})
+    h = Health("x", (rev, Finding("validity", Severity.WARN, "renew", {
+        "renew": True, "renew_at": (now - timedelta(days=1)).isoformat()})))
+    assert signal_result("crl", h, now).next_hint == later
+    assert signal_result("ocsp", h, now).next_hint == soon
+    # inside the renewal window: the next expiry check is the switch margin, then notAfter
+    na = now + timedelta(hours=2)
+    r = signal_result("expiry", h, now, switch_at=na - timedelta(minutes=10), not_after=na)
+    assert r.next_hint == na - timedelta(minutes=10)
+    r = signal_result("expiry", h, na - timedelta(minutes=5), switch_at=na - timedelta(minutes=10),
+                      not_after=na)
+    assert r.next_hint == na
+    unknown = Health("x", (Finding("revocation", Severity.WARN, "?", {"status": "unknown"}),))
+    assert signal_result("crl", unknown, now) == signal_result("crl", unknown, now)
+    assert not signal_result("crl", unknown, now).known

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from test_daemon_schedule import T0, FakeClock, add_cert, make_runtime
 
 from certfailover.checks import CertMaterial, CheckContext
 from certfailover.daemon import Daemon
@@ -23,8 +24,6 @@ from certfailover.lab import pki
 from certfailover.model import Action, CertState, Finding, Severity
 from certfailover.schedule import Intervals, Scheduler
 from certfailover.wiring import Runtime
-
-from test_daemon_schedule import T0, FakeClock, add_cert, make_runtime
 
 PEM = serialization.Encoding.PEM
 

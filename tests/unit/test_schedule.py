@@ -396,9 +396,6 @@ def test_alert_thresholds_from_config() -> None:
     assert iv.ca_unreachable_after == 2 * H and iv.signal_unknown_after == timedelta(days=3)
 
 
-@pytest.mark.xfail(strict=True, reason="contrib/certfailover.example.toml [schedule] still "
-                   "shows the old defaults (crl 6h, ocsp 12h, minimum 5m); its owner updates it "
-                   "to crl = \"5m\", ocsp = \"1h\", minimum = \"1m\" and drops this mark")
 def test_example_config_schedule_table_gives_the_defaults() -> None:
     example = Path(__file__).resolve().parents[2] / "contrib" / "certfailover.example.toml"
     raw = tomllib.loads(example.read_text())

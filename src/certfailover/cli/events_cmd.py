@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..errors import InputError
 from .common import emit, load_config
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
             since = datetime.fromisoformat(args.since)
         except ValueError as exc:
             raise InputError(f"--since {args.since!r} is not an ISO 8601 time") from exc
-        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
     db, _ = open_store(load_config(args))
     events = db.events(site=args.site, since=since, limit=args.limit)
     emit(args, {"events": events}, "\n".join(

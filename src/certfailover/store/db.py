@@ -256,10 +256,15 @@ class Database:
                          .values(state=CertState.ACTIVE.value))
 
     # -- findings -------------------------------------------------------------------------
-    def save_findings(self, cert_id: str, time: datetime, items: Sequence[Finding]) -> None:
-        """Replace the latest findings of a certificate."""
+    def save_findings(self, cert_id: str, time: datetime, items: Sequence[Finding], *,
+                      checks: Iterable[str] | None = None) -> None:
+        """Replace the latest findings of a certificate: all of them, or only those named
+        `checks` (the other findings stay as they are)."""
         with self.engine.begin() as conn:
-            conn.execute(findings.delete().where(findings.c.cert_id == cert_id))
+            gone = findings.delete().where(findings.c.cert_id == cert_id)
+            if checks is not None:
+                gone = gone.where(findings.c.check.in_(sorted(checks)))
+            conn.execute(gone)
             if items:
                 conn.execute(findings.insert(), [
                     {"cert_id": cert_id, "time": time, "check": f.check, "severity": f.severity.value,
