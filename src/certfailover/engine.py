@@ -138,6 +138,7 @@ class Engine:
         self.notify, self.clock, self.workers = notify, clock, workers
         self._missing: dict[str, tuple[object, ...]] = {}  # standby_missing already said
         self._none_said: dict[str, str] = {}  # none_healthy already said
+        self._site_errors: dict[str, str] = {}  # site_error already said
         d = config.daemon
         self.budget = Budget(max_orders=d.max_orders, window=timedelta(seconds=d.orders_window),
                              backoff_base=timedelta(seconds=d.order_backoff),
@@ -432,7 +433,12 @@ class Engine:
             book: dict[str, list[Order]] = {}
             again = []
             for site, d in decisions:
-                if d.need and self._replenish(site, d, report, book) and \
+                try:
+                    got = bool(d.need) and self._replenish(site, d, report, book) > 0
+                except Exception as exc:
+                    self._site_failed(site, "replenishing", exc)
+                    continue
+                if got and \
                         (d.target is None and d.active is None) and self.orders is None:
                     again.append(site)
             if again:  # first run: activate what was just issued in the same tick
@@ -460,20 +466,33 @@ class Engine:
                     run: RunPlan | None = None) -> list[tuple[SiteConfig, Decision]]:
         margin = timedelta(seconds=self.config.daemon.expiry_margin)
 
-        def one(site: SiteConfig) -> tuple[SiteConfig, Decision, dict[str, Health]]:
-            certs = self.db.certs(site.name)
-            health = self.check_site(site, certs, run=run)
-            return site, policy.decide(site, certs, health, distrusted=distrusted,
-                                       now=self.clock(), expiry_margin=margin,
-                                       revoked=frozenset(self.db.revoked(site.name))), health
+        def one(site: SiteConfig) -> tuple[SiteConfig, Decision | None, dict[str, Health]]:
+            try:
+                certs = self.db.certs(site.name)
+                health = self.check_site(site, certs, run=run)
+                return site, policy.decide(site, certs, health, distrusted=distrusted,
+                                           now=self.clock(), expiry_margin=margin,
+                                           revoked=frozenset(self.db.revoked(site.name))), health
+            except Exception as exc:  # one site's failure never stops another site's work
+                self._site_failed(site, "deciding", exc)
+                return site, None, {}
 
         out = []
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(sites) or 1))) as pool:
             for site, d, health in pool.map(one, sites):
                 report.health.update(health)
-                report.decisions.append(d)
-                out.append((site, d))
+                if d is not None:
+                    report.decisions.append(d)
+                    out.append((site, d))
         return out
+
+    def _site_failed(self, site: SiteConfig, step: str, exc: Exception) -> None:
+        """Log a site's unexpected failure with its traceback; say it once per message."""
+        log.exception("site %s: %s failed", site.name, step)
+        message = f"{step} failed: {type(exc).__name__}: {exc}"
+        if self._site_errors.get(site.name) != message:
+            self._site_errors[site.name] = message
+            self.record(None, site.name, "site_error", message, step=step)
 
     def _apply(self, decisions: Sequence[tuple[SiteConfig, Decision]], report: TickReport) -> None:
         batches: dict[str | None, list[Switch]] = {}
@@ -495,7 +514,13 @@ class Engine:
             batches.setdefault(site.server, []).append(Switch(site, target, previous))
         by_site = {s.name: d for s, d in decisions}
         for server, switches in batches.items():
-            results = {r.site: r for r in self.deploy(server, switches)}
+            try:
+                results = {r.site: r for r in self.deploy(server, switches)}
+            except Exception as exc:  # a broken adapter: these switches failed, nothing else
+                log.exception("deploy to server %s failed", server)
+                results = {sw.site.name: SwitchResult(sw.site.name, False, False,
+                                                      f"deploy raised {type(exc).__name__}: {exc}",
+                                                      0.0) for sw in switches}
             for sw in switches:
                 r = results.get(sw.site.name)
                 d = by_site[sw.site.name]

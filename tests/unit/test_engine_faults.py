@@ -209,3 +209,41 @@ def test_an_expired_active_is_left_before_notafter(tmp_path: Path) -> None:
 def _pem(key: Any) -> bytes:
     from certfailover import keys
     return keys.key_pem(key)
+
+
+class Crashes:
+    name = "b"
+
+    def issue(self, csr_pem: bytes, *, deadline: Any, replaces: str | None = None) -> Issued:
+        raise RuntimeError("a bug in one site's path")
+
+
+def test_one_sites_failure_never_stops_another_sites_work(tmp_path: Path) -> None:
+    from certfailover import config as config_mod
+    from certfailover.wiring import build
+    clock = FakeClock()
+    roots = [pki.make_root(f"Root {ca}") for ca in ("a", "b")]
+    bundle = pki.write_bundle(tmp_path / "roots.pem", *roots)
+    raw: dict[str, Any] = {
+        "store": {"directory": str(tmp_path / "store")},
+        "ca": [{"name": ca, "directory": f"https://127.0.0.1:1/{ca}/dir"} for ca in ("a", "b")],
+        "site": [{"name": n, "domains": [f"{n}.example.test"], "cas": ["a", "b"],
+                  "trust": [str(bundle)]} for n in ("api", "www")],
+    }
+    cfg = config_mod.parse(raw, file=str(tmp_path / "t.toml"), base=tmp_path, env={})
+    rt = build(cfg, clock=clock)
+    scripted(rt)
+    for name in ("api", "www"):
+        leaf, key = pki.make_leaf(roots[0], [f"{name}.example.test"],
+                                  not_before=T0 - timedelta(hours=1))
+        rt.engine.store_cert(rt.config.site(name), "a", leaf_pem=leaf.public_bytes(PEM),
+                             chain_pem=b"", key_pem=_pem(key), source="test")
+    good = SignsCSRs("b", roots[1])
+    rt.engine.issuers = {**rt.engine.issuers,
+                         "b": lambda site: Crashes() if site.name == "api" else good}
+    for second in (0, 1, 2):
+        clock.now = T0 + timedelta(seconds=second)
+        rt.engine.tick()
+    assert [c.ca for c in rt.db.certs("www")] == ["a", "b"], "www got its standby"
+    errors = [e for e in rt.db.events(site="api") if e.kind == "site_error"]
+    assert len(errors) == 1 and "a bug in one site's path" in errors[0].message
