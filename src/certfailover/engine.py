@@ -435,7 +435,7 @@ class Engine:
             for site, d in decisions:
                 try:
                     got = bool(d.need) and self._replenish(site, d, report, book) > 0
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - logged with its traceback
                     self._site_failed(site, "replenishing", exc)
                     continue
                 if got and \
@@ -473,7 +473,7 @@ class Engine:
                 return site, policy.decide(site, certs, health, distrusted=distrusted,
                                            now=self.clock(), expiry_margin=margin,
                                            revoked=frozenset(self.db.revoked(site.name))), health
-            except Exception as exc:  # one site's failure never stops another site's work
+            except Exception as exc:  # noqa: BLE001 - one site never stops another (logged)
                 self._site_failed(site, "deciding", exc)
                 return site, None, {}
 
