@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..daemon import Daemon
+from ..errors import InputError
 from ..lab.pebble import ChallTestSrv, revoke
 from ..lab.ports import free_port
 from ..lab.sitelab import DOMAIN, Lab, make_lab
@@ -77,10 +78,32 @@ def _wait(predicate: Callable[[], Any], timeout: float, step: float = 0.05) -> A
     return None
 
 
-def run_demo(workdir: Path, *, out: Callable[[str], None] = print, interval: float = 1.0) -> DemoResult:
-    if workdir.exists():
+#: written into every directory the demo creates; only such a directory is emptied again
+MARKER = ".certfailover-demo"
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Make `workdir` an empty directory of the demo's own, or refuse (InputError) and touch
+    nothing: a missing or empty directory is taken, one holding MARKER (made by an earlier
+    demo) is emptied; anything else (a file, a directory with other files) is refused."""
+    if workdir.is_symlink() or (workdir.exists() and not workdir.is_dir()):
+        raise InputError(f"demo workdir {workdir} exists and is not a directory; "
+                         "choose another --workdir")
+    if workdir.is_dir() and any(workdir.iterdir()):
+        if not (workdir / MARKER).is_file():
+            raise InputError(
+                f"demo workdir {workdir} is not empty and was not created by certfailover demo "
+                f"(no {MARKER} in it); nothing was deleted. Choose another --workdir, or remove "
+                "it yourself if it is an old demo directory")
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("created by `certfailover demo`; the next demo empties "
+                                  "this directory\n")
+
+
+def run_demo(workdir: Path, *, out: Callable[[str], None] = print, interval: float = 1.0) -> DemoResult:
+    """Run the demo in `workdir` (see prepare_workdir: a foreign non-empty one is refused)."""
+    prepare_workdir(workdir)
     say = Timeline(out)
     result = DemoResult(ok=False)
     with contextlib.ExitStack() as stack:
