@@ -65,7 +65,7 @@ def test_lets_encrypt_x3_via_dst_root() -> None:
     (datetime(2018, 9, 26, 21, 0, tzinfo=UTC), True),
 ])
 def test_real_embedded_scts_against_a_chrome_constraint(cutoff: datetime, trusted: bool) -> None:
-    proto = (f'trust_anchors {{ sha256_hex: "{DST_ROOT_X3}" '
+    proto = (f'version_major: 1\ntrust_anchors {{ sha256_hex: "{DST_ROOT_X3}" '
              f'constraints {{ sct_not_after_sec: {int(cutoff.timestamp())} }} }}').encode()
     imp = import_root_store(proto, source="test.textproto")
     snap = build_snapshot([imp], built=cutoff, pool=load_snapshot().certs)

@@ -147,8 +147,14 @@ def _octal(data: bytes) -> str:
 
 def certdata(entries: Sequence[tuple[CA, str, str | None, str | None]]) -> bytes:
     """A certdata.txt with (root, server trust level, cert distrust-after, trust distrust-after);
-    distrust-after values are UTCTime strings like ``241130235959Z``."""
-    out = ["# test certdata", "BEGINDATA"]
+    distrust-after values are UTCTime strings like ``241130235959Z``. Every object carries the
+    attributes NSS always writes (the importer refuses incomplete objects)."""
+    out = ["# test certdata", "BEGINDATA",
+           "CKA_CLASS CK_OBJECT_CLASS CKO_NSS_BUILTIN_ROOT_LIST", "CKA_TOKEN CK_BBOOL CK_TRUE",
+           "CKA_PRIVATE CK_BBOOL CK_FALSE", "CKA_MODIFIABLE CK_BBOOL CK_FALSE",
+           'CKA_LABEL UTF8 "Test Root List"']
+    common = ["CKA_TOKEN CK_BBOOL CK_TRUE", "CKA_PRIVATE CK_BBOOL CK_FALSE",
+              "CKA_MODIFIABLE CK_BBOOL CK_FALSE"]
     for ca, level, cert_da, trust_da in entries:
         issuer = ca.cert.issuer.public_bytes()
         serial = core.Integer(ca.cert.serial_number).dump()
@@ -160,14 +166,23 @@ def certdata(entries: Sequence[tuple[CA, str, str | None, str | None]]) -> bytes
 
         label = ca.cert.subject.rfc4514_string()
         out += [
-            "", "CKA_CLASS CK_OBJECT_CLASS CKO_CERTIFICATE", f'CKA_LABEL UTF8 "{label}"',
+            "", f"# Certificate \"{label}\"", "CKA_CLASS CK_OBJECT_CLASS CKO_CERTIFICATE", *common,
+            f'CKA_LABEL UTF8 "{label}"', "CKA_CERTIFICATE_TYPE CK_CERTIFICATE_TYPE CKC_X_509",
+            "CKA_SUBJECT MULTILINE_OCTAL", _octal(ca.cert.subject.public_bytes()), "END",
+            'CKA_ID UTF8 "0"',
             "CKA_ISSUER MULTILINE_OCTAL", _octal(issuer), "END",
             "CKA_SERIAL_NUMBER MULTILINE_OCTAL", _octal(serial), "END",
             "CKA_VALUE MULTILINE_OCTAL", _octal(ca.der), "END", *da(cert_da),
-            "", "CKA_CLASS CK_OBJECT_CLASS CKO_NSS_TRUST", f'CKA_LABEL UTF8 "{label}"',
+            "", f"# Trust for \"{label}\"", "CKA_CLASS CK_OBJECT_CLASS CKO_NSS_TRUST", *common,
+            f'CKA_LABEL UTF8 "{label}"',
+            "CKA_CERT_SHA1_HASH MULTILINE_OCTAL", _octal(hashlib.sha1(ca.der).digest()), "END",
+            "CKA_CERT_MD5_HASH MULTILINE_OCTAL", _octal(hashlib.md5(ca.der).digest()), "END",
             "CKA_ISSUER MULTILINE_OCTAL", _octal(issuer), "END",
             "CKA_SERIAL_NUMBER MULTILINE_OCTAL", _octal(serial), "END",
             f"CKA_TRUST_SERVER_AUTH CK_TRUST {level}", *da(trust_da),
+            "CKA_TRUST_EMAIL_PROTECTION CK_TRUST CKT_NSS_MUST_VERIFY_TRUST",
+            "CKA_TRUST_CODE_SIGNING CK_TRUST CKT_NSS_MUST_VERIFY_TRUST",
+            "CKA_TRUST_STEP_UP_APPROVED CK_BBOOL CK_FALSE",
         ]
     return ("\n".join(out) + "\n").encode()
 

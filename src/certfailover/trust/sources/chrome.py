@@ -4,6 +4,13 @@ Parsed with ``google.protobuf.text_format`` into the generated ``RootStore`` mes
 (``certfailover/trust/proto/root_store_pb2.py``, generated with grpcio-tools and committed).
 Anchors are named by SHA-256 (``sha256_hex``) or carried as DER (``der``); certificates
 named only by hash are resolved later from the snapshot's certificate pool.
+
+Text format has no end marker and the file no digest, and ``text_format`` accepts a file cut
+after any complete message or inside the comments between anchors. ``check_structure``
+refuses what a cut leaves: a last line that does not end with the closing ``}`` of the last
+message (a cut inside the comment block of the next anchor), no ``version_major``
+(the required first field), no trust anchor at all. A cut exactly after a ``}`` is
+indistinguishable from a shorter file; ``load.check_shrink`` refuses large drops.
 """
 
 from __future__ import annotations
@@ -44,7 +51,24 @@ def parse_root_store(data: bytes, *, source: str) -> root_store_pb2.RootStore:
         text_format.Parse(data.decode("utf-8"), store)
     except (text_format.ParseError, UnicodeDecodeError) as exc:
         raise TrustDataError(f"{source}: not a Chrome root_store.textproto: {exc}") from exc
+    check_structure(data, store, source=source)
     return store
+
+
+def check_structure(data: bytes, store: root_store_pb2.RootStore, *, source: str) -> None:
+    what = "truncated or incomplete root_store.textproto"
+    if not data.strip():
+        raise TrustDataError(f"{source}: empty file, not a Chrome root_store.textproto")
+    last = next(ln for ln in reversed(data.splitlines()) if ln.strip()).strip()
+    if not last.endswith(b"}"):
+        raise TrustDataError(
+            f"{source}: {what}: the last line is {last[:60].decode('utf-8', 'replace')!r}, "
+            f"not the closing '}}' of the last trust_anchors message"
+        )
+    if store.version_major <= 0:
+        raise TrustDataError(f"{source}: {what}: no version_major")
+    if not store.trust_anchors:
+        raise TrustDataError(f"{source}: no trust_anchors")
 
 
 def import_root_store(

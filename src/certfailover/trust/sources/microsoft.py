@@ -11,10 +11,18 @@ Microsoft property attributes (OIDs 1.3.6.1.4.1.311.10.11.<property id>):
 
 The STL carries no certificates: they are resolved from the snapshot's certificate pool
 (for example the CCADB Microsoft report PEM).
+
+Completeness: the file must be exactly one DER ``ContentInfo`` (a cut breaks the outer
+length; trailing bytes are refused too), and when it is signed (as downloaded from Windows
+Update) the signature must verify: the ``messageDigest`` signed attribute equals the digest
+of the CTL and the signer certificate carried in the file signed the attributes. This proves
+the bytes are intact; the signer is not chained to Microsoft's root (not shipped here).
+Unsigned STLs (test data, some mirrors) are accepted on structure alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -82,11 +90,14 @@ class _CtlContentInfo(core.Sequence):  # type: ignore[misc]
 
 
 class _SignedCtl(core.Sequence):  # type: ignore[misc]
-    # signer infos and certificates are not needed (and absent in unsigned STLs)
+    # signer infos and certificates are absent in unsigned STLs
     _fields: ClassVar[Any] = [
         ("version", cms.CMSVersion),
         ("digest_algorithms", cms.DigestAlgorithms),
         ("encap_content_info", _CtlContentInfo),
+        ("certificates", cms.CertificateSet, {"implicit": 0, "optional": True}),
+        ("crls", cms.RevocationInfoChoices, {"implicit": 1, "optional": True}),
+        ("signer_infos", cms.SignerInfos, {"optional": True}),
     ]
 
 
@@ -111,17 +122,72 @@ def _oids(raw: bytes, where: str) -> frozenset[str]:
         raise TrustDataError(f"{where}: EKU property is not a SEQUENCE OF OID: {exc}") from exc
 
 
+_HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
+           "sha512": hashlib.sha512}
+
+
 def parse_ctl(data: bytes, *, source: str) -> CertificateTrustList:
+    if not data:
+        raise TrustDataError(f"{source}: empty file, not a Microsoft authroot.stl")
     try:
-        info = _ContentInfo.load(data)
-        eci = info["content"]["encap_content_info"]
+        info = _ContentInfo.load(data, strict=True)  # strict: nothing after the DER
+        signed = info["content"]
+        eci = signed["encap_content_info"]
         if eci["content_type"].dotted != CTL_CONTENT_TYPE:
             raise TrustDataError(f"{source}: PKCS#7 content is {eci['content_type'].dotted}, not a CTL")
         ctl = eci["content"]
-        _ = ctl["this_update"].native  # force parsing now, so errors name the source
-        return ctl  # type: ignore[no-any-return]
+        _ = ctl.native  # parse every byte now, so a cut or corruption names the source
     except (ValueError, TypeError) as exc:
-        raise TrustDataError(f"{source}: not a Microsoft authroot.stl (PKCS#7 CTL): {exc}") from exc
+        raise TrustDataError(
+            f"{source}: truncated or not a Microsoft authroot.stl (PKCS#7 CTL): {exc}"
+        ) from exc
+    verify_signature(signed, ctl, source=source)
+    return ctl  # type: ignore[no-any-return]
+
+
+def verify_signature(signed: Any, ctl: CertificateTrustList, *, source: str) -> bool:
+    """Check every SignerInfo of a signed STL; False when the STL is unsigned."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    infos = signed["signer_infos"]
+    if isinstance(infos, core.Void) or len(infos) == 0:
+        return False
+    certs = [c.chosen for c in signed["certificates"] or [] if c.name == "certificate"]
+    bad = f"{source}: authroot.stl signature does not verify (corrupted or altered file)"
+    try:
+        for si in infos:
+            algo = si["digest_algorithm"]["algorithm"].native
+            if algo not in _HASHES:
+                raise TrustDataError(f"{source}: unsupported digest algorithm {algo}")
+            attrs = si["signed_attrs"]
+            digests = [a["values"][0].native for a in attrs if a["type"].dotted == "1.2.840.113549.1.9.4"]
+            if not digests or digests[0] != _HASHES[algo](ctl.contents).digest():
+                raise TrustDataError(f"{bad}: the CTL digest differs from the signed messageDigest")
+            if si["sid"].name != "issuer_and_serial_number":
+                raise TrustDataError(f"{source}: unsupported signer identifier {si['sid'].name}")
+            sid = si["sid"].chosen
+            signer = next((c for c in certs if c.issuer == sid["issuer"]
+                           and c.serial_number == sid["serial_number"].native), None)
+            if signer is None:
+                raise TrustDataError(f"{bad}: the signer certificate is not in the file")
+            key = x509.load_der_x509_certificate(signer.dump()).public_key()
+            tbs = b"\x31" + attrs.dump()[1:]  # signed over the SET OF, not the [0] tag
+            sig = si["signature"].native
+            hash_alg = getattr(hashes, algo.upper())()
+            if isinstance(key, rsa.RSAPublicKey):
+                key.verify(sig, tbs, padding.PKCS1v15(), hash_alg)
+            elif isinstance(key, ec.EllipticCurvePublicKey):
+                key.verify(sig, tbs, ec.ECDSA(hash_alg))
+            else:
+                raise TrustDataError(f"{source}: unsupported signer key type")
+    except InvalidSignature as exc:
+        raise TrustDataError(bad) from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TrustDataError(f"{bad}: {exc}") from exc
+    return True
 
 
 def import_authroot(

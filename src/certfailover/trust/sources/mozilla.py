@@ -7,10 +7,20 @@ octal bytes, or ``CK_BBOOL CK_FALSE``) may sit on either object.
 
 NSS ships no parser library for this format outside C; this is a tokenizer for its
 line-oriented grammar (``ATTRIBUTE TYPE VALUE`` and ``MULTILINE_OCTAL ... END`` blocks).
+
+The format has no end marker and no digest of its own, so a truncated download is caught by
+its structure (``check_structure``): the file ends with a newline, the first object is the
+``CKO_NSS_BUILTIN_ROOT_LIST``, every object carries every attribute NSS always writes for its
+class, every certificate object is followed by its trust object, each trust object's
+``CKA_CERT_SHA1_HASH`` / ``CKA_CERT_MD5_HASH`` match its certificate, and the file ends with
+the last line of a trust object (not inside the comment block that precedes the next
+certificate). A cut exactly after a complete certificate + trust pair is indistinguishable
+from a shorter file: ``load.check_shrink`` refuses it when it drops more than 10% of the roots.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,6 +110,85 @@ def parse_objects(text: str, source: str) -> Iterator[NssObject]:
         yield NssObject(start, current)
 
 
+#: Attributes NSS writes on every object of a class (checked in both shared certdata files).
+REQUIRED = {
+    "CKO_CERTIFICATE": ("CKA_TOKEN", "CKA_PRIVATE", "CKA_MODIFIABLE", "CKA_LABEL",
+                        "CKA_CERTIFICATE_TYPE", "CKA_SUBJECT", "CKA_ID", "CKA_ISSUER",
+                        "CKA_SERIAL_NUMBER", "CKA_VALUE"),
+    "CKO_NSS_TRUST": ("CKA_TOKEN", "CKA_PRIVATE", "CKA_MODIFIABLE", "CKA_LABEL",
+                      "CKA_CERT_SHA1_HASH", "CKA_CERT_MD5_HASH", "CKA_ISSUER", "CKA_SERIAL_NUMBER",
+                      "CKA_TRUST_SERVER_AUTH", "CKA_TRUST_EMAIL_PROTECTION",
+                      "CKA_TRUST_CODE_SIGNING", "CKA_TRUST_STEP_UP_APPROVED"),
+}
+_TRUNCATED = "truncated or incomplete certdata.txt"
+
+
+def parse_certdata(data: bytes, source: str) -> list[NssObject]:
+    """Every object of a complete certdata.txt; TrustDataError naming ``source`` otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TrustDataError(f"{source}: not UTF-8 text: {exc}") from exc
+    if not text.strip():
+        raise TrustDataError(f"{source}: empty file, not an NSS certdata.txt")
+    if "BEGINDATA" not in text:
+        raise TrustDataError(f"{source}: not an NSS certdata.txt (no BEGINDATA)")
+    objects = list(parse_objects(text, source))
+    check_structure(text, objects, source)
+    return objects
+
+
+def check_structure(text: str, objects: list[NssObject], source: str) -> None:
+    """Refuse a certdata.txt that is not complete (see the module docstring)."""
+    if not text.endswith("\n"):
+        raise TrustDataError(f"{source}: {_TRUNCATED}: the last line has no newline")
+    if not objects or objects[0].cls != "CKO_NSS_BUILTIN_ROOT_LIST":
+        raise TrustDataError(f"{source}: {_TRUNCATED}: no CKO_NSS_BUILTIN_ROOT_LIST object first")
+    last_line = next(ln for ln in reversed(text.splitlines()) if ln.strip())
+    if last_line.lstrip().startswith("#"):
+        raise TrustDataError(
+            f"{source}: {_TRUNCATED}: ends in a comment after the last object "
+            f"(the next certificate is missing)"
+        )
+    if objects[-1].cls != "CKO_NSS_TRUST":
+        raise TrustDataError(
+            f"{source}:{objects[-1].line}: {_TRUNCATED}: the last object is a "
+            f"{objects[-1].cls or 'object without class'}, not the trust object of a certificate"
+        )
+    trusts: dict[tuple[bytes, bytes], NssObject] = {}
+    for obj in objects:
+        missing = [a for a in REQUIRED.get(obj.cls, ()) if a not in obj.attrs]
+        if missing:
+            raise TrustDataError(
+                f"{source}:{obj.line}: {_TRUNCATED}: {obj.cls} object without {', '.join(missing)}"
+            )
+        if obj.cls == "CKO_NSS_TRUST":
+            trusts[_key(obj)] = obj
+    for obj in objects:
+        if obj.cls != "CKO_CERTIFICATE":
+            continue
+        trust = trusts.get(_key(obj))
+        if trust is None:
+            raise TrustDataError(
+                f"{source}:{obj.line}: {_TRUNCATED}: certificate {obj.attrs.get('CKA_LABEL')!r} "
+                f"has no trust object"
+            )
+        der = obj.attrs["CKA_VALUE"]
+        if isinstance(der, bytes) and (
+            trust.attrs["CKA_CERT_SHA1_HASH"] != hashlib.sha1(der).digest()
+            or trust.attrs["CKA_CERT_MD5_HASH"] != hashlib.md5(der).digest()
+        ):
+            raise TrustDataError(
+                f"{source}:{trust.line}: CKA_CERT_SHA1_HASH/CKA_CERT_MD5_HASH do not match "
+                f"certificate {obj.attrs.get('CKA_LABEL')!r} (corrupted file)"
+            )
+
+
+def _key(obj: NssObject) -> tuple[bytes, bytes]:
+    issuer, serial = obj.attrs.get("CKA_ISSUER"), obj.attrs.get("CKA_SERIAL_NUMBER")
+    return (issuer if isinstance(issuer, bytes) else b"", serial if isinstance(serial, bytes) else b"")
+
+
 def _distrust_after(obj: NssObject, source: str) -> datetime | None:
     v = obj.attrs.get("CKA_NSS_SERVER_DISTRUST_AFTER")
     if not isinstance(v, bytes):
@@ -118,15 +207,9 @@ def _distrust_after(obj: NssObject, source: str) -> datetime | None:
 def import_certdata(
     data: bytes, *, source: str, version: str | None = None, fetched: str | None = None
 ) -> ImportedProgram:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TrustDataError(f"{source}: not UTF-8 text: {exc}") from exc
-    if "BEGINDATA" not in text:
-        raise TrustDataError(f"{source}: not an NSS certdata.txt (no BEGINDATA)")
     certs: dict[tuple[bytes, bytes], NssObject] = {}
     trusts: dict[tuple[bytes, bytes], NssObject] = {}
-    for obj in parse_objects(text, source):
+    for obj in parse_certdata(data, source):
         issuer, serial = obj.attrs.get("CKA_ISSUER"), obj.attrs.get("CKA_SERIAL_NUMBER")
         if not isinstance(issuer, bytes) or not isinstance(serial, bytes):
             continue
@@ -167,7 +250,7 @@ def import_certdata(
 def all_certificates(data: bytes, *, source: str) -> dict[str, bytes]:
     """Every certificate object in the file (for a certificate pool), trusted or not."""
     out: dict[str, bytes] = {}
-    for obj in parse_objects(data.decode("utf-8"), source):
+    for obj in parse_certdata(data, source):
         der = obj.attrs.get("CKA_VALUE")
         if obj.cls == "CKO_CERTIFICATE" and isinstance(der, bytes):
             out[sha256_hex(der)] = der
