@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from ..errors import CertFailoverError, InputError
 from ..model import to_jsonable, utcnow
 from ..trust.diff import Site, diff_snapshots, load_any, summarize
 from ..trust.evaluate import Evaluation, engine_for
-from ..trust.snapshot import default_snapshot_path, load_snapshot
+from ..trust.snapshot import ENV_SNAPSHOT, PACKAGED_SNAPSHOT, load_snapshot
 from ..trust.sources.load import SourceSpec, update_snapshot
 
 
@@ -41,9 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "apple|android|java|openjdk=bundle.pem[,metadata.yaml] (repeatable)")
     u.add_argument("--pool", action="append", default=[], metavar="FILE_OR_URL",
                    help="extra certificates (PEM bundle or certdata.txt) to resolve hash-only roots")
-    u.add_argument("--output", type=Path, help="where to write (default: the snapshot in use)")
+    u.add_argument("--output", type=Path,
+                   help="where to write (default: [trust] snapshot of the config, else "
+                        "$CERTFAILOVER_TRUST_SNAPSHOT; never the packaged snapshot)")
     u.add_argument("--fresh", action="store_true",
                    help="do not carry over programs and certificates from the current snapshot")
+    u.add_argument("--allow-shrink", action="store_true",
+                   help="accept a program losing more than 10%% of its trusted roots")
     u.add_argument("--json", action="store_true", dest="trust_json")
     u.set_defaults(func=run_update)
 
@@ -122,24 +127,51 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0 if all(v.trusted for v in ev.verdicts) else 1
 
 
+def update_output(args: argparse.Namespace) -> Path:
+    """Where ``trust update`` writes: --output, else the config's ``[trust] snapshot`` (the file
+    the checks read), else $CERTFAILOVER_TRUST_SNAPSHOT. Never the packaged snapshot by
+    default: it is replaced by the next upgrade and may not be writable."""
+    if args.output is not None:
+        return Path(args.output)
+    path = getattr(args, "config", None)
+    if path is not None and Path(path).is_file():
+        from .. import config as config_mod
+        from ..trust.refresh import settings_from_config
+        cfg = config_mod.load(Path(path))
+        configured = settings_from_config(cfg.raw.get("trust", {}), file=str(cfg.path),
+                                          store=cfg.store).snapshot
+        if configured is not None:
+            return configured
+    env = os.environ.get(ENV_SNAPSHOT)
+    if env:
+        return Path(env)
+    raise InputError(
+        "no output file: pass --output FILE, or set [trust] snapshot in the config "
+        f"(or ${ENV_SNAPSHOT}); refusing to write the packaged snapshot {PACKAGED_SNAPSHOT}"
+    )
+
+
 def run_update(args: argparse.Namespace) -> int:
     try:
         specs = [SourceSpec.parse(s) for s in args.source]
-        out = args.output or default_snapshot_path()
+        out = update_output(args)
         snap = update_snapshot(specs, output=out, pools=list(args.pool), now=utcnow(),
-                               fresh=args.fresh,
+                               fresh=args.fresh, allow_shrink=args.allow_shrink,
                                progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     except CertFailoverError as exc:
         print(f"certfailover trust update: {exc}", file=sys.stderr)
         return 2
     programs = snap.programs
     lines = [f"wrote {out}"] + [
-        f"  {n:<10} {len(p.roots):>4} roots  {len(p.unresolved):>4} without certificate  "
+        f"  {n:<10} {p.trusted_count():>4} trusted roots  "
+        f"{len(p.roots) - p.trusted_count():>3} distrust entries  "
+        f"{len(p.unresolved):>4} without certificate  "
         f"{p.provenance.version or ''} {p.provenance.date or ''}".rstrip()
         for n, p in sorted(programs.items())
     ]
     doc = {"output": str(out), "programs": {
-        n: {"roots": len(p.roots), "unresolved": len(p.unresolved), "provenance": p.provenance}
+        n: {"roots": p.trusted_count(), "distrust_entries": len(p.roots) - p.trusted_count(),
+            "unresolved": len(p.unresolved), "provenance": p.provenance}
         for n, p in programs.items()}}
     _emit(args, doc, lines)
     return 0

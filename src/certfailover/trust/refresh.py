@@ -5,9 +5,13 @@
     pools = []                 # extra certificates to resolve hash-only roots
     refresh = "1d"             # how often
     snapshot = "/var/lib/certfailover/trust-snapshot.json.gz"   # default: <store>/trust-snapshot.json.gz
+    allow_shrink = false       # accept a program losing more than 10% of its roots
 
 Programs without a source are carried over from the current snapshot. A failed refresh keeps
-the current snapshot and is reported; it is retried at the next interval.
+the current snapshot and is reported; it is retried at the next interval. Incomplete upstream
+data, an empty program, or a program losing more than ``MAX_SHRINK`` (10%) of its trusted
+roots is a failed refresh, unless ``allow_shrink`` (set it for the one refresh that should
+accept the drop, then remove it).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from ..config import _Table
 from ..errors import CertFailoverError, ConfigError
+from .programs import RootProgram
 from .snapshot import PACKAGED_SNAPSHOT, read_snapshot, save_snapshot
 from .sources.load import SourceSpec, update_snapshot
 
@@ -30,6 +35,7 @@ class TrustSettings:
     sources: tuple[SourceSpec, ...] = ()
     pools: tuple[str, ...] = ()
     refresh: timedelta = timedelta(days=1)
+    allow_shrink: bool = False
 
 
 def settings_from_config(raw: Mapping[str, Any], *, file: str, store: Path) -> TrustSettings:
@@ -47,11 +53,12 @@ def settings_from_config(raw: Mapping[str, Any], *, file: str, store: Path) -> T
         raise t.err("refresh", str(exc)) from exc
     snap = t.get("snapshot", str, None)
     pools = t.str_list("pools", ())
+    allow_shrink = t.get("allow_shrink", bool, False)
     t.check_unknown()
     path = Path(snap) if snap else (store / "trust-snapshot.json.gz" if specs else None)
     if refresh <= timedelta(0):
         raise ConfigError(file, "[trust].refresh", "must be positive")
-    return TrustSettings(path, specs, pools, refresh)
+    return TrustSettings(path, specs, pools, refresh, allow_shrink)
 
 
 class Refresher:
@@ -76,5 +83,13 @@ class Refresher:
         if not out.exists():  # start from the packaged programs; sources replace theirs
             save_snapshot(read_snapshot(PACKAGED_SNAPSHOT), out)
         snap = update_snapshot(list(self.settings.sources), output=out,
-                               pools=list(self.settings.pools), now=now)
-        return ", ".join(f"{n} {len(p.roots)} roots" for n, p in sorted(snap.programs.items()))
+                               pools=list(self.settings.pools), now=now,
+                               allow_shrink=self.settings.allow_shrink)
+        return ", ".join(f"{n} {root_counts(p)}" for n, p in sorted(snap.programs.items()))
+
+
+def root_counts(prog: RootProgram) -> str:
+    """"121 trusted roots, 46 distrust entries": explicit distrust entries are no roots."""
+    distrust = len(prog.roots) - prog.trusted_count()
+    text = f"{prog.trusted_count()} trusted roots"
+    return text + (f", {distrust} distrust entries" if distrust else "")

@@ -19,12 +19,15 @@ from datetime import datetime
 from pathlib import Path
 
 from ...errors import FetchError, TrustDataError
-from ..programs import ImportedProgram
+from ..programs import ImportedProgram, RootProgram
 from ..snapshot import Snapshot, build_snapshot
 from . import chrome, microsoft, mozilla, pembundle
 from .common import cert_sha256, load_pem_bundle
 
 MAX_BYTES = 32 * 1024 * 1024
+#: A refresh may drop at most this share of a program's trusted roots without confirmation
+#: (``trust update --allow-shrink``, ``[trust] allow_shrink = true``).
+MAX_SHRINK = 0.10
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,34 @@ def read_location(location: str, *, timeout: float = 30.0) -> bytes:
 
 
 def import_spec(spec: SourceSpec, *, now: datetime) -> ImportedProgram:
+    """Import one source; refuses incomplete data and a program without any trusted root."""
+    imp = _import_spec(spec, now=now)
+    if imp.program.trusted_count() == 0:
+        raise TrustDataError(
+            f"{spec.location}: {spec.name}: no trusted roots in the data (empty program refused)"
+        )
+    return imp
+
+
+def check_shrink(
+    new: RootProgram, old: RootProgram | None, *, source: str, current: str, allow: bool
+) -> None:
+    """Refuse a program that lost more than ``MAX_SHRINK`` of its trusted roots compared
+    with ``old`` (the data in use), unless ``allow``: a cut download or a wrong URL must not
+    silently untrust sites."""
+    if old is None or allow:
+        return
+    before, after = old.trusted_count(), new.trusted_count()
+    if before and (before - after) / before > MAX_SHRINK:
+        raise TrustDataError(
+            f"{source}: {new.name}: {after} trusted roots, down from {before} in {current} "
+            f"(more than {MAX_SHRINK:.0%} fewer): refused, keeping the current data. If the "
+            f"program really dropped them, confirm with `trust update --allow-shrink` "
+            f"(scheduled refresh: [trust] allow_shrink = true)"
+        )
+
+
+def _import_spec(spec: SourceSpec, *, now: datetime) -> ImportedProgram:
     data = read_location(spec.location)
     fetched = now.isoformat()
     rev = spec.revision
@@ -122,20 +153,29 @@ def sniff_program(data: bytes, location: str) -> str:
 
 def build_from_specs(
     specs: list[SourceSpec], *, pools: list[str], now: datetime, base: Snapshot | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, current: Snapshot | None = None,
+    allow_shrink: bool = False,
 ) -> Snapshot:
     """Import every source, pool certificates, and compile a Snapshot.
 
     ``base`` (a Snapshot) contributes its programs that no spec replaces and its
     certificates to the pool, so ``trust update --source chrome=URL`` refreshes one program.
+    ``current`` (default ``base``): the data in use, against which each imported program is
+    checked with ``check_shrink``.
     """
     say = progress or (lambda _msg: None)
+    current = current if current is not None else base
     pool: dict[str, bytes] = {}
     imported = []
     steps = len(specs) + len(pools) + 1
     for i, spec in enumerate(specs, 1):
         say(f"[{i}/{steps}] importing {spec.name} from {spec.location}")
-        imported.append(import_spec(spec, now=now))
+        imp = import_spec(spec, now=now)
+        if current is not None:
+            check_shrink(imp.program, current.programs.get(imp.program.name),
+                         source=spec.location, current=current.source or "the current snapshot",
+                         allow=allow_shrink)
+        imported.append(imp)
     names = {imp.program.name for imp in imported}
     if base is not None:
         pool.update(base.certs)
@@ -151,14 +191,19 @@ def build_from_specs(
 
 def update_snapshot(
     specs: list[SourceSpec], *, output: Path, pools: list[str], now: datetime, fresh: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None, allow_shrink: bool = False,
 ) -> Snapshot:
     """Rebuild ``output`` from upstream sources (what ``trust update`` and a scheduled refresh
     run). Programs without a new source are carried over from the current file unless
-    ``fresh``. Readers pick the new file up on their next ``load_snapshot`` (keyed by mtime)."""
+    ``fresh``. Every imported program is checked against the one in the current ``output``
+    (even with ``fresh``): more than ``MAX_SHRINK`` fewer trusted roots is refused unless
+    ``allow_shrink``. Any error leaves ``output`` untouched. Readers pick the new file up on
+    their next ``load_snapshot`` (keyed by mtime)."""
     from ..snapshot import read_snapshot, save_snapshot
 
-    base = None if fresh or not output.exists() else read_snapshot(output)
-    snap = build_from_specs(specs, pools=pools, now=now, base=base, progress=progress)
+    current = read_snapshot(output) if output.exists() else None
+    base = None if fresh else current
+    snap = build_from_specs(specs, pools=pools, now=now, base=base, progress=progress,
+                            current=current, allow_shrink=allow_shrink)
     save_snapshot(snap, output)
     return snap
