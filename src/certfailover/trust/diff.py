@@ -27,6 +27,9 @@ class ChangeKind(str, enum.Enum):
     REMOVED = "removed"
     CONSTRAINED = "constrained"  # a constraint was added or tightened/changed
     UNCONSTRAINED = "unconstrained"  # every constraint was lifted
+    # explicit distrust entries (Mozilla CKT_NSS_NOT_TRUSTED) are blocklist rows, not roots:
+    DISTRUST_ADDED = "distrust_added"
+    DISTRUST_REMOVED = "distrust_removed"
 
 
 @dataclass(frozen=True)
@@ -68,9 +71,11 @@ def diff_snapshots(
         for sha in sorted(set(a) | set(b)):
             ea, eb = a.get(sha), b.get(sha)
             if ea is None and eb is not None:
-                changes.append(RootChange(name, sha, eb.name, ChangeKind.ADDED, "", eb.constraint_summary()))
+                kind = ChangeKind.DISTRUST_ADDED if eb.distrusted else ChangeKind.ADDED
+                changes.append(RootChange(name, sha, eb.name, kind, "", eb.constraint_summary()))
             elif eb is None and ea is not None:
-                changes.append(RootChange(name, sha, ea.name, ChangeKind.REMOVED, ea.constraint_summary(), ""))
+                kind = ChangeKind.DISTRUST_REMOVED if ea.distrusted else ChangeKind.REMOVED
+                changes.append(RootChange(name, sha, ea.name, kind, ea.constraint_summary(), ""))
             elif ea is not None and eb is not None:
                 sa, sb = ea.constraint_summary(), eb.constraint_summary()
                 if sa != sb:
@@ -137,6 +142,10 @@ def summarize(d: SnapshotDiff) -> list[str]:
             lines.append(f"  {c.program}: + {c.name} ({c.sha256[:16]}) {c.after}".rstrip())
         elif c.kind is ChangeKind.REMOVED:
             lines.append(f"  {c.program}: - {c.name} ({c.sha256[:16]})")
+        elif c.kind is ChangeKind.DISTRUST_ADDED:
+            lines.append(f"  {c.program}: distrust entry added: {c.name} ({c.sha256[:16]})")
+        elif c.kind is ChangeKind.DISTRUST_REMOVED:
+            lines.append(f"  {c.program}: distrust entry removed: {c.name} ({c.sha256[:16]})")
         else:
             lines.append(
                 f"  {c.program}: ~ {c.name} ({c.sha256[:16]}) {c.kind.value}: "

@@ -29,6 +29,30 @@ from .snapshot import Snapshot, load_snapshot
 from .sources.common import load_der, quiet_legacy_roots
 
 MAX_DEPTH = 7
+
+#: Critical extensions a verifier processes (OpenSSL's ``X509_supported_extension`` list,
+#: plus the key identifiers, which are never critical in practice). Any other critical
+#: extension makes the certificate unusable, as in ``openssl verify`` and browsers; e.g. the
+#: CT precertificate poison (1.3.6.1.4.1.11129.2.4.3) on a precertificate.
+HANDLED_CRITICAL: frozenset[str] = frozenset({
+    "2.5.29.15",  # keyUsage
+    "2.5.29.17",  # subjectAltName
+    "2.5.29.19",  # basicConstraints
+    "2.5.29.32",  # certificatePolicies
+    "2.5.29.31",  # cRLDistributionPoints
+    "2.5.29.37",  # extKeyUsage
+    "2.5.29.36",  # policyConstraints
+    "2.5.29.30",  # nameConstraints (not evaluated here: see docs/trust.md "Not modelled")
+    "2.5.29.33",  # policyMappings
+    "2.5.29.54",  # inhibitAnyPolicy
+    "2.5.29.14",  # subjectKeyIdentifier
+    "2.5.29.35",  # authorityKeyIdentifier
+    "2.16.840.1.113730.1.1",  # netscape-cert-type
+    "1.3.6.1.5.5.7.1.7",  # sbgp-ipAddrBlock (RFC 3779)
+    "1.3.6.1.5.5.7.1.8",  # sbgp-autonomousSysNum (RFC 3779)
+    "1.3.6.1.5.5.7.48.1.5",  # id-pkix-ocsp-nocheck
+    "1.3.6.1.5.5.7.1.14",  # proxyCertInfo
+})
 _ONE_SECOND = timedelta(seconds=1)
 
 
@@ -45,6 +69,7 @@ class Reason(str, enum.Enum):
     EKU = "eku"  # not usable for TLS server authentication
     EXPIRED = "expired"  # a certificate in the path has expired at the evaluation time
     NOT_YET_VALID = "not_yet_valid"
+    CRITICAL_EXTENSION = "critical_extension"  # a path certificate has an unknown critical extension
     NAME_MISMATCH = "name_mismatch"  # the leaf does not cover the requested host name
     NO_DATA = "no_data"  # the snapshot has no data for this program
 
@@ -60,6 +85,7 @@ _PRIORITY = {
     Reason.EKU: 2,
     Reason.EXPIRED: 3,
     Reason.NOT_YET_VALID: 3,
+    Reason.CRITICAL_EXTENSION: 3,
     Reason.NAME_MISMATCH: 4,
     Reason.ROOT_NOT_INCLUDED: 5,
     Reason.NO_DATA: 6,
@@ -135,6 +161,7 @@ class _Node:
         "sha256",
         "ski",
         "subject",
+        "unhandled_critical",
     )
 
     def __init__(self, cert: x509.Certificate, sha256: str | None = None) -> None:
@@ -148,6 +175,10 @@ class _Node:
         self.aki: bytes | None = None
         self.is_ca = False
         self.ekus: frozenset[str] | None = None
+        self.unhandled_critical = tuple(
+            e.oid.dotted_string for e in cert.extensions
+            if e.critical and e.oid.dotted_string not in HANDLED_CRITICAL
+        )
         for ext in cert.extensions:
             v = ext.value
             if isinstance(v, x509.BasicConstraints):
@@ -459,6 +490,14 @@ class TrustEngine:
     def _path_problem(
         self, path: tuple[_Node, ...], at: datetime, name: str | None, leaf: _LeafFacts
     ) -> tuple[Reason, str] | None:
+        for n in path[:-1]:  # the anchor's own extensions are not enforced (as for validity)
+            if n.unhandled_critical:
+                return Reason.CRITICAL_EXTENSION, (
+                    f"{n.cert.subject.rfc4514_string()} has an unknown critical extension "
+                    f"{', '.join(n.unhandled_critical)}"
+                    + (" (a CT precertificate, not a certificate)"
+                       if "1.3.6.1.4.1.11129.2.4.3" in n.unhandled_critical else "")
+                )
         for n in path[:-1]:  # the anchor's own validity is not enforced by the programs
             if at < n.not_before:
                 return Reason.NOT_YET_VALID, f"{n.cert.subject.rfc4514_string()} is valid from {_fmt(n.not_before)}"
