@@ -49,6 +49,7 @@ def run(work: Path, cas: list[PebbleCA], http01: int, *, faulty: bool, rounds: i
     entries = [LabCAEntry(a.name, a.directory_url, a.ca_bundle), _entry(b, b_proxy),
                _entry(c, c_proxy)]
     times: list[float] = []
+    work.mkdir(parents=True, exist_ok=True)
     try:
         with lab_of(work, entries, [x.root_pem() for x in cas], http01,
                     daemon={"verify_timeout": 5, "issue_timeout": 60, "interval": 1},
