@@ -42,7 +42,7 @@ from .issuance import Outcome
 from .metrics import Metrics, MetricsServer, listen_from_config
 from .model import Action, Cert, CertState, Clock, Health, Severity
 from .notify.background import Background
-from .policy import flagged, switch_margin
+from .policy import flagged, switch_margin, unprotected
 from .remote import CheckJob, CheckResult, RemoteChecks
 from .schedule import SIGNALS, Intervals, Scheduler
 from .trust.refresh import Refresher
@@ -481,6 +481,12 @@ def build_daemon(engine: Engine, config: Config, *, interval: float,
     refresher = Refresher(settings_from_config(config.raw.get("trust", {}), file=str(config.path),
                                                store=config.store))
     d.refresher = refresher if refresher.enabled else None
+    for c in engine.db.certs():  # said at start too: the schedule cannot protect these
+        site = d._sites.get(c.site)
+        why = site and unprotected(c, site, interval=interval,
+                                   issue_timeout=config.daemon.issue_timeout)
+        if why:
+            log.warning("%s: %s", c.id, why)
     d.notify_in_background()
     if scheduled:
         d.orders_in_background()

@@ -301,3 +301,22 @@ def test_signal_hints_come_from_the_certificate_and_its_revocation_data() -> Non
     unknown = Health("x", (Finding("revocation", Severity.WARN, "?", {"status": "unknown"}),))
     assert signal_result("crl", unknown, now) == signal_result("crl", unknown, now)
     assert not signal_result("crl", unknown, now).known
+
+
+def test_a_certificate_too_short_lived_for_the_schedule_is_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from certfailover.status import site_status
+    clock = FakeClock()
+    rt, roots = make_runtime(tmp_path, clock)  # interval 300 s, issue_timeout 120 s
+    leaf, key = pki.make_leaf(roots[0], ["www.example.test"], not_before=T0,
+                              not_after=T0 + timedelta(minutes=30))  # renewal window 10 min
+    rt.engine.store_cert(rt.config.site("www"), "a", leaf_pem=leaf.public_bytes(PEM),
+                         chain_pem=b"", key_pem=keys.key_pem(key), source="short")
+    add_cert(rt, roots[1], "b")  # 90 days: fine
+    with caplog.at_level("WARNING"):
+        d = build_daemon(rt.engine, rt.config, interval=300)
+        d.close()
+    short = [r.getMessage() for r in caplog.records if "renewal window" in r.getMessage()]
+    assert len(short) == 1 and "/a/" in short[0] and "720s" in short[0]
+    notes = site_status(rt.db, rt.config.site("www"), T0, daemon=rt.config.daemon)["notes"]
+    assert sum("shorter than two check intervals" in n for n in notes) == 1
