@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
+from typing import Protocol
 
 from .config import Config
 from .engine import Engine, RunPlan, TickReport
@@ -71,6 +72,11 @@ def _parse(ts: object) -> datetime | None:
     except ValueError:
         return None
     return out if out.tzinfo is not None else None
+
+
+class HeldLock(Protocol):
+    @property
+    def held(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,7 @@ class Daemon:
         self._checked: list[CheckResult] = []
         self._ended_lock = threading.Lock()
         self.remote: RemoteChecks | None = None
+        self.lock: HeldLock | None = None  # the store's daemon lock, checked before each tick
 
     # -- network checks ---------------------------------------------------------------------
     def checks_in_background(self) -> None:
@@ -445,9 +452,17 @@ class Daemon:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, *, once: bool = False, max_ticks: int | None = None) -> int:
+        """Tick until stopped; 0, or 3 when the store's daemon lock was lost (a PostgreSQL
+        session that died): another daemon may be acting, so this one stops at once."""
         failures = 0
         while not self.stop_event.is_set():
             started = time.monotonic()
+            if self.lock is not None and not self.lock.held:
+                log.error("the daemon lock on %s was lost; stopping (another daemon may act)",
+                          getattr(self.lock, "where", "the store"))
+                self.engine.record(None, "*", "lock_lost", "the daemon lock was lost; the "
+                                   "daemon stopped so that two daemons never act at once")
+                return 3
             try:
                 report = self.tick()
                 failures = 0

@@ -320,3 +320,24 @@ def test_a_certificate_too_short_lived_for_the_schedule_is_named(
     assert len(short) == 1 and "/a/" in short[0] and "720s" in short[0]
     notes = site_status(rt.db, rt.config.site("www"), T0, daemon=rt.config.daemon)["notes"]
     assert sum("shorter than two check intervals" in n for n in notes) == 1
+
+
+def test_a_lost_daemon_lock_stops_the_daemon(tmp_path: Path) -> None:
+    clock = FakeClock()
+    rt, _ = with_two_certs(tmp_path, clock)
+
+    class Lock:
+        held = True
+
+    daemon = Daemon(rt.engine, interval=0.01, clock=clock)
+    daemon.lock = lock = Lock()
+    ticks: list[int] = []
+
+    def on_tick(report: TickReport) -> None:
+        ticks.append(1)
+        if len(ticks) == 2:
+            lock.held = False  # e.g. the PostgreSQL session holding the advisory lock died
+
+    daemon.on_tick = on_tick
+    assert daemon.run(max_ticks=10) == 3 and len(ticks) == 2
+    assert "lock_lost" in [e.kind for e in rt.db.events()]
