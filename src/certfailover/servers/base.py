@@ -16,7 +16,16 @@ from typing import Protocol, runtime_checkable
 
 from ..errors import ServerConfigError, ServerError
 
-__all__ = ["Endpoint", "LiveChange", "ServerAdapter", "check_argv", "run_argv"]
+__all__ = ["Endpoint", "LiveChange", "ServerAdapter", "SpecError", "check_argv", "run_argv"]
+
+
+class SpecError(ValueError):
+    """A bad key in a `[[server]]` table: `key` names it ("test", "paths.cert"), `message` says
+    why. str() reads "'test' must be ..."; the config module reports file, table and key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key, self.message = key, message
+        super().__init__(f"{key!r} {message}")
 
 
 @dataclass(frozen=True)
@@ -75,11 +84,14 @@ class ServerAdapter(Protocol):
 
 
 def check_argv(value: object, key: str) -> tuple[str, ...]:
-    """A config argv: a non-empty list of strings; ValueError naming `key` otherwise."""
+    """A config argv: a non-empty list of strings; SpecError (a ValueError) naming `key`."""
+    if isinstance(value, str):
+        raise SpecError(key, f"must be a list of strings (an argv, no shell), not the string "
+                             f"{value!r}: e.g. {value.split()!r}")
     if not isinstance(value, (list, tuple)) or not value or not all(
         isinstance(a, str) and a for a in value
     ):
-        raise ValueError(f"{key!r} must be a non-empty list of strings (an argv)")
+        raise SpecError(key, "must be a non-empty list of strings (an argv)")
     return tuple(value)
 
 
