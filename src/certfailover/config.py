@@ -3,25 +3,42 @@
 Secrets (EAB HMAC keys, webhook secrets) are given as references, never inline:
 "env:NAME" reads an environment variable, "file:/path" reads a file. They are resolved when
 loaded and never printed (`repr` hides them).
+
+`load` validates the whole file before anything is created: this module's own tables, every
+`[[server]]` table (servers.registry.check_spec) and the tables other modules read
+(`[schedule]`, `[metrics]`, `[trust]`, `[notify]`, see validate_tables). Site domains are
+normalised to lowercase A-labels without a trailing dot (normalize_domain).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import idna
 
 from .errors import ConfigError
-from .servers.base import Endpoint
+from .servers.base import Endpoint, SpecError
 from .store.vault import _SAFE
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 CHALLENGES = ("http-01-webroot", "http-01-standalone")
 REVOCATION_MODES = ("soft-fail", "hard-fail")
 DEFAULT_PATH = Path("certfailover.toml")
+#: longest site and CA name: the `site` and `ca` columns of store/db.py are String(100)
+NAME_MAX = 100
+#: top-level tables; each is read by someone (see validate_tables for the last four)
+TABLES = ("store", "daemon", "ca", "server", "site", "schedule", "metrics", "trust", "notify")
+#: [schedule] periods that must be > 0 (Intervals itself accepts 0 for them)
+SCHEDULE_PERIODS = ("crl", "ocsp", "ari", "trust")
+WILDCARD_MESSAGE = ("is a wildcard: no challenge that can prove a wildcard is configured; "
+                    "DNS-01 is needed")
 
 
 @dataclass(frozen=True)
@@ -160,10 +177,26 @@ class _Table:
             raise self.err(key, "must not be empty")
         return tuple(value)
 
-    def name(self, key: str = "name") -> str:
+    def name(self, key: str = "name", *, max_len: int | None = None) -> str:
         value: str = self.get(key, str, required=True)
         if not _SAFE.match(value):
             raise self.err(key, f"{value!r} must use only letters, digits, '.', '_' and '-'")
+        if max_len is not None and len(value) > max_len:
+            raise self.err(key, f"is {len(value)} characters long; at most {max_len} (the "
+                                "database column)")
+        return value
+
+    def url(self, key: str, value: str, what: str) -> str:
+        """`value` (read from `key`) must be an absolute http(s) URL with a host."""
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise self.err(key, f"{value!r} is not a valid URL ({exc})") from None
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise self.err(key, f"{value!r} must be an http(s) URL of {what}")
+        if any(c.isspace() for c in value):
+            raise self.err(key, f"{value!r} must not contain whitespace")
         return value
 
     def check_unknown(self) -> None:
@@ -178,6 +211,79 @@ def _tname(typ: type | tuple[type, ...]) -> str:
     if isinstance(typ, tuple):
         return " or ".join(names.get(t, t.__name__) for t in typ)
     return names.get(typ, typ.__name__)
+
+
+def normalize_domain(text: str) -> str:
+    """A `[[site]] domains` entry as certificates carry it: lowercase A-labels (IDNA 2008 with
+    UTS #46 mapping, "bücher.example" -> "xn--bcher-kva.example"), a trailing dot removed.
+
+    ValueError says why a name cannot be used: wildcards, whitespace, URLs, ports, IP
+    addresses, empty labels, labels over 63 or names over 253 characters, characters a host
+    name may not have.
+    """
+    if not text:
+        raise ValueError("is empty")
+    if any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} contains whitespace; give one DNS name per entry")
+    if "://" in text or "/" in text:
+        host = urlsplit(text if "://" in text else f"//{text}").hostname or "www.example.com"
+        raise ValueError(f"{text!r} is a URL or a path, not a DNS name (give only the name, "
+                         f"e.g. {host!r})")
+    if "*" in text:
+        raise ValueError(f"{text!r} {WILDCARD_MESSAGE}")
+    name = text.removesuffix(".")  # the root's dot: the same name
+    try:
+        ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        pass
+    else:
+        raise ValueError(f"{text!r} is an IP address; HTTP-01 sites are DNS names")
+    if ":" in name:
+        raise ValueError(f"{text!r}: a DNS name has no port or ':'")
+    if not name or name.startswith(".") or ".." in name or name.endswith("."):
+        raise ValueError(f"{text!r} has an empty label (a leading dot or two dots in a row)")
+    try:
+        mapped = idna.uts46_remap(name, std3_rules=True, transitional=False)
+    except idna.IDNAError as exc:
+        raise ValueError(f"{text!r} is not a valid DNS name: {exc}") from None
+    for label in mapped.split("."):
+        alabel = label if label.isascii() else "xn--" + label.encode("punycode").decode()
+        if len(alabel) > 63:
+            raise ValueError(f"{_short(text)}: the label {_short(alabel)} is {len(alabel)} "
+                             "characters long; at most 63")
+    try:
+        out = idna.encode(mapped, uts46=False).decode("ascii")
+    except idna.IDNAError as exc:
+        if len(mapped) > 253 or "too long" in str(exc).lower():
+            raise ValueError(f"{_short(text)} is too long: at most 253 characters (as "
+                             "A-labels)") from None
+        raise ValueError(f"{text!r} is not a valid DNS name: {exc}") from None
+    if len(out) > 253:
+        raise ValueError(f"{_short(text)} is {len(out)} characters long (as A-labels); "
+                         "at most 253")
+    if out.rsplit(".", 1)[-1].isdigit():
+        raise ValueError(f"{text!r}: the last label is all digits (not a DNS name)")
+    return out
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:30] + "..." + text[-20:])
+
+
+def _domains(t: _Table) -> tuple[str, ...]:
+    """The site's `domains`, normalised; errors name the entry ("domains[2]", from 0)."""
+    seen: dict[str, int] = {}
+    for i, text in enumerate(t.str_list("domains", nonempty=True)):
+        try:
+            name = normalize_domain(text)
+        except ValueError as exc:
+            raise t.err(f"domains[{i}]", str(exc)) from None
+        if name in seen:
+            same = f" (the same as {name!r})" if name != text else ""
+            raise t.err(f"domains[{i}]", f"{text!r}{same} is a duplicate of "
+                                         f"domains[{seen[name]}]")
+        seen[name] = i
+    return tuple(seen)
 
 
 def resolve_secret(ref: str, table: _Table, key: str, env: Mapping[str, str]) -> Secret:
@@ -219,7 +325,42 @@ def load(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(file, "", f"cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from exc
-    return parse(raw, file=file, base=path.parent, env=env)
+    cfg = parse(raw, file=file, base=path.parent, env=env)
+    validate_tables(cfg.raw, file=file, store=cfg.store, env=env)
+    return cfg
+
+
+def validate_tables(raw: Mapping[str, Any], *, file: str, store: Path,
+                    env: Mapping[str, str]) -> None:
+    """Validate the tables other modules read, with their own parsers, creating nothing:
+    `[schedule]` (schedule.Intervals), `[metrics]` (metrics.listen_from_config), `[trust]`
+    (trust.refresh.settings_from_config) and `[notify]` (notify.factory.from_config: the
+    notifiers are built and discarded; their worker threads start only with a first event).
+    Raises ConfigError naming the file, the table and the key."""
+    tables: dict[str, Mapping[str, Any]] = {}
+    for name in ("schedule", "metrics", "trust", "notify"):
+        value = raw.get(name, {})
+        if not isinstance(value, Mapping):
+            raise ConfigError(file, f"[{name}]", "must be a table")
+        tables[name] = value
+
+    from .schedule import Intervals
+    intervals = Intervals.from_mapping(tables["schedule"], file=file, table="[schedule]")
+    for key in SCHEDULE_PERIODS:
+        if key in tables["schedule"] and getattr(intervals, key).total_seconds() <= 0:
+            raise ConfigError(file, f"[schedule].{key}", "must be > 0 (how often to check)")
+
+    from .metrics import listen_from_config
+    listen_from_config(tables["metrics"], file=file)
+
+    from .trust.refresh import settings_from_config
+    settings_from_config(tables["trust"], file=file, store=store)
+
+    from .notify.factory import from_config
+    try:
+        from_config(tables["notify"], file=file, env=env)
+    except ValueError as exc:  # a notifier's own check (e.g. a malformed mail address)
+        raise ConfigError(file, "[notify]", str(exc)) from None
 
 
 def _path(value: str, base: Path) -> Path:
@@ -246,16 +387,34 @@ def _seconds(t: _Table, key: str, default: float) -> float:
         raise t.err(key, str(exc)) from None
 
 
+def _check_top_level(raw: Mapping[str, Any], file: str) -> None:
+    for key in raw:
+        if key in TABLES:
+            continue
+        value = raw[key]
+        if isinstance(value, dict):
+            where = f"[{key}]"
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            where = f"[[{key}]]"
+        else:
+            raise ConfigError(file, f"(top level).{key}", "unknown key (keys belong in a table; "
+                              "check the spelling; see docs/config.md)")
+        raise ConfigError(file, where, f"unknown table: nothing reads it (known tables: "
+                          f"{', '.join(TABLES)}; see docs/config.md)")
+
+
 def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, str]) -> Config:
-    top = _Table(file, "(top level)", dict(raw))
-    for known in ("store", "ca", "server", "site", "daemon", "notify", "metrics", "revocation",
-                  "trust", "schedule"):
-        top.used.add(known)
-    top.check_unknown()
+    """This module's tables and every `[[server]]` table; `load` also runs validate_tables."""
+    _check_top_level(raw, file)
 
     st = _Table(file, "[store]", raw.get("store", {}))
-    store = _path(st.get("directory", str, "/var/lib/certfailover"), base)
+    directory = st.get("directory", str, "/var/lib/certfailover")
+    if not directory.strip():
+        raise st.err("directory", "must not be empty")
+    store = _path(directory, base)
     database = st.get("database", str, f"sqlite:///{store / 'state.db'}")
+    if not database.strip():
+        raise st.err("database", "must not be empty")
     st.check_unknown()
 
     dm = _Table(file, "[daemon]", raw.get("daemon", {}))
@@ -286,13 +445,18 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     ca_list = _array(raw, "ca", file)
     for i, item in enumerate(ca_list):
         t = _Table(file, f"[[ca]] #{i + 1}", item)
-        name = t.name()
+        name = t.name(max_len=NAME_MAX)
         t.where = f"[[ca]] {name!r}"
         if name in cas:
             raise t.err("name", "duplicate CA name")
-        directory = t.get("directory", str, required=True)
-        if not directory.startswith(("https://", "http://")):
-            raise t.err("directory", f"{directory!r} must be an http(s) URL of an ACME directory")
+        directory = t.url("directory", t.get("directory", str, required=True),
+                          "an ACME directory")
+        crl_urls = t.str_list("crl_urls", ())
+        for j, url in enumerate(crl_urls):
+            t.url(f"crl_urls[{j}]", url, "a CRL")
+        ari_url = t.get("ari_url", str, None)
+        if ari_url is not None:
+            t.url("ari_url", ari_url, "the CA's renewalInfo endpoint")
         kid = t.get("eab_kid", str, None)
         hmac_ref = t.get("eab_hmac_key", str, None)
         if (kid is None) != (hmac_ref is None):
@@ -309,8 +473,8 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
             eab_hmac_key=resolve_secret(hmac_ref, t, "eab_hmac_key", env) if hmac_ref else None,
             ca_bundle=bundle_path,
             preferred_chain=t.get("preferred_chain", str, None),
-            crl_urls=t.str_list("crl_urls", ()),
-            ari_url=t.get("ari_url", str, None),
+            crl_urls=crl_urls,
+            ari_url=ari_url,
             crl_sign_required=t.get("crl_sign_required", bool, True),
         )
         t.check_unknown()
@@ -320,9 +484,17 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     for i, item in enumerate(srv_list):
         t = _Table(file, f"[[server]] #{i + 1}", item)
         name = t.name()
+        t.where = f"[[server]] {name!r}"
         if name in servers:
             raise t.err("name", "duplicate server name")
         typ = t.get("type", str, required=True)
+        from .servers.registry import check_spec
+        try:
+            check_spec(item)
+        except SpecError as exc:
+            raise t.err(exc.key, exc.message) from None
+        except ValueError as exc:  # an adapter's own check without a key
+            raise t.err("", str(exc)) from None
         servers[name] = ServerConfig(name=name, type=typ, spec=dict(item))
 
     sites: list[SiteConfig] = []
@@ -330,12 +502,12 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     seen: set[str] = set()
     for i, item in enumerate(site_list):
         t = _Table(file, f"[[site]] #{i + 1}", item)
-        name = t.name()
+        name = t.name(max_len=NAME_MAX)
         t.where = f"[[site]] {name!r}"
         if name in seen:
             raise t.err("name", "duplicate site name")
         seen.add(name)
-        domains = t.str_list("domains", nonempty=True)
+        domains = _domains(t)
         site_cas = t.str_list("cas", nonempty=True)
         for ca in site_cas:
             if ca not in cas:
@@ -374,6 +546,9 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
         revocation = t.get("revocation", str, "soft-fail")
         if revocation not in REVOCATION_MODES:
             raise t.err("revocation", f"must be one of {', '.join(REVOCATION_MODES)}")
+        forecast_days = t.get("forecast_days", int, 90)
+        if forecast_days < 0:
+            raise t.err("forecast_days", "must be >= 0 (days before a scheduled distrust)")
         ch_raw = t.get("challenge", dict, {})
         ct = _Table(file, f"{t.where}.challenge", ch_raw)
         ctype = ct.get("type", str, "http-01-standalone")
@@ -391,7 +566,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
             key_type=key_type, trust=trust, min_standbys=min_standbys,
             renew_fraction=renew_fraction, revocation=revocation,
             switch_back=t.get("switch_back", bool, False),
-            forecast_days=t.get("forecast_days", int, 90),
+            forecast_days=forecast_days,
         ))
         t.check_unknown()
 

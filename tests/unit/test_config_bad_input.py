@@ -1,0 +1,272 @@
+"""Every bad input in the config is a ConfigError naming the file and the table.key, raised by
+config.load before anything is created (the store directory must not exist afterwards); the
+CLI turns it into exit code 2. One row per class of bad input."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from certfailover import config
+from certfailover.cli.main import main
+from certfailover.errors import ConfigError
+from certfailover.servers.registry import SpecError, check_spec
+
+BASE = """\
+[store]
+directory = "store"
+
+[[ca]]
+name = "a"
+directory = "https://a.test/dir"
+
+[[ca]]
+name = "b"
+directory = "https://b.test/dir"
+
+[[server]]
+name = "web"
+type = "nginx"
+test = ["nginx", "-t"]
+
+[[site]]
+name = "www"
+domains = ["www.example.test", "example.test"]
+cas = ["a", "b"]
+server = "web"
+endpoints = ["127.0.0.1:8443"]
+"""
+
+SITE_DOMAINS = 'domains = ["www.example.test", "example.test"]'
+LONG = "x" * 101
+
+
+def _domain(extra: str) -> tuple[str, str]:
+    """Add `extra` as domains[2] of site 'www'."""
+    return SITE_DOMAINS, f'domains = ["www.example.test", "example.test", {extra}]'
+
+
+def _append(text: str) -> tuple[str, str]:
+    return BASE, BASE + "\n" + text + "\n"
+
+
+# (id, (old, new) replaced once in BASE, table.key named, part of the message)
+CASES: list[tuple[str, tuple[str, str], str, str]] = [
+    # -- [[server]]: checked by servers.registry at load
+    ("server-key-typo", ('test = ["nginx", "-t"]', 'tset = ["nginx", "-t"]'),
+     "[[server]] 'web'.tset", "is not a key of a nginx server"),
+    ("server-unknown-type", ('type = "nginx"', 'type = "lighttpd"'),
+     "[[server]] 'web'.type", "must be one of"),
+    ("server-argv-as-string", ('test = ["nginx", "-t"]', 'test = "nginx -t"'),
+     "[[server]] 'web'.test", "must be a list of strings"),
+    ("server-haproxy-no-socket", ('type = "nginx"\ntest = ["nginx", "-t"]', 'type = "haproxy"'),
+     "[[server]] 'web'.socket", "is required"),
+    ("server-files-bad-role",
+     ('type = "nginx"\ntest = ["nginx", "-t"]', 'type = "files"\npaths = {certificate = "/x"}'),
+     "[[server]] 'web'.paths.certificate", "is not one of"),
+    # -- tables parsed by other modules, validated at load
+    ("schedule-bad-duration", _append('[schedule]\ncrl = "soon"'), "[schedule].crl",
+     "not a duration"),
+    ("schedule-unknown-key", _append('[schedule]\ncrll = "5m"'), "[schedule].crll",
+     "unknown key"),
+    ("schedule-zero-period", _append('[schedule]\nocsp = 0'), "[schedule].ocsp", "> 0"),
+    ("schedule-not-a-table", ("[store]", 'schedule = "5m"\n[store]'), "[schedule]",
+     "must be a table"),
+    ("metrics-bad-listen", _append('[metrics]\nlisten = "9786"'), "[metrics].listen", ""),
+    ("metrics-unknown-key", _append('[metrics]\nlisen = "127.0.0.1:9786"'), "[metrics].lisen",
+     "unknown key"),
+    ("trust-zero-refresh", _append('[trust]\nrefresh = "0s"'), "[trust].refresh",
+     "must be positive"),
+    ("trust-unknown-key", _append('[trust]\nsource = ["x=y"]'), "[trust].source", "unknown key"),
+    ("notify-bad-url", _append('[notify.webhook]\nurl = "ftp://hooks.test/x"'),
+     "[notify.webhook].url", "http"),
+    ("notify-zero-timeout", _append('[notify.command]\nargv = ["true"]\ntimeout = 0'),
+     "[notify.command].timeout", "must be > 0"),
+    ("notify-unknown-key", _append('[notify]\nmin_severty = "info"'), "[notify].min_severty",
+     "unknown key"),
+    # -- unknown or unused top-level tables and keys
+    ("unused-revocation-table", _append('[revocation]\nhard_fail_after = "24h"'),
+     "[revocation]", "unknown table"),
+    ("unknown-table-array", _append('[[sites]]\nname = "x"'), "[[sites]]", "unknown table"),
+    ("unknown-top-level-key", ("[store]", 'interval = 5\n[store]'), "(top level).interval",
+     "unknown key"),
+    # -- [[site]] domains
+    ("domain-wildcard", _domain('"*.example.test"'), "[[site]] 'www'.domains[2]",
+     "no challenge that can prove a wildcard is configured; DNS-01 is needed"),
+    ("domain-space", _domain('"shop example.test"'), "[[site]] 'www'.domains[2]",
+     "whitespace"),
+    ("domain-url", _domain('"https://shop.example.test/"'), "[[site]] 'www'.domains[2]",
+     "not a DNS name (give only the name, e.g. 'shop.example.test')"),
+    ("domain-ipv4", _domain('"192.0.2.1"'), "[[site]] 'www'.domains[2]", "IP address"),
+    ("domain-ipv6", _domain('"2001:db8::1"'), "[[site]] 'www'.domains[2]", "IP address"),
+    ("domain-port", _domain('"shop.example.test:443"'), "[[site]] 'www'.domains[2]", "port"),
+    ("domain-duplicate", _domain('"example.test"'), "[[site]] 'www'.domains[2]",
+     "'example.test' is a duplicate of domains[1]"),
+    ("domain-duplicate-after-normalising", _domain('"WWW.Example.Test."'),
+     "[[site]] 'www'.domains[2]", "is a duplicate of domains[0]"),
+    ("domain-label-over-63", _domain(f'"{"l" * 64}.example.test"'),
+     "[[site]] 'www'.domains[2]", "64 characters long; at most 63"),
+    ("domain-name-over-253", _domain('"' + ".".join(["n" * 60] * 4) + '.example.test"'),
+     "[[site]] 'www'.domains[2]", "at most 253"),
+    ("domain-empty-label", _domain('"shop..example.test"'), "[[site]] 'www'.domains[2]",
+     "empty label"),
+    ("domain-bad-character", _domain('"shop_1.example.test"'), "[[site]] 'www'.domains[2]",
+     "not a valid DNS name"),
+    # -- numbers, durations, URLs and name lengths
+    ("forecast-days-negative", ('server = "web"', 'server = "web"\nforecast_days = -1'),
+     "[[site]] 'www'.forecast_days", ">= 0"),
+    ("renew-fraction-zero", ('server = "web"', 'server = "web"\nrenew_fraction = 0'),
+     "[[site]] 'www'.renew_fraction", "between 0 and 1"),
+    ("renew-fraction-one", ('server = "web"', 'server = "web"\nrenew_fraction = 1.5'),
+     "[[site]] 'www'.renew_fraction", "between 0 and 1"),
+    ("daemon-timeout-zero", _append("[daemon]\nissue_timeout = 0"), "[daemon].issue_timeout",
+     "> 0"),
+    ("daemon-duration-negative", _append('[daemon]\nverify_timeout = -1'),
+     "[daemon].verify_timeout", "> 0"),
+    ("ca-directory-not-http", ('directory = "https://a.test/dir"', 'directory = "ftp://a.test/"'),
+     "[[ca]] 'a'.directory", "http(s) URL"),
+    ("ca-directory-no-host", ('directory = "https://a.test/dir"', 'directory = "https:///dir"'),
+     "[[ca]] 'a'.directory", "http(s) URL"),
+    ("ca-crl-url-not-http",
+     ('directory = "https://a.test/dir"',
+      'directory = "https://a.test/dir"\ncrl_urls = ["https://a.test/1.crl", "file:///x.crl"]'),
+     "[[ca]] 'a'.crl_urls[1]", "http(s) URL"),
+    ("ca-ari-url-no-scheme",
+     ('directory = "https://a.test/dir"',
+      'directory = "https://a.test/dir"\nari_url = "a.test/renewalInfo"'),
+     "[[ca]] 'a'.ari_url", "http(s) URL"),
+    ("site-name-too-long", ('name = "www"', f'name = "{LONG}"'), "[[site]] #1.name",
+     "at most 100"),
+    ("ca-name-too-long", ('name = "a"\n', f'name = "{LONG}"\n'), "[[ca]] #1.name",
+     "at most 100"),
+]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "certfailover.toml"
+    p.write_text(text)
+    return p
+
+
+def test_the_base_config_loads_and_creates_nothing(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, BASE), env={})
+    assert cfg.site("www").domains == ("www.example.test", "example.test")
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(("edit", "where", "message"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_bad_input_is_a_config_error_before_anything_is_created(
+        tmp_path: Path, edit: tuple[str, str], where: str, message: str) -> None:
+    text = BASE.replace(edit[0], edit[1], 1)
+    assert text != BASE
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, env={})
+    assert info.value.file == str(path) and str(path) in str(info.value)
+    assert info.value.where == where
+    assert message in info.value.message
+    assert f"{where}: " in str(info.value)
+    assert not (tmp_path / "store").exists()
+
+
+CLI_CASES = ["server-key-typo", "server-argv-as-string", "schedule-bad-duration",
+             "unused-revocation-table", "domain-wildcard", "notify-bad-url"]
+
+
+# `check` is a monitoring plugin: any error is UNKNOWN (3), said on stdout; others exit 2
+@pytest.mark.parametrize(("command", "code"), [("check", 3), ("status", 2)])
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli_names_file_and_key_without_creating_the_store(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, command: str,
+        code: int) -> None:
+    _, edit, where, message = next(c for c in CASES if c[0] == case)
+    path = write(tmp_path, BASE.replace(edit[0], edit[1], 1))
+    assert main(["--config", str(path), command]) == code
+    out, err = capsys.readouterr()
+    said = out if command == "check" else err
+    prefix = "CERTFAILOVER UNKNOWN - " if command == "check" else "certfailover: error: "
+    assert f"{prefix}{path}: {where}: " in said and message in said
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(("given", "normalised"), [
+    ("bücher.example", "xn--bcher-kva.example"),
+    ("Bücher.Example", "xn--bcher-kva.example"),
+    ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+    ("WWW.Example.TEST", "www.example.test"),
+    ("www.example.test.", "www.example.test"),  # the trailing (root) dot is removed
+    ("faß.example", "xn--fa-hia.example"),  # IDNA 2008: ß is kept, not mapped to "ss"
+])
+def test_domains_are_normalised_to_lowercase_a_labels(tmp_path: Path, given: str,
+                                                      normalised: str) -> None:
+    text = BASE.replace(SITE_DOMAINS, f'domains = ["{given}", "other.example.test"]')
+    cfg = config.load(write(tmp_path, text), env={})
+    assert cfg.site("www").domains == (normalised, "other.example.test")
+    assert cfg.site("www").sni == normalised
+
+
+def test_label_and_name_length_limits_are_inclusive() -> None:
+    label63 = "l" * 63
+    assert config.normalize_domain(f"{label63}.example") == f"{label63}.example"
+    name253 = ".".join(["n" * 63] * 3 + ["n" * 61])
+    assert len(name253) == 253 and config.normalize_domain(name253) == name253
+    with pytest.raises(ValueError, match="at most 253"):
+        config.normalize_domain(name253 + "n")
+
+
+def test_names_up_to_the_column_size_load(tmp_path: Path) -> None:
+    ok = "x" * 100
+    text = BASE.replace('name = "www"', f'name = "{ok}"').replace(
+        'name = "a"\n', f'name = "{ok}"\n').replace('cas = ["a", "b"]', f'cas = ["{ok}", "b"]')
+    cfg = config.load(write(tmp_path, text), env={})
+    assert cfg.sites[0].name == ok and ok in cfg.cas
+
+
+def test_validating_notify_at_load_starts_no_threads(tmp_path: Path) -> None:
+    text = BASE + """
+[notify.webhook]
+url = "https://hooks.example.test/x"
+[notify.email]
+host = "smtp.example.test"
+sender = "cf@example.test"
+recipients = ["ops@example.test"]
+[notify.command]
+argv = ["true"]
+"""
+    before = threading.active_count()
+    config.load(write(tmp_path, text), env={})
+    assert threading.active_count() == before
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_notifier_check_without_a_key_still_names_the_table(tmp_path: Path) -> None:
+    text = BASE + """
+[notify.email]
+host = "smtp.example.test"
+sender = "cf@example.test\\nBcc: someone@example.test"
+recipients = ["ops@example.test"]
+"""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, env={})
+    assert info.value.file == str(path) and info.value.where == "[notify]"
+    assert "must be one non-empty line" in info.value.message
+
+
+@pytest.mark.parametrize(("spec", "key"), [
+    ({"name": "w", "type": "nginx", "tset": ["x"]}, "tset"),
+    ({"name": "w", "type": "nginx", "reload": "nginx -s reload"}, "reload"),
+    ({"name": "w", "type": "lighttpd"}, "type"),
+    ({"name": "f", "type": "files", "paths": {"cert": "/c/{host}"}}, "paths.cert"),
+    ({"name": "f", "type": "files", "paths": "/c"}, "paths"),
+    ({"name": "c", "type": "command", "paths": {"cert": "/c"}}, "command"),
+])
+def test_server_spec_errors_carry_the_key(spec: dict[str, object], key: str) -> None:
+    with pytest.raises(SpecError) as info:
+        check_spec(spec)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key!r} ")
