@@ -27,7 +27,7 @@ from typing import Any, Self
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
-from .errors import ConfigError
+from .errors import CertFailoverError, ConfigError
 
 __all__ = [
     "CONTENT_TYPE", "HEALTH_VALUES", "Metrics", "MetricsServer", "listen_from_config",
@@ -194,6 +194,14 @@ class Metrics:
         return MetricsServer.start(self, host, port)
 
 
+class ListenError(CertFailoverError, OSError):
+    """The metrics address cannot be bound (in use, not local, no permission): names it.
+    An OSError (as before) and a CertFailoverError (a clean message, not a traceback)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     metrics: Metrics
@@ -239,8 +247,9 @@ class MetricsServer:
         try:
             server = Server((host, port), _Handler)
         except OSError as exc:
-            raise OSError(exc.errno, f"metrics: cannot listen on {host}:{port}: {exc.strerror}") \
-                from None
+            raise ListenError(exc.errno, f"metrics: cannot listen on {host}:{port}: "
+                              f"{exc.strerror} (is another process using it? choose another "
+                              "--metrics-listen or [metrics] listen)") from None
         server.metrics = metrics
         thread = threading.Thread(target=server.serve_forever, name="certfailover-metrics",
                                   daemon=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import socket
 
 from ..daemon import build_daemon
 from ..errors import InputError
-from ..metrics import parse_listen
+from ..metrics import ListenError, listen_from_config, parse_listen
 from ..store.lock import acquire_daemon_lock
 from .common import emit, load_config
 
@@ -24,6 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+def check_listen(listen: tuple[str, int] | None) -> None:
+    """Before the lock, crash recovery and the first tick: a metrics address that cannot be
+    bound (in use) is a clean error naming it, not a traceback after startup work."""
+    if listen is None:
+        return
+    host, port = listen
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server does
+            s.bind((host, port))
+    except OSError as exc:
+        raise ListenError(exc.errno, f"metrics: cannot listen on {host}:{port}: {exc.strerror} "
+                          "(is another process using it? choose another --metrics-listen or "
+                          "[metrics] listen)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     listen = None
     if args.metrics_listen:
@@ -35,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     interval = args.interval or config.daemon.interval
     if interval <= 0:
         raise InputError("--interval must be > 0")
+    check_listen(listen or listen_from_config(config.raw.get("metrics", {}),
+                                              file=str(config.path)))
     # one daemon per store: taken before anything acts (even the schema migration and crash
     # recovery), held for the daemon's life; a cron tick (--once) is refused the same way
     with acquire_daemon_lock(config):
