@@ -6,20 +6,24 @@ The only module that knows every concrete adapter. Everything else takes ports.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import sqlalchemy as sa
 from cryptography import x509
 
 from .checks import Check
 from .config import CAConfig, Config, SiteConfig
 from .engine import Engine, IssuerPort, Notify, Switch, SwitchResult
+from .errors import StoreError
 from .health import BundleStores, StoreTrustCheck, local_checks
 from .model import Clock, utcnow
-from .store.db import Database
+from .store.db import SCHEMA_VERSION, Database
 from .store.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -43,12 +47,122 @@ class Runtime:
             log.warning("%d order(s) were interrupted by the last stop; they count as failures", n)
 
 
-def open_store(config: Config) -> tuple[Database, Vault]:
+def open_store(config: Config, *, read_only: bool = False) -> tuple[Database, Vault]:
+    """The store's database and vault.
+
+    Write mode (default) creates the layout, makes the store private (0700 directories, 0600
+    SQLite files) and migrates the schema. `read_only` (status, events, pins) creates and
+    changes nothing: a SQLite database is opened with `mode=ro` (`immutable` when even that is
+    impossible, e.g. on a read-only mount without -wal/-shm files); an older schema is
+    migrated only if the store can be written, else a StoreError says so. A damaged SQLite
+    file is a StoreError naming it, in both modes."""
     vault = Vault(config.store)
-    vault.ensure()
-    db = Database(config.database)
-    db.migrate()
+    sqlite_path = _sqlite_file(config.database)
+    if not read_only:
+        vault.ensure()
+        if sqlite_path is not None:
+            _private_sqlite(sqlite_path)
+        if sqlite_path is not None and sqlite_path.stat().st_size > 0:
+            ro = _sqlite_read_only(sqlite_path)  # a damaged file is named before any write
+            try:
+                _integrity(ro, sqlite_path)
+            finally:
+                ro.engine.dispose()
+        db = Database(config.database)
+        db.migrate()
+        if sqlite_path is not None:
+            _private_sqlite(sqlite_path)  # the -wal/-shm files the first connection created
+        return db, vault
+    vault.check()
+    if sqlite_path is None:
+        db = Database(config.database)
+    else:
+        if not sqlite_path.is_file():
+            raise StoreError(f"{sqlite_path}: no certfailover database here (yet): `certfailover "
+                             "issue`, `import` or `run` creates it")
+        db = _sqlite_read_only(sqlite_path)
+        _integrity(db, sqlite_path)
+    where = sqlite_path or config.database
+    try:
+        current = db.version()
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"{where}: cannot read the database: {_reason(exc)}") from exc
+    if current < SCHEMA_VERSION:
+        try:  # an old store is upgraded by any command that can write it
+            Database(config.database).migrate()
+        except StoreError as exc:
+            raise StoreError(
+                f"{where}: the store's schema version {current} is older than this "
+                f"certfailover's ({SCHEMA_VERSION}) and it cannot be upgraded here (read-only?): "
+                "run `certfailover run --once` (or any writing command) with write access "
+                f"first. ({_reason(exc.__cause__ or exc)})") from exc
+    elif current > SCHEMA_VERSION:
+        raise StoreError(f"{where}: store schema version {current} is newer than this "
+                         f"certfailover ({SCHEMA_VERSION}); upgrade certfailover")
     return db, vault
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a plain SQLite URL (sqlite:///path), else None (memory, URI form, other DB)."""
+    try:
+        u = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    if not u.drivername.startswith("sqlite") or not u.database or u.database == ":memory:" \
+            or u.database.startswith("file:") or u.query:
+        return None
+    return Path(u.database)
+
+
+def _private_sqlite(path: Path) -> None:
+    """state.db and its -wal/-shm are 0600: created so (SQLite gives -wal/-shm the database
+    file's mode), and an existing store's files are tightened."""
+    try:
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if p.exists() and p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+    except OSError as exc:
+        raise StoreError(f"{exc.filename or path}: cannot create or protect the database "
+                         f"file: {exc.strerror}") from exc
+
+
+def _sqlite_read_only(path: Path) -> Database:
+    base = f"sqlite:///file:{quote(str(path.absolute()))}?mode=ro&uri=true"
+    db = Database(base)
+    try:
+        with db.engine.connect():
+            return db
+    except sa.exc.OperationalError:
+        # a WAL database on read-only media without its -wal/-shm files: nobody can be
+        # writing it, so reading it as immutable is safe
+        db.engine.dispose()
+        return Database(f"sqlite:///file:{quote(str(path.absolute()))}?mode=ro&immutable=1&uri=true")
+
+
+def _integrity(db: Database, path: Path) -> None:
+    """A damaged page anywhere in the SQLite file is found now, named, and nothing is written."""
+    try:
+        with db.engine.connect() as conn:
+            problems = [str(r[0]) for r in conn.execute(sa.text("PRAGMA quick_check"))]
+    except sa.exc.DatabaseError as exc:
+        reason = _reason(exc)
+        if "malformed" not in reason and "not a database" not in reason:
+            raise StoreError(f"{path}: cannot open the database: {reason}") from exc
+        problems = [reason]
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"{path}: cannot open the database: {_reason(exc)}") from exc
+    if problems != ["ok"]:
+        raise StoreError(
+            f"{path}: the database is damaged ({'; '.join(problems[:3])}); nothing was changed. "
+            "Restore it from a backup (`sqlite3 state.db .recover` may save most of it); the "
+            "certificates and keys in the archive are not affected")
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).splitlines()[0]
 
 
 def build_checks(config: Config, stores: BundleStores) -> list[Check]:

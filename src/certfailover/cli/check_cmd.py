@@ -2,6 +2,8 @@
 
 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. CRITICAL when a site serves a failing certificate or
 has none; WARNING when a site lacks a healthy standby or any certificate has a warning.
+`check` records its findings in the store (status and the daemon read them), so it opens the
+store for writing: on a read-only or damaged store it answers UNKNOWN naming the path.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import CertFailoverError
+from ..errors import CertFailoverError, StoreError
 from ..model import CertState, Severity, to_jsonable, utcnow
 from ..policy import flagged
 from .common import emit, runtime
@@ -26,7 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def run(args: argparse.Namespace) -> int:
     try:
-        rt = runtime(args)
+        try:
+            rt = runtime(args)
+        except StoreError as exc:  # e.g. a read-only store: check writes its findings
+            raise StoreError(f"{exc} (`check` records its findings in the store and needs to "
+                             "write it; `certfailover status` reads a read-only store)") from exc
         sites = [s for s in rt.config.sites if args.site in (None, s.name)]
         if args.site and not sites:
             raise CertFailoverError(f"no site named {args.site!r}")

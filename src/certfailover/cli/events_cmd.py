@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise InputError(f"--since {args.since!r} is not an ISO 8601 time") from exc
         since = since if since.tzinfo else since.replace(tzinfo=UTC)
-    db, _ = open_store(load_config(args))
+    db, _ = open_store(load_config(args), read_only=True)
     events = db.events(site=args.site, since=since, limit=args.limit)
     emit(args, {"events": events}, "\n".join(
         f"{e.time:%Y-%m-%d %H:%M:%S}Z  {e.site:<16} {e.kind:<16} {e.message}" for e in events)

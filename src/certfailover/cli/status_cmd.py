@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import InputError
+from ..errors import InputError, StoreError
 from ..model import utcnow
 from ..status import site_status
 from .common import emit, load_config, table
@@ -19,12 +19,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     from ..wiring import open_store
     config = load_config(args)
-    db, vault = open_store(config)
+    db, vault = open_store(config, read_only=True)
     now = utcnow()
     sites = [s for s in config.sites if args.site in (None, s.name)]
     if args.site and not sites:
         raise InputError(f"no site named {args.site!r} in {config.path}")
     statuses = [site_status(db, s, now, vault=vault, daemon=config.daemon) for s in sites]
+    for st, site in zip(statuses, sites, strict=True):
+        try:  # a broken live link is shown, not fatal: status is how the operator finds it
+            vault.live_target(site.name)
+        except StoreError as exc:
+            st["notes"].append(str(exc))
     data = {"time": now, "sites": statuses}
     if args.json:
         emit(args, data)
