@@ -32,6 +32,7 @@ EVENT_KINDS: dict[str, str] = {
     "revoked": WARNING,  # a verified revocation was recorded: the certificate is never served again
     "standby_unusable": CRITICAL,  # a CA's new certificates fail their checks: backed off
     "short_lifetime": WARNING,  # a certificate lives too short for the schedule to protect it
+    "removed": INFO,  # the operator retired a certificate (`certfailover remove`); files kept
 }
 
 
