@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,7 +77,7 @@ DeployPort = Callable[[str | None, Sequence[Switch]], list[SwitchResult]]
 Notify = Callable[[Event], None]
 
 #: findings whose `check` differs from the Check that produced them (RevocationCheck -> "ari")
-FINDING_OWNERS: Mapping[str, str] = {"ari": "revocation"}
+FINDING_OWNERS: Mapping[str, str] = {"ari": "revocation", "ca_issuance": "trust"}
 
 #: which checks to run now, per certificate id; certificates not named reuse stored findings
 RunPlan = Mapping[str, frozenset[str]]
@@ -139,6 +140,8 @@ class Engine:
         self._missing: dict[str, tuple[object, ...]] = {}  # standby_missing already said
         self._none_said: dict[str, str] = {}  # none_healthy already said
         self._site_errors: dict[str, str] = {}  # site_error already said
+        self._cannot_said: set[tuple[str, str]] = set()  # ca_cannot_issue already said
+        self._said_lock = threading.Lock()
         d = config.daemon
         self.budget = Budget(max_orders=d.max_orders, window=timedelta(seconds=d.orders_window),
                              backoff_base=timedelta(seconds=d.order_backoff),
@@ -226,6 +229,7 @@ class Engine:
                 ran[c.id] = (full, None)
             out[c.id] = Health(c.id, full)
             self._announce_forecasts(site, c, stored, full)
+            self._announce_cannot_issue(site, c, full)
         for cid, (found, replaces) in ran.items():
             self.db.save_findings(cid, ctx.now, found, checks=replaces)
         return out
@@ -252,6 +256,31 @@ class Engine:
         return (Finding("revocation", Severity.FAIL,
                         f"revoked (recorded {fact.at:%Y-%m-%d %H:%M:%S}Z): {fact.reason}",
                         {"status": "revoked", "recorded": fact.at.isoformat()}),) + kept
+
+    def _announce_cannot_issue(self, site: SiteConfig, cert: Cert,
+                               found: Sequence[Finding]) -> None:
+        """A `ca_cannot_issue` event once per CA and program (per process)."""
+        for f in found:
+            program = f.detail.get("program")
+            if f.check != "ca_issuance" or not isinstance(program, str):
+                continue
+            with self._said_lock:
+                if (cert.ca, program) in self._cannot_said:
+                    continue
+                self._cannot_said.add((cert.ca, program))
+            self.record(None, site.name, "ca_cannot_issue", f.reason + "; no order goes to it "
+                        f"for sites that require {program}", ca=cert.ca, program=program)
+
+    def cannot_issue(self, site: SiteConfig, ca: str) -> str | None:
+        """Why `ca` cannot give `site` a usable certificate now (a required root program would
+        not trust one it issues now), from the stored findings of its newest certificates."""
+        mine = sorted((c for c in self.db.certs(include_retired=True) if c.ca == ca),
+                      key=lambda c: c.created, reverse=True)[:20]
+        for c in mine:
+            for f in self.db.findings(c.id):
+                if f.check == "ca_issuance" and f.detail.get("program") in site.trust:
+                    return f.reason
+        return None
 
     def _announce_forecasts(self, site: SiteConfig, cert: Cert, before: Sequence[Finding],
                             after: Sequence[Finding]) -> None:
@@ -538,8 +567,12 @@ class Engine:
                                 f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
 
     def hold(self, site: SiteConfig, ca: str, book: dict[str, list[Order]]) -> Hold | None:
-        """Why no order goes from `site` to `ca` now (see issuance.hold); `book` caches the
-        CA's recent orders for one tick."""
+        """Why no order goes from `site` to `ca` now (see issuance.hold, and a CA whose new
+        certificates a required root program would not trust); `book` caches the CA's recent
+        orders for one tick."""
+        dead = self.cannot_issue(site, ca)
+        if dead is not None:
+            return Hold("ca_dead", None, dead)
         now = self.clock()
         if ca not in book:
             book[ca] = self.db.orders(ca=ca, since=now - self.budget.window)

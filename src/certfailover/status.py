@@ -106,6 +106,8 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
                      f"want {site.min_standbys}")
     if distrusted:
         notes.append("distrusted CAs: " + ", ".join(sorted(distrusted)))
+    dead = {f.reason for h in healths.values() for f in h.findings if f.check == "ca_issuance"}
+    notes += sorted(dead)  # per CA: "CA X can no longer issue certificates trusted by P: ..."
     if daemon is not None:
         for c in certs:
             why = unprotected(c, site, interval=daemon.interval, issue_timeout=daemon.issue_timeout)

@@ -10,6 +10,9 @@ One Finding per required program (``ctx.trust`` names in ``KNOWN_PROGRAMS``):
   trusted: get an independent standby before then); a ``certificate`` forecast also sets
   ``detail["replace"] = True`` so the policy treats the certificate as one to replace;
 - WARN  when the snapshot has no data for the program (cannot verify);
+- WARN  check ``ca_issuance``, ``detail={"program", "reason", "ca", "cannot_issue": True}``,
+  when a certificate the same CA issued now (same chain) would not be trusted by the program
+  (a passed distrust-after or SCT cut-off): the CA cannot replace this certificate;
 - OK    otherwise.
 
 Names not in ``KNOWN_PROGRAMS`` ("system", PEM bundle paths) are left to other checks.
@@ -79,4 +82,32 @@ class ProgramTrustCheck:
                 else:
                     findings.append(Finding(self.name, Severity.OK, f"trusted by {v.program}",
                                             {"program": v.program, "path": path}))
+        trusted = [v.program for v in ev.verdicts if v.trusted]
+        findings += self._issuance(material, ctx, trusted)
         return findings
+
+    def _issuance(self, material: CertMaterial, ctx: CheckContext,
+                  programs: list[str]) -> list[Finding]:
+        """The CA, not only the certificate: would a certificate it issues now (over this
+        chain) be trusted by each required program? A WARN ``ca_issuance`` finding per program
+        that would not: the CA cannot replace this certificate (a passed distrust-after or SCT
+        cut-off, a removed root); the policy then prefers a standby from another CA as the
+        successor, and the engine sends that CA no order for sites requiring the program.
+        Judged for the programs that trust this certificate (where it is not trusted, its own
+        FAIL says more)."""
+        out: list[Finding] = []
+        if not programs:
+            return out
+        for v in self._engine().issuable(material.leaf, material.chain, at=ctx.now,
+                                         programs=programs):
+            if v.trusted or v.reason in (Reason.NO_DATA, Reason.NO_PATH,
+                                         Reason.ROOT_NOT_INCLUDED):
+                continue  # nothing the CA's chain ever had here: the certificate check says so
+            ca = material.cert.ca
+            out.append(Finding(
+                "ca_issuance", Severity.WARN,
+                f"CA {ca} can no longer issue certificates trusted by {v.program}: "
+                f"{v.reason.value}: {v.detail}",
+                {"program": v.program, "reason": v.reason.value, "ca": ca,
+                 "cannot_issue": True}))
+        return out

@@ -487,6 +487,39 @@ class TrustEngine:
             verdicts.append(self._verdict(prog, paths, path_problems, facts, at, version))
         return Evaluation(at, leaf_node.sha256, name, len(paths), tuple(verdicts))
 
+    def issuable(
+        self,
+        leaf: x509.Certificate,
+        chain: Sequence[x509.Certificate] = (),
+        *,
+        at: datetime,
+        programs: Iterable[str] | None = None,
+    ) -> tuple[Verdict, ...]:
+        """Would a certificate that the CA of ``leaf`` issues at ``at`` (over the same chain)
+        be trusted? Per program: the verdict for a leaf like ``leaf`` with notBefore and an
+        embedded SCT at ``at``. A CA past a distrust-after or SCT cut-off of every root its
+        chain reaches is dead for new certificates in that program, even while ``leaf`` (issued
+        before the cut-off) is still trusted. The verdicts' forecasts say from when a
+        certificate issued now stops being issuable."""
+        if at.tzinfo is None:
+            raise ValueError("issuable: `at` must be timezone-aware (UTC)")
+        names = list(programs) if programs is not None else sorted(self.snapshot.programs)
+        paths = self._paths(_Node(leaf), [self._node(c) for c in chain if c != leaf])
+        facts = replace(_leaf_facts(leaf), not_before=at, scts=(at,))
+        version = chromever.stable_version(at)
+        # the hypothetical leaf is valid; the rest of each path is judged as it is
+        problems = [self._path_problem(p[1:], at, None, facts) if len(p) > 1 else None
+                    for p in paths]
+        out = []
+        for prog_name in names:
+            prog = self.snapshot.programs.get(prog_name)
+            if prog is None:
+                out.append(Verdict(prog_name, False, Reason.NO_DATA,
+                                   f"no data for program {prog_name!r} in the trust snapshot"))
+                continue
+            out.append(self._verdict(prog, paths, problems, facts, at, version))
+        return tuple(out)
+
     def _path_problem(
         self, path: tuple[_Node, ...], at: datetime, name: str | None, leaf: _LeafFacts
     ) -> tuple[Reason, str] | None:

@@ -42,8 +42,11 @@ def test_ok_fail_and_unknown_names(lab: Lab) -> None:
     check = ProgramTrustCheck(lab.snap)
     found = check.run(_material(leaf, [ica.cert]),
                       _ctx(datetime(2024, 12, 1, tzinfo=UTC), ("chrome", "mozilla", "system", "/etc/b.pem")))
-    by = {f.detail["program"]: f for f in found}
+    by = {f.detail["program"]: f for f in found if f.check == "trust"}
     assert set(by) == {"chrome", "mozilla"}  # "system" and bundle paths are left to other checks
+    # trusted by Mozilla (issued before 2024-11-30), but its CA cannot issue one trusted now
+    assert [(f.detail["program"], f.severity) for f in found if f.check == "ca_issuance"] == \
+        [("mozilla", Severity.WARN)]
     assert by["chrome"].severity is Severity.FAIL and by["chrome"].check == "trust"
     assert by["chrome"].detail["reason"] == "sct_constraint" and "chrome" in by["chrome"].reason
     assert by["mozilla"].severity is Severity.OK  # notBefore before Mozilla's 2024-11-30 date
