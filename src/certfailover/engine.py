@@ -452,7 +452,10 @@ class Engine:
         decisions = self._decide_all(wanted, report, distrusted, fast)
         self._apply(decisions, report)
         if slow:
-            again_sites = [s for s in wanted if s.name in {self._site_of(c) for c in slow}]
+            # a site whose switch just failed is not tried again in the same tick
+            failed = {e.site for e in report.events if e.kind in ("rollback", "deploy_failed")}
+            slow_sites = {self._site_of(c) for c in slow} - failed
+            again_sites = [s for s in wanted if s.name in slow_sites]
             second = dict(self._decide_all(again_sites, report, distrusted, slow))
             self._apply(list(second.items()), report)
             decisions = [(s, second.get(s, d)) for s, d in decisions]
@@ -545,8 +548,11 @@ class Engine:
         for server, switches in batches.items():
             try:
                 results = {r.site: r for r in self.deploy(server, switches)}
-            except Exception as exc:  # a broken adapter: these switches failed, nothing else
-                log.exception("deploy to server %s failed", server)
+            except Exception as exc:  # noqa: BLE001 - a broken adapter fails only these switches
+                if isinstance(exc, CertFailoverError):  # a known, named failure: no traceback
+                    log.error("deploy to server %s failed: %s", server, exc)
+                else:
+                    log.exception("deploy to server %s failed", server)
                 results = {sw.site.name: SwitchResult(sw.site.name, False, False,
                                                       f"deploy raised {type(exc).__name__}: {exc}",
                                                       0.0) for sw in switches}

@@ -32,6 +32,9 @@ EVENT_KINDS: dict[str, str] = {
     "revoked": WARNING,  # a verified revocation was recorded: the certificate is never served again
     "standby_unusable": CRITICAL,  # a CA's new certificates fail their checks: backed off
     "short_lifetime": WARNING,  # a certificate lives too short for the schedule to protect it
+    "ca_cannot_issue": WARNING,  # a required root program would not trust a new cert from a CA
+    "site_error": CRITICAL,  # a site's step failed unexpectedly (other sites go on)
+    "lock_lost": CRITICAL,  # the daemon lost the store's lock and stopped
     "removed": INFO,  # the operator retired a certificate (`certfailover remove`); files kept
 }
 
