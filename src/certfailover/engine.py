@@ -548,7 +548,7 @@ class Engine:
         for server, switches in batches.items():
             try:
                 results = {r.site: r for r in self.deploy(server, switches)}
-            except Exception as exc:  # noqa: BLE001 - a broken adapter fails only these switches
+            except Exception as exc:  # a broken adapter fails only these switches
                 if isinstance(exc, CertFailoverError):  # a known, named failure: no traceback
                     log.error("deploy to server %s failed: %s", server, exc)
                 else:
