@@ -19,30 +19,14 @@ from certfailover.cli.main import main
 from certfailover.lab import pki
 from certfailover.lab.pebble import PebbleCA
 from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.sites import LabCAEntry
+from certfailover.lab.sites import LabCAEntry, offline_config
 
 pytestmark = pytest.mark.integration
 PEM = Encoding.PEM
 
 
 def _config(tmp_path: Path, roots: Path) -> Path:
-    p = tmp_path / "certfailover.toml"
-    p.write_text(f"""
-[store]
-directory = "{tmp_path / 'store'}"
-[[ca]]
-name = "a"
-directory = "https://127.0.0.1:9/dir"
-[[ca]]
-name = "b"
-directory = "https://127.0.0.1:9/dir"
-[[site]]
-name = "www"
-domains = ["www.example.test"]
-cas = ["a", "b"]
-trust = ["{roots}"]
-""")
-    return p
+    return offline_config(tmp_path, roots)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -23,7 +23,7 @@ from certfailover.lab import pki
 from certfailover.lab.pebble import PebbleCA
 from certfailover.lab.postgres import PostgresServer
 from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.sites import LabCAEntry
+from certfailover.lab.sites import LabCAEntry, offline_config
 from certfailover.store.lock import PostgresLock, acquire_daemon_lock
 
 pytestmark = pytest.mark.integration
@@ -183,25 +183,8 @@ def test_run_on_a_postgresql_store_refuses_a_second_daemon(
     url = postgres.create_database("lock_run")
     root = pki.make_root("R")
     bundle = pki.write_bundle(tmp_path / "roots.pem", root)
-    cfg = tmp_path / "certfailover.toml"
-    cfg.write_text(f"""
-[store]
-directory = "{tmp_path / 'store'}"
-database = "{url}"
-[daemon]
-issue_timeout = 1
-[[ca]]
-name = "a"
-directory = "https://127.0.0.1:9/dir"
-[[ca]]
-name = "b"
-directory = "https://127.0.0.1:9/dir"
-[[site]]
-name = "www"
-domains = ["www.example.test"]
-cas = ["a", "b"]
-trust = ["{bundle}"]
-""")
+    cfg = offline_config(tmp_path, bundle, database=url,
+                         extra="\n[daemon]\nissue_timeout = 1\n")
     with acquire_daemon_lock(config_mod.load(cfg)) as lock:
         assert isinstance(lock, PostgresLock) and lock.where.startswith("the daemon lock of")
     engine = sa.create_engine(url)

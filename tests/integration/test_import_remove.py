@@ -29,6 +29,7 @@ from certfailover import config as config_mod
 from certfailover import keys
 from certfailover.cli.main import main
 from certfailover.lab import pki
+from certfailover.lab.sites import offline_config
 from certfailover.wiring import build
 
 pytestmark = pytest.mark.integration
@@ -79,26 +80,8 @@ class Store:
 def store(tmp_path: Path) -> Store:
     """Site www (ec-p256) with an active certificate from CA a and a standby from CA b."""
     bundle = pki.write_bundle(tmp_path / "roots.pem", ROOT)
-    cfg = tmp_path / "certfailover.toml"
-    cfg.write_text(f"""
-[store]
-directory = "{tmp_path / 'store'}"
-[[ca]]
-name = "a"
-directory = "https://127.0.0.1:1/a/dir"
-[[ca]]
-name = "b"
-directory = "https://127.0.0.1:1/b/dir"
-[[ca]]
-name = "c"
-directory = "https://127.0.0.1:1/c/dir"
-[[site]]
-name = "www"
-domains = ["{NAME}"]
-cas = ["a", "b", "c"]
-key_type = "ec-p256"
-trust = ["{bundle}"]
-""")
+    cfg = offline_config(tmp_path, bundle, cas=("a", "b", "c"), domains=(NAME,), port=1,
+                         extra='key_type = "ec-p256"\n')
     rt = build(config_mod.load(cfg))
     made = []
     for ca in ("a", "b"):

@@ -20,29 +20,12 @@ from certfailover.cli.main import main
 from certfailover.demo.run import MARKER, prepare_workdir
 from certfailover.errors import InputError
 from certfailover.lab import pki
+from certfailover.lab.sites import offline_config
 
 
 def _config(tmp_path: Path, extra: str = "") -> Path:
     roots = pki.write_bundle(tmp_path / "roots.pem", pki.make_root("R"))
-    p = tmp_path / "certfailover.toml"
-    p.write_text(f"""
-[store]
-directory = "{tmp_path / 'store'}"
-[daemon]
-issue_timeout = 1
-[[ca]]
-name = "a"
-directory = "https://127.0.0.1:9/dir"
-[[ca]]
-name = "b"
-directory = "https://127.0.0.1:9/dir"
-[[site]]
-name = "www"
-domains = ["www.example.test"]
-cas = ["a", "b"]
-trust = ["{roots}"]
-{extra}""")
-    return p
+    return offline_config(tmp_path, roots, extra=extra + "\n[daemon]\nissue_timeout = 1\n")
 
 
 def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:

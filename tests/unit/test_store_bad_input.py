@@ -31,6 +31,7 @@ from certfailover import keys
 from certfailover.cli.main import main
 from certfailover.errors import CertFailoverError
 from certfailover.lab import pki
+from certfailover.lab.sites import offline_config
 from certfailover.metrics import ListenError, Metrics
 from certfailover.model import CertState
 from certfailover.wiring import Runtime, build
@@ -45,24 +46,7 @@ ROOT = pki.make_root("Root")
 
 
 def write_config(tmp_path: Path) -> Path:
-    bundle = pki.write_bundle(tmp_path / "roots.pem", ROOT)
-    cfg = tmp_path / "certfailover.toml"
-    cfg.write_text(f"""
-[store]
-directory = "{tmp_path / 'store'}"
-[[ca]]
-name = "a"
-directory = "https://127.0.0.1:1/a/dir"
-[[ca]]
-name = "b"
-directory = "https://127.0.0.1:1/b/dir"
-[[site]]
-name = "www"
-domains = ["www.example.test"]
-cas = ["a", "b"]
-trust = ["{bundle}"]
-""")
-    return cfg
+    return offline_config(tmp_path, pki.write_bundle(tmp_path / "roots.pem", ROOT), port=1)
 
 
 def runtime_for(cfg: Path) -> Runtime:

@@ -53,3 +53,22 @@ def write_config(path: Path, *, store: Path, cas: Sequence[LabCAEntry], server: 
     parts.append(_table("[site.challenge]", challenge))
     path.write_text("\n".join(parts))
     return path
+
+
+def offline_config(tmp: Path, bundle: Path, *, cas: Sequence[str] = ("a", "b"),
+                   domains: Sequence[str] = ("www.example.test",), database: str | None = None,
+                   port: int = 9, extra: str = "") -> Path:
+    """`<tmp>/certfailover.toml`: one site "www" trusting `bundle`, CAs whose directories point
+    at a closed loopback port (nothing is ever issued), a store under `tmp`. For CLI and store
+    tests that need a valid config and no CA; `extra` is appended (more tables or keys)."""
+    lines = ["[store]", f"directory = {json.dumps(str(tmp / 'store'))}"]
+    if database is not None:
+        lines.append(f"database = {json.dumps(database)}")
+    for ca in cas:
+        lines += ["[[ca]]", f"name = {json.dumps(ca)}",
+                  f"directory = \"https://127.0.0.1:{port}/{ca}/dir\""]
+    lines += ["[[site]]", 'name = "www"', f"domains = {_toml_value(list(domains))}",
+              f"cas = {_toml_value(list(cas))}", f"trust = [{json.dumps(str(bundle))}]"]
+    path = tmp / "certfailover.toml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
