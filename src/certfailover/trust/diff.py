@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from .evaluate import Reason, TrustEngine
+from .evaluate import ForecastKind, Reason, TrustEngine
 from .snapshot import Snapshot, build_snapshot, load_snapshot, read_snapshot
 from .sources import chrome, microsoft, mozilla, pembundle
 from .sources.load import read_location, sniff_program
@@ -52,6 +52,17 @@ class SiteChange:
 
 
 @dataclass(frozen=True)
+class IssuerChange:
+    """The CA behind a site's certificate can no longer issue (or, from `date`, will no longer
+    issue) certificates the program trusts, under the new data."""
+
+    ca: str  # the CA name from a stored certificate's id, else the site label
+    program: str
+    date: datetime | None  # None: already now
+    detail: str
+
+
+@dataclass(frozen=True)
 class SnapshotDiff:
     old: str
     new: str
@@ -59,6 +70,7 @@ class SnapshotDiff:
     sites: tuple[SiteChange, ...]
     programs_added: tuple[str, ...] = ()
     programs_removed: tuple[str, ...] = ()
+    issuers: tuple[IssuerChange, ...] = ()
 
 
 def diff_snapshots(
@@ -96,6 +108,9 @@ def diff_snapshots(
                     if y.trusted and y.forecasts:
                         detail = "; ".join(f"{f.date.date()}: {f.detail}" for f in y.forecasts)
                     site_changes.append(SiteChange(label, x.program, x.reason, y.reason, detail))
+        issuers = _issuer_changes(eng_old, eng_new, sites, common, at)
+    else:
+        issuers = ()
     return SnapshotDiff(
         old=old.source,
         new=new.source,
@@ -103,7 +118,33 @@ def diff_snapshots(
         sites=tuple(site_changes),
         programs_added=tuple(sorted(set(new.programs) - set(old.programs))),
         programs_removed=tuple(sorted(set(old.programs) - set(new.programs))),
+        issuers=issuers,
     )
+
+
+def _issuer_changes(eng_old: TrustEngine, eng_new: TrustEngine, sites: Sequence[Site],
+                    programs: Sequence[str], at: datetime) -> tuple[IssuerChange, ...]:
+    """Per CA and program, once: can a certificate it issues now still be trusted, and from
+    when not (an issuance cut-off the new data adds)?"""
+    out: dict[tuple[str, str], IssuerChange] = {}
+    for label, leaf, chain in sites:
+        parts = label.split(" ", 1)[0].split("/")
+        ca = parts[1] if len(parts) == 3 else label
+        before = eng_old.issuable(leaf, chain, at=at, programs=programs)
+        after = eng_new.issuable(leaf, chain, at=at, programs=programs)
+        for x, y in zip(before, after):
+            if (ca, y.program) in out:
+                continue
+            if x.trusted and not y.trusted:
+                out[(ca, y.program)] = IssuerChange(ca, y.program, None,
+                                                    f"{y.reason.value}: {y.detail}")
+                continue
+            old_dates = {f.date for f in x.forecasts if f.kind is ForecastKind.ISSUANCE}
+            for f in y.forecasts:
+                if f.kind is ForecastKind.ISSUANCE and f.date not in old_dates:
+                    out[(ca, y.program)] = IssuerChange(ca, y.program, f.date, f.detail)
+                    break
+    return tuple(out[k] for k in sorted(out))
 
 
 def load_any(location: str, *, built: datetime, pool: Snapshot | None = None) -> Snapshot:
@@ -153,5 +194,8 @@ def summarize(d: SnapshotDiff) -> list[str]:
             )
     for s in d.sites:
         lines.append(f"  site {s.label} in {s.program}: {s.before.value} -> {s.after.value}: {s.detail}")
+    for i in d.issuers:
+        when = "from now" if i.date is None else f"from {i.date:%Y-%m-%d %H:%M}Z"
+        lines.append(f"  {when}, CA {i.ca} can no longer issue for {i.program}: {i.detail}")
     return lines
 

@@ -194,3 +194,36 @@ def test_diff_reports_configured_sites_from_the_store(lab: Lab, tmp_path: Path,
     doc = json.loads(capsys.readouterr().out)
     changed = {(s["label"], s["program"], s["before"]) for s in doc["sites"]}
     assert (f"www/ca-x/{format(leaf.serial_number, 'x')} (active)", "mozilla", "trusted") in changed
+
+
+def test_diff_says_from_when_a_ca_can_no_longer_issue(lab: Lab, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    from certfailover.trust.snapshot import Snapshot
+
+    old = tmp_path / "old.json.gz"
+    save_snapshot(lab.snap, old)
+    moz = lab.snap.programs["mozilla"]
+    roots = dict(moz.roots)
+    cut = datetime(2024, 3, 1, tzinfo=UTC)  # a distrust-after the new data adds, still ahead
+    roots[lab.plain.sha256] = replace(roots[lab.plain.sha256], distrust_after=cut)
+    progs = dict(lab.snap.programs)
+    progs["mozilla"] = replace(moz, roots=roots)
+    new = tmp_path / "new.json.gz"
+    save_snapshot(Snapshot(built=lab.snap.built, programs=progs, certs=lab.snap.certs), new)
+    ica = make_intermediate(lab.plain, "Diff CA 2")
+    chain = tmp_path / "site.pem"
+    chain.write_bytes(pem(make_leaf(ica, not_before=datetime(2024, 1, 1, tzinfo=UTC)), ica.cert))
+    site = f"www/plain-ca/01 (active)={chain}"
+    assert main(["trust", "diff", str(old), str(new), "--site", site,
+                 "--at", "2024-02-01T00:00:00Z", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [x["after"] for x in doc["sites"]] == ["trusted"], "the certificate stays trusted"
+    (change,) = doc["issuers"]
+    assert change["ca"] == "plain-ca" and change["program"] == "mozilla"
+    assert change["date"].startswith("2024-03-01")
+    assert main(["trust", "diff", str(old), str(new), "--site", site,
+                 "--at", "2024-03-02T00:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "from now, CA plain-ca can no longer issue for mozilla" in out
