@@ -25,7 +25,7 @@ import idna
 
 from .errors import ConfigError
 from .servers.base import Endpoint, SpecError
-from .store.vault import _SAFE
+from .tables import Secret, Table, resolve_secret
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 CHALLENGES = ("http-01-webroot", "http-01-standalone")
@@ -39,17 +39,6 @@ TABLES = ("store", "daemon", "ca", "server", "site", "schedule", "metrics", "tru
 SCHEDULE_PERIODS = ("crl", "ocsp", "ari", "trust")
 WILDCARD_MESSAGE = ("is a wildcard: no challenge that can prove a wildcard is configured; "
                     "DNS-01 is needed")
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A resolved secret; never shown in logs or reprs."""
-
-    value: str = field(repr=False)
-    source: str = ""
-
-    def __repr__(self) -> str:
-        return f"Secret(source={self.source!r})"
 
 
 @dataclass(frozen=True)
@@ -139,78 +128,7 @@ class Config:
         raise ConfigError(str(self.path), "", f"no [[site]] named {name!r}")
 
 
-class _Table:
-    """Typed access to one TOML table that reports file, table and key on every error."""
 
-    def __init__(self, file: str, where: str, data: Any) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(file, where, "must be a table")
-        self.file, self.where, self.data = file, where, data
-        self.used: set[str] = set()
-
-    def err(self, key: str, msg: str) -> ConfigError:
-        return ConfigError(self.file, f"{self.where}.{key}" if key else self.where, msg)
-
-    def get(self, key: str, typ: type | tuple[type, ...], default: Any = ..., *,
-            required: bool = False) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if required or default is ...:
-                raise self.err(key, "is required")
-            return default
-        value = self.data[key]
-        if typ is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and typ is not bool and bool not in (typ if isinstance(typ, tuple) else (typ,)):
-            raise self.err(key, f"must be {_tname(typ)}, not a boolean")
-        if not isinstance(value, typ):
-            raise self.err(key, f"must be {_tname(typ)}, got {type(value).__name__}")
-        return value
-
-    def str_list(self, key: str, default: Any = ..., *, nonempty: bool = False) -> tuple[str, ...]:
-        value = self.get(key, list, default)
-        if value is default and default is not ...:
-            return tuple(default)
-        if not all(isinstance(v, str) and v for v in value):
-            raise self.err(key, "must be a list of non-empty strings")
-        if nonempty and not value:
-            raise self.err(key, "must not be empty")
-        return tuple(value)
-
-    def name(self, key: str = "name", *, max_len: int | None = None) -> str:
-        value: str = self.get(key, str, required=True)
-        if not _SAFE.match(value):
-            raise self.err(key, f"{value!r} must use only letters, digits, '.', '_' and '-'")
-        if max_len is not None and len(value) > max_len:
-            raise self.err(key, f"is {len(value)} characters long; at most {max_len} (the "
-                                "database column)")
-        return value
-
-    def url(self, key: str, value: str, what: str) -> str:
-        """`value` (read from `key`) must be an absolute http(s) URL with a host."""
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
-            raise self.err(key, f"{value!r} is not a valid URL ({exc})") from None
-        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-            raise self.err(key, f"{value!r} must be an http(s) URL of {what}")
-        if any(c.isspace() for c in value):
-            raise self.err(key, f"{value!r} must not contain whitespace")
-        return value
-
-    def check_unknown(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise self.err(unknown[0], "unknown key (check the spelling; see docs/config.md)")
-
-
-def _tname(typ: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list", dict: "a table"}
-    if isinstance(typ, tuple):
-        return " or ".join(names.get(t, t.__name__) for t in typ)
-    return names.get(typ, typ.__name__)
 
 
 def normalize_domain(text: str) -> str:
@@ -270,7 +188,7 @@ def _short(text: str) -> str:
     return repr(text) if len(text) <= 60 else repr(text[:30] + "..." + text[-20:])
 
 
-def _domains(t: _Table) -> tuple[str, ...]:
+def _domains(t: Table) -> tuple[str, ...]:
     """The site's `domains`, normalised; errors name the entry ("domains[2]", from 0)."""
     seen: dict[str, int] = {}
     for i, text in enumerate(t.str_list("domains", nonempty=True)):
@@ -286,22 +204,7 @@ def _domains(t: _Table) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def resolve_secret(ref: str, table: _Table, key: str, env: Mapping[str, str]) -> Secret:
-    if ref.startswith("env:"):
-        name = ref[4:]
-        if name not in env or not env[name]:
-            raise table.err(key, f"environment variable {name} (named by {ref!r}) is not set")
-        return Secret(env[name], ref)
-    if ref.startswith("file:"):
-        p = Path(ref[5:])
-        try:
-            return Secret(p.read_text().strip(), ref)
-        except OSError as exc:
-            raise table.err(key, f"cannot read {p}: {exc.strerror}") from exc
-    raise table.err(key, "must be a reference 'env:NAME' or 'file:/path' (secrets are never inline)")
-
-
-def parse_endpoint(text: str, table: _Table, key: str) -> Endpoint:
+def parse_endpoint(text: str, table: Table, key: str) -> Endpoint:
     try:
         return Endpoint.parse(text)
     except ValueError as exc:
@@ -375,7 +278,7 @@ def _array(raw: Mapping[str, Any], key: str, file: str) -> list[Any]:
     return value
 
 
-def _seconds(t: _Table, key: str, default: float) -> float:
+def _seconds(t: Table, key: str, default: float) -> float:
     """A duration: seconds as a number, or text like "90s", "15m", "6h", "7d"."""
     raw = t.get(key, object, None)
     if raw is None:
@@ -407,7 +310,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     """This module's tables and every `[[server]]` table; `load` also runs validate_tables."""
     _check_top_level(raw, file)
 
-    st = _Table(file, "[store]", raw.get("store", {}))
+    st = Table(file, "[store]", raw.get("store", {}))
     directory = st.get("directory", str, "/var/lib/certfailover")
     if not directory.strip():
         raise st.err("directory", "must not be empty")
@@ -417,7 +320,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
         raise st.err("database", "must not be empty")
     st.check_unknown()
 
-    dm = _Table(file, "[daemon]", raw.get("daemon", {}))
+    dm = Table(file, "[daemon]", raw.get("daemon", {}))
     margin = dm.get("switch_before_expiry", float, None)
     daemon = DaemonConfig(
         interval=dm.get("interval", float, 300.0),
@@ -444,7 +347,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     cas: dict[str, CAConfig] = {}
     ca_list = _array(raw, "ca", file)
     for i, item in enumerate(ca_list):
-        t = _Table(file, f"[[ca]] #{i + 1}", item)
+        t = Table(file, f"[[ca]] #{i + 1}", item)
         name = t.name(max_len=NAME_MAX)
         t.where = f"[[ca]] {name!r}"
         if name in cas:
@@ -482,7 +385,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     servers: dict[str, ServerConfig] = {}
     srv_list = _array(raw, "server", file)
     for i, item in enumerate(srv_list):
-        t = _Table(file, f"[[server]] #{i + 1}", item)
+        t = Table(file, f"[[server]] #{i + 1}", item)
         name = t.name()
         t.where = f"[[server]] {name!r}"
         if name in servers:
@@ -501,7 +404,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     site_list = _array(raw, "site", file)
     seen: set[str] = set()
     for i, item in enumerate(site_list):
-        t = _Table(file, f"[[site]] #{i + 1}", item)
+        t = Table(file, f"[[site]] #{i + 1}", item)
         name = t.name(max_len=NAME_MAX)
         t.where = f"[[site]] {name!r}"
         if name in seen:
@@ -550,7 +453,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
         if forecast_days < 0:
             raise t.err("forecast_days", "must be >= 0 (days before a scheduled distrust)")
         ch_raw = t.get("challenge", dict, {})
-        ct = _Table(file, f"{t.where}.challenge", ch_raw)
+        ct = Table(file, f"{t.where}.challenge", ch_raw)
         ctype = ct.get("type", str, "http-01-standalone")
         if ctype not in CHALLENGES:
             raise ct.err("type", f"{ctype!r} is not one of {', '.join(CHALLENGES)}")

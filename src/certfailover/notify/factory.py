@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import _Table, resolve_secret
+from ..tables import Table, resolve_secret
 from .base import EVENT_KINDS, INFO, SEVERITIES, Notifier
 from .command import CommandNotifier
 from .dispatch import Dispatcher
@@ -41,7 +41,7 @@ from .webhook import WebhookNotifier
 __all__ = ["Routes", "from_config"]
 
 
-def _filters(t: _Table, kinds: set[str] | None, min_sev: str) -> tuple[set[str] | None, str]:
+def _filters(t: Table, kinds: set[str] | None, min_sev: str) -> tuple[set[str] | None, str]:
     if "kinds" in t.data:
         listed = t.str_list("kinds", nonempty=True)
         unknown = [k for k in listed if k not in EVENT_KINDS]
@@ -55,14 +55,14 @@ def _filters(t: _Table, kinds: set[str] | None, min_sev: str) -> tuple[set[str] 
     return kinds, sev
 
 
-def _positive(t: _Table, key: str, default: float) -> float:
+def _positive(t: Table, key: str, default: float) -> float:
     value = float(t.get(key, float, default))
     if value <= 0:
         raise t.err(key, "must be > 0")
     return value
 
 
-def _retry(t: _Table, retries: int, backoff: float) -> dict[str, Any]:
+def _retry(t: Table, retries: int, backoff: float) -> dict[str, Any]:
     """retries, backoff and deadline of a notifier table."""
     n = t.get("retries", int, retries)
     if n < 0 or n > 10:
@@ -74,7 +74,7 @@ def _retry(t: _Table, retries: int, backoff: float) -> dict[str, Any]:
     return {"retries": n, "backoff": wait, "deadline": deadline}
 
 
-def _webhook(t: _Table, env: Mapping[str, str]) -> Notifier:
+def _webhook(t: Table, env: Mapping[str, str]) -> Notifier:
     url = t.get("url", str, required=True)
     if not url.startswith(("http://", "https://")):
         raise t.err("url", "must be an http:// or https:// URL")
@@ -86,7 +86,7 @@ def _webhook(t: _Table, env: Mapping[str, str]) -> Notifier:
     )
 
 
-def _email(t: _Table, env: Mapping[str, str]) -> Notifier:
+def _email(t: Table, env: Mapping[str, str]) -> Notifier:
     host = t.get("host", str, required=True)
     port = t.get("port", int, 587)
     if not 0 < port < 65536:
@@ -116,7 +116,7 @@ def _email(t: _Table, env: Mapping[str, str]) -> Notifier:
     )
 
 
-def _command(t: _Table, env: Mapping[str, str]) -> Notifier:
+def _command(t: Table, env: Mapping[str, str]) -> Notifier:
     argv = t.str_list("argv", nonempty=True)
     return CommandNotifier(argv, timeout=_positive(t, "timeout", 30.0), **_retry(t, 0, 1.0))
 
@@ -128,7 +128,7 @@ def from_config(raw: Mapping[str, Any], *, file: str,
                 env: Mapping[str, str] | None = None) -> Routes | None:
     """Routes for the `[notify]` table `raw`, or None when no notifier is configured."""
     env = os.environ if env is None else env
-    top = _Table(file, "[notify]", dict(raw))
+    top = Table(file, "[notify]", dict(raw))
     kinds, min_sev = _filters(top, None, INFO)
     queue_size = top.get("queue_size", int, QUEUE_SIZE)
     if queue_size < 1:
@@ -141,7 +141,7 @@ def from_config(raw: Mapping[str, Any], *, file: str,
         tables = value if isinstance(value, list) else [value]
         for i, data in enumerate(tables):
             where = f"[notify.{kind}]" if isinstance(value, dict) else f"[[notify.{kind}]] #{i + 1}"
-            t = _Table(file, where, data)
+            t = Table(file, where, data)
             k, sev = _filters(t, kinds, min_sev)
             notifier = build(t, env)
             t.check_unknown()

@@ -33,11 +33,11 @@ from ..errors import InputError, StoreError
 from .files import atomic_symlink, check_no_symlinks, fsync_dir, register_store_root
 
 FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem", "combined.pem")
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def safe_name(value: str, what: str) -> str:
-    if not _SAFE.match(value):
+    if not SAFE_NAME.match(value):
         raise StoreError(f"{what} {value!r} is not a safe file name (letters, digits, . _ -)")
     return value
 

@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..config import _Table
 from ..errors import CertFailoverError, ConfigError
+from ..tables import Table
 from .programs import RootProgram
 from .snapshot import PACKAGED_SNAPSHOT, read_snapshot, save_snapshot
 from .sources.load import SourceSpec, update_snapshot
@@ -41,7 +41,7 @@ class TrustSettings:
 def settings_from_config(raw: Mapping[str, Any], *, file: str, store: Path) -> TrustSettings:
     from ..schedule import parse_duration
 
-    t = _Table(file, "[trust]", dict(raw))
+    t = Table(file, "[trust]", dict(raw))
     sources = t.str_list("sources", ())
     try:
         specs = tuple(SourceSpec.parse(s) for s in sources)
