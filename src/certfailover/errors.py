@@ -9,7 +9,6 @@
     │   └── TransientIssuanceError    worth retrying later (badNonce, 5xx, refused connection)
     ├── ServerError                   web server adapter failed
     │   └── ServerConfigError         config test failed (e.g. `nginx -t`)
-    ├── DeployError                   activation could not be verified (rolled back)
     ├── FetchError                    bounded HTTP fetch failed: names the URL
     └── TrustDataError                root-program data could not be parsed: names the source
 
@@ -58,10 +57,6 @@ class ServerError(CertFailoverError):
 
 
 class ServerConfigError(ServerError):
-    pass
-
-
-class DeployError(CertFailoverError):
     pass
 
 

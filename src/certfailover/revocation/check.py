@@ -330,9 +330,7 @@ class RevocationCheck:
                   "sources": [{"source": r.source, "url": r.url, "reason": r.reason}
                               for r in results], **hints}
         hard = str(ctx.options.get("revocation", "")).lower() == "hard-fail"
-        limit = ctx.options.get("revocation_hard_fail_after", self.config.hard_fail_after)
-        if isinstance(limit, (int, float)):
-            limit = timedelta(seconds=limit)
+        limit = self.config.hard_fail_after
         if hard and now - since >= limit:
             return Finding("revocation", Severity.FAIL,
                            f"revocation status unknown since {since.isoformat()} (hard-fail): "

@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from ..errors import InputError, StoreError
 from .files import atomic_symlink, check_no_symlinks, fsync_dir, register_store_root
 
-FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem", "combined.pem")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -122,10 +122,6 @@ class Verdict:
     path: tuple[PathCert, ...] = ()  # leaf first, anchor last
     root: str | None = None  # sha256 of the program's root entry for this path
     forecasts: tuple[Forecast, ...] = ()
-
-    @property
-    def earliest_forecast(self) -> Forecast | None:
-        return min(self.forecasts, key=lambda f: f.date) if self.forecasts else None
 
 
 @dataclass(frozen=True)
@@ -620,12 +616,4 @@ def shares_root(
         a = eng.roots_for(chain_a[0], chain_a[1:], prog)
         if a and a & eng.roots_for(chain_b[0], chain_b[1:], prog):
             out.append(prog)
-    return out
-
-
-def evaluation_json(ev: Evaluation) -> Mapping[str, object]:
-    from ..model import to_jsonable
-
-    out = to_jsonable(ev)
-    assert isinstance(out, dict)
     return out

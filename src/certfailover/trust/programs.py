@@ -36,9 +36,6 @@ class ConstraintSet:
     max_version_exclusive: str | None = None  # client version < this
     permitted_dns_names: tuple[str, ...] = ()  # every DNS name at or under one of these
 
-    def is_empty(self) -> bool:
-        return self == ConstraintSet()
-
 
 @dataclass(frozen=True)
 class RootEntry:
