@@ -38,7 +38,7 @@ from typing import Protocol
 from .config import Config
 from .engine import Engine, RunPlan, TickReport
 from .errors import CertFailoverError, ConfigError
-from .health import store_path
+from .health import Stamp, file_stamp, store_path
 from .issuance import Outcome
 from .metrics import Metrics, MetricsServer, listen_from_config
 from .model import Action, Cert, CertState, Clock, Health, Severity
@@ -189,7 +189,7 @@ class Daemon:
         self.pending: set[str] = {s.name for s in engine.config.sites}  # decide all at first
         self._sites = {s.name: s for s in engine.config.sites}
         self._distrusted: frozenset[str] | None = None
-        self._bundle_stamps: dict[str, tuple[int, int, int] | None] | None = None
+        self._bundle_stamps: dict[str, Stamp | None] | None = None
         self.refresher: Refresher | None = None
         self._trust_changed = False
         self._health: dict[str, Health] = {}
@@ -403,7 +403,7 @@ class Daemon:
 
     def _bundles_changed(self) -> set[str]:
         """Sites whose PEM trust bundles changed (mtime, size, inode) since the last tick."""
-        stamps: dict[str, tuple[int, int, int] | None] = {}
+        stamps: dict[str, Stamp | None] = {}
         changed: set[str] = set()
         for site in self.engine.config.sites:
             for name in site.trust:
@@ -411,8 +411,7 @@ class Daemon:
                 if path is None:
                     continue
                 try:
-                    st = path.stat()
-                    stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+                    stamp: Stamp | None = file_stamp(path)
                 except OSError:
                     stamp = None
                 stamps[str(path)] = stamp

@@ -26,7 +26,7 @@ from . import keys, policy
 from .checks import CertMaterial, Check, CheckContext
 from .config import Config, SiteConfig
 from .errors import CertFailoverError, InputError, IssuanceError, TransientIssuanceError
-from .health import cert_names, name_matches, run_checks
+from .health import run_checks
 from .issuance import Budget, Hold, Job, Outcome, Workers, hold
 from .model import (
     Action,
@@ -42,6 +42,7 @@ from .model import (
     Severity,
     utcnow,
 )
+from .names import cert_names, name_matches
 from .store.db import Database
 from .store.vault import Vault, load_key, load_pem_certs
 

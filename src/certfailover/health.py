@@ -21,6 +21,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from .checks import CertMaterial, Check, CheckContext
 from .model import Finding, Health, Severity
+from .names import cert_names, name_matches
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +72,6 @@ class KeyCheck:
         return [Finding(self.name, Severity.OK, "private key matches")]
 
 
-def name_matches(pattern: str, host: str) -> bool:
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern == host:
-        return True
-    if pattern.startswith("*.") and "." in host:
-        return host.split(".", 1)[1] == pattern[2:] and host.split(".", 1)[0] != ""
-    return False
-
-
-def cert_names(leaf: x509.Certificate) -> list[str]:
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return [str(n) for n in san.get_values_for_type(x509.DNSName)]
-
-
 class NameCheck:
     name: ClassVar[str] = "names"
 
@@ -112,6 +96,15 @@ class DistrustCheck:
         return []
 
 
+Stamp = tuple[int, int, int]  # (mtime_ns, size, inode): a file changed when its stamp did
+
+
+def file_stamp(path: Path) -> Stamp:
+    """The stamp of `path`; OSError when it cannot be read."""
+    st = path.stat()
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 @dataclass(frozen=True)
 class _Loaded:
     stamp: tuple[int, int, int]
@@ -128,10 +121,9 @@ class BundleStores:
 
     def get(self, path: Path) -> tuple[Store | None, str | None]:
         try:
-            st = path.stat()
+            stamp = file_stamp(path)
         except OSError as exc:
             return None, f"cannot read trust bundle {path}: {exc.strerror}"
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         with self._lock:
             hit = self._cache.get(path)
             if hit is not None and hit.stamp == stamp:

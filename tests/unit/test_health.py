@@ -14,11 +14,11 @@ from certfailover.health import (
     StoreTrustCheck,
     ValidityCheck,
     local_checks,
-    name_matches,
     run_checks,
 )
 from certfailover.lab import pki
 from certfailover.model import Cert, CertState, Finding, Severity
+from certfailover.names import name_matches
 
 NOW = dt.datetime.now(dt.UTC)
 

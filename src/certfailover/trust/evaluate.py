@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from ..names import name_matches
 from . import chromever
 from .programs import ANY_EKU, SERVER_AUTH, ConstraintSet, RootEntry, RootProgram
 from .snapshot import Snapshot, load_snapshot
@@ -222,14 +223,6 @@ def _leaf_facts(cert: x509.Certificate) -> _LeafFacts:
         elif isinstance(v, x509.SubjectAlternativeName):
             names.extend(v.get_values_for_type(x509.DNSName))
     return _LeafFacts(cert.not_valid_before_utc, tuple(sorted(scts)), tuple(names))
-
-
-def _dns_matches(pattern: str, host: str) -> bool:
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern.startswith("*."):
-        head, _, rest = host.partition(".")
-        return bool(head) and rest == pattern[2:]
-    return pattern == host
 
 
 def _within(name: str, permitted: str) -> bool:
@@ -535,7 +528,7 @@ class TrustEngine:
         for n in path[:-1]:
             if n.ekus is not None and SERVER_AUTH not in n.ekus and ANY_EKU not in n.ekus:
                 return Reason.EKU, f"{n.cert.subject.rfc4514_string()} has no serverAuth EKU"
-        if name is not None and not any(_dns_matches(p, name) for p in leaf.dns_names):
+        if name is not None and not any(name_matches(p, name) for p in leaf.dns_names):
             return Reason.NAME_MISMATCH, f"the certificate does not cover {name}"
         return None
 
