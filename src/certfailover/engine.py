@@ -96,6 +96,14 @@ def forecasts(findings: Iterable[Finding]) -> set[tuple[str, str]]:
 
 
 @dataclass
+class OrderBook:
+    """One tick's cache of what deciding whether a CA may be asked costs a query, per CA."""
+
+    orders: dict[str, list[Order]] = field(default_factory=dict)
+    dead: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
 class TickReport:
     decisions: list[Decision] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -188,11 +196,13 @@ class Engine:
         )
 
     def check_site(self, site: SiteConfig, certs: Sequence[Cert] | None = None, *,
-                   run: RunPlan | None = None) -> dict[str, Health]:
+                   run: RunPlan | None = None,
+                   revoked: dict[str, RevokedFact] | None = None) -> dict[str, Health]:
         """Health of each certificate. `run=None`: every check now. With a plan, a certificate
         named in it runs only the named checks (the rest of its findings come from the store);
         one not named reuses its stored findings without touching the vault or the network.
-        A certificate with no stored findings yet always runs every check."""
+        A certificate with no stored findings yet always runs every check. `revoked`: the
+        site's revocation facts (loaded when None); a revocation recorded now is added to it."""
         certs = self.db.certs(site.name) if certs is None else certs
         ctx = self.context(site)
         out: dict[str, Health] = {}
@@ -200,7 +210,7 @@ class Engine:
         # all); a partial run replaces only its own, so the daemon's fast pass and a background
         # network check of the same certificate never overwrite each other's findings
         ran: dict[str, tuple[tuple[Finding, ...], frozenset[str] | None]] = {}
-        revoked = self.db.revoked(site.name)
+        revoked = self.db.revoked(site.name) if revoked is None else revoked
         for c in certs:
             stored = self.db.findings(c.id)
             only: frozenset[str] | None = None
@@ -246,6 +256,7 @@ class Engine:
                         and f.detail.get("status") == "revoked"), None)
             if hit is None:
                 return found
+            revoked[cert.id] = RevokedFact(cert.id, self.clock(), hit.reason)
             if self.db.mark_revoked(cert.id, site.name, self.clock(), hit.reason):
                 self.record(None, site.name, "revoked",
                             f"{cert.id} ({cert.ca}) is revoked: {hit.reason}; it will never be "
@@ -272,16 +283,18 @@ class Engine:
             self.record(None, site.name, "ca_cannot_issue", f.reason + "; no order goes to it "
                         f"for sites that require {program}", ca=cert.ca, program=program)
 
-    def cannot_issue(self, site: SiteConfig, ca: str) -> str | None:
-        """Why `ca` cannot give `site` a usable certificate now (a required root program would
-        not trust one it issues now), from the stored findings of its newest certificates."""
+    def cannot_issue(self, ca: str) -> dict[str, str]:
+        """Root program -> why `ca` cannot issue a certificate it would trust now, from the
+        stored `ca_issuance` findings of the CA's newest certificates (any site)."""
         mine = sorted((c for c in self.db.certs(include_retired=True) if c.ca == ca),
                       key=lambda c: c.created, reverse=True)[:20]
+        out: dict[str, str] = {}
         for c in mine:
             for f in self.db.findings(c.id):
-                if f.check == "ca_issuance" and f.detail.get("program") in site.trust:
-                    return f.reason
-        return None
+                program = f.detail.get("program")
+                if f.check == "ca_issuance" and isinstance(program, str):
+                    out.setdefault(program, f.reason)
+        return out
 
     def _announce_forecasts(self, site: SiteConfig, cert: Cert, before: Sequence[Finding],
                             after: Sequence[Finding]) -> None:
@@ -386,7 +399,7 @@ class Engine:
         if health.healthy:
             return cert
         why = "; ".join(health.reasons(Severity.FAIL))
-        earlier = [o for o in self.db.orders(ca=ca) if o.site == site.name and o.id != order_id
+        earlier = [o for o in self._recent_orders(ca) if o.site == site.name and o.id != order_id
                    and o.finished is not None]
         self.db.finish_order(order_id, self.clock(), "unusable", reason=why, cert_id=cert.id)
         last = max(earlier, key=lambda o: (o.finished, o.id), default=None)
@@ -399,11 +412,15 @@ class Engine:
                         cert.id, ca, why)
         return None
 
+    def _recent_orders(self, ca: str) -> list[Order]:
+        """The CA's orders within the budget's window (the history that can matter)."""
+        return self.db.orders(ca=ca, since=self.clock() - self.budget.window)
+
     def run_job(self, job: Job, cancelled: Callable[[], bool]) -> Outcome:
         """The background workers' runner (see issuance.Workers)."""
         site = self.config.site(job.site)
         cert = self.order(site, job.ca, replaces=job.replaces, cancelled=cancelled)
-        last = max((o for o in self.db.orders(ca=job.ca) if o.site == job.site),
+        last = max((o for o in self._recent_orders(job.ca) if o.site == job.site),
                    key=lambda o: o.id, default=None)
         transient = bool(last and last.transient)
         msg = cert.id if cert else (last.reason if last else "no order recorded")
@@ -412,7 +429,7 @@ class Engine:
     def abandon_job(self, job: Job, deadline: float) -> Outcome:
         """An order that outlasted its deadline: it counts as a transient failure of the CA."""
         why = f"CA {job.ca}: no answer within {deadline:.0f}s; order abandoned"
-        for o in self.db.orders(ca=job.ca):
+        for o in self._recent_orders(job.ca):
             if o.site == job.site and o.outcome == "pending":
                 self.db.finish_order(o.id, self.clock(), "failed", reason=why, transient=True)
         self.record(None, job.site, "issuance_failed", f"could not issue from {job.ca}: {why}",
@@ -463,7 +480,7 @@ class Engine:
             done = {s.name: d for s, d in decisions}
             report.decisions = list(done.values())
         if replenish:
-            book: dict[str, list[Order]] = {}
+            book = OrderBook()
             again = []
             for site, d in decisions:
                 try:
@@ -502,10 +519,12 @@ class Engine:
         def one(site: SiteConfig) -> tuple[SiteConfig, Decision | None, dict[str, Health]]:
             try:
                 certs = self.db.certs(site.name)
-                health = self.check_site(site, certs, run=run)
+                revoked = self.db.revoked(site.name)
+                health = self.check_site(site, certs, run=run, revoked=revoked)
+                # check_site adds what it records to `revoked`: one query serves both
                 return site, policy.decide(site, certs, health, distrusted=distrusted,
                                            now=self.clock(), expiry_margin=margin,
-                                           revoked=frozenset(self.db.revoked(site.name))), health
+                                           revoked=frozenset(revoked)), health
             except Exception as exc:  # noqa: BLE001 - one site never stops another (logged)
                 self._site_failed(site, "deciding", exc)
                 return site, None, {}
@@ -573,20 +592,22 @@ class Engine:
                     self.record(report, sw.site.name, "rollback" if r and r.rolled_back else "deploy_failed",
                                 f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
 
-    def hold(self, site: SiteConfig, ca: str, book: dict[str, list[Order]]) -> Hold | None:
+    def hold(self, site: SiteConfig, ca: str, book: OrderBook) -> Hold | None:
         """Why no order goes from `site` to `ca` now (see issuance.hold, and a CA whose new
-        certificates a required root program would not trust); `book` caches the CA's recent
-        orders for one tick."""
-        dead = self.cannot_issue(site, ca)
-        if dead is not None:
-            return Hold("ca_dead", None, dead)
+        certificates a required root program would not trust); `book` caches what that costs
+        a query, per CA, for one tick."""
+        if ca not in book.dead:
+            book.dead[ca] = self.cannot_issue(ca)
+        dead = [why for program, why in book.dead[ca].items() if program in site.trust]
+        if dead:
+            return Hold("ca_dead", None, dead[0])
         now = self.clock()
-        if ca not in book:
-            book[ca] = self.db.orders(ca=ca, since=now - self.budget.window)
-        return hold(book[ca], site.name, ca, now, self.budget)
+        if ca not in book.orders:
+            book.orders[ca] = self._recent_orders(ca)
+        return hold(book.orders[ca], site.name, ca, now, self.budget)
 
     def _replenish(self, site: SiteConfig, d: Decision, report: TickReport,
-                   book: dict[str, list[Order]]) -> int:
+                   book: OrderBook) -> int:
         """Order what the decision needs from CAs the budget allows. Inline (no workers): the
         orders run now and the count is what came out usable; with workers: what was queued."""
         got = 0
@@ -605,7 +626,7 @@ class Engine:
                 got += int(self.orders.submit(Job(site.name, ca, replaces)))
             else:
                 got += int(self.order(site, ca, replaces=replaces, report=report) is not None)
-            book.pop(ca, None)
+            book.orders.pop(ca, None)
         if got >= d.need or (self.orders is not None and got):
             self._missing.pop(site.name, None)
             return got

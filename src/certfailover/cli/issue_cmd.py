@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import policy
 from ..config import SiteConfig
-from ..engine import TickReport
+from ..engine import OrderBook, TickReport
 from ..errors import CertFailoverError
 from ..model import Event, to_jsonable
 from .common import emit, runtime
@@ -62,7 +62,7 @@ def _fill_without_activating(rt: Any, site: SiteConfig, report: TickReport) -> N
     if not d.need:
         return
     got = 0
-    book: dict[str, list[Any]] = {}
+    book = OrderBook()
     held: list[str] = []
     for ca in d.replenish_from:
         if got >= d.need:
@@ -72,7 +72,7 @@ def _fill_without_activating(rt: Any, site: SiteConfig, report: TickReport) -> N
             held.append(f"{ca}: {why.message}")
             continue
         got += int(rt.engine.order(site, ca, report=report) is not None)
-        book.pop(ca, None)
+        book.orders.pop(ca, None)
     if got < d.need:
         text = "; ".join(held) if held else (
             "no CA left to ask (the others are the active one's or distrusted)"

@@ -56,13 +56,14 @@ def run(args: argparse.Namespace) -> int:
                                               file=str(config.path)))
     # one daemon per store: taken before anything acts (even the schema migration and crash
     # recovery), held for the daemon's life; a cron tick (--once) is refused the same way
-    with acquire_daemon_lock(config):
+    with acquire_daemon_lock(config) as lock:
         from ..wiring import build
         rt = build(config)
         rt.startup()
         # --once (cron) has no memory of earlier runs: every check is due
         daemon = build_daemon(rt.engine, rt.config, interval=interval, metrics_listen=listen,
                               scheduled=not args.once)
+        daemon.lock = lock  # checked before every tick: a lost PostgreSQL lock stops it
         daemon.install_signals()
         try:
             code = daemon.run(once=args.once)

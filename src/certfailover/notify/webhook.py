@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import importlib
 import logging
 import time
 from collections.abc import Callable
-from types import ModuleType
-from typing import Any
 
 import requests
 
+from .. import net
 from ..model import Event
 from .base import Limits, NotifyError, event_json, redact_url
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Certfailover-Signature"
-
-
-def _net() -> ModuleType | None:
-    """certfailover.net (a session whose requests honour a total per-thread deadline), if there."""
-    try:
-        return importlib.import_module("certfailover.net")
-    except ImportError:
-        return None
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -38,8 +27,8 @@ def sign(body: bytes, secret: str) -> str:
 class WebhookNotifier:
     """POST each event as JSON to `url`.
 
-    `attempt(event, timeout)` is one POST that must end within `timeout` seconds in total (with
-    certfailover.net's deadline when available; the delivery worker abandons it otherwise).
+    `attempt(event, timeout)` is one POST that must end within `timeout` seconds in total
+    (certfailover.net's deadline).
     `send(event)` retries on connection errors, timeouts and 5xx: at most `retries` more
     attempts, waiting backoff, 2*backoff, 4*backoff, ... (capped at 60 s) between them. A 4xx
     is not retried. notify.routes.Routes does the retries itself from `limits`.
@@ -67,21 +56,12 @@ class WebhookNotifier:
         self._retries = retries
         self._backoff = backoff
         self.limits = Limits(timeout=timeout, retries=retries, backoff=backoff, deadline=deadline)
-        self._net = _net()
-        if session is None:
-            session = self._net.session() if self._net is not None else requests.Session()
-        self._session: requests.Session = session
+        self._session: requests.Session = session if session is not None else net.session()
         self._sleep = sleep
         self.name = f"webhook {redact_url(url)}"
 
     def __repr__(self) -> str:  # never show the secret or the full URL
         return f"WebhookNotifier({redact_url(self._url)!r})"
-
-    def _deadline(self, seconds: float) -> contextlib.AbstractContextManager[Any]:
-        if self._net is None:
-            return contextlib.nullcontext()
-        cm: contextlib.AbstractContextManager[Any] = self._net.deadline(seconds)
-        return cm
 
     def attempt(self, event: Event, timeout: float | None = None) -> None:
         """One POST; NotifyError (retryable unless a 4xx) when it was not accepted."""
@@ -91,7 +71,7 @@ class WebhookNotifier:
         if self._secret is not None:
             headers[SIGNATURE_HEADER] = sign(body, self._secret)
         try:
-            with self._deadline(timeout):
+            with net.deadline(timeout):  # a total deadline: a drip ends on time
                 resp = self._session.post(
                     self._url, data=body, headers=headers, timeout=timeout,
                     allow_redirects=False,

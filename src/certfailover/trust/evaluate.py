@@ -466,15 +466,8 @@ class TrustEngine:
         facts = _leaf_facts(leaf)
         version = chrome_version if chrome_version is not None else chromever.stable_version(at)
         path_problems = [self._path_problem(p, at, name, facts) for p in paths]
-        verdicts = []
-        for prog_name in names:
-            prog = self.snapshot.programs.get(prog_name)
-            if prog is None:
-                verdicts.append(Verdict(prog_name, False, Reason.NO_DATA,
-                                        f"no data for program {prog_name!r} in the trust snapshot"))
-                continue
-            verdicts.append(self._verdict(prog, paths, path_problems, facts, at, version))
-        return Evaluation(at, leaf_node.sha256, name, len(paths), tuple(verdicts))
+        verdicts = self._verdicts(names, paths, path_problems, facts, at, version)
+        return Evaluation(at, leaf_node.sha256, name, len(paths), verdicts)
 
     def issuable(
         self,
@@ -499,6 +492,12 @@ class TrustEngine:
         # the hypothetical leaf is valid; the rest of each path is judged as it is
         problems = [self._path_problem(p[1:], at, None, facts) if len(p) > 1 else None
                     for p in paths]
+        return self._verdicts(names, paths, problems, facts, at, version)
+
+    def _verdicts(
+        self, names: Iterable[str], paths: list[tuple[_Node, ...]],
+        problems: list[tuple[Reason, str] | None], facts: _LeafFacts, at: datetime, version: int,
+    ) -> tuple[Verdict, ...]:
         out = []
         for prog_name in names:
             prog = self.snapshot.programs.get(prog_name)
