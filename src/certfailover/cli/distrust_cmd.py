@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from ..errors import CertFailoverError
+from ..events import EventKind
 from ..model import Event, utcnow
 from .common import add_notify_timeout, emit, runtime, settle_notifications
 
@@ -46,7 +47,7 @@ def run_distrust(args: argparse.Namespace) -> int:
     events = []
     for site in rt.config.sites:
         if args.ca in site.cas:
-            events.append(rt.engine.record(None, site.name, "distrust", f"operator distrusted {args.ca}: "
+            events.append(rt.engine.record(None, site.name, EventKind.DISTRUST, f"operator distrusted {args.ca}: "
                                            f"{args.reason}", ca=args.ca))
     switched: list[Event] = []
     replenished: list[Event] = []

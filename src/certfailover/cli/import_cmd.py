@@ -17,6 +17,7 @@ from cryptography import x509
 from .. import keys
 from ..config import SiteConfig
 from ..errors import InputError
+from ..events import EventKind
 from ..model import to_jsonable
 from ..store.vault import load_key, load_pem_certs
 from .common import emit, runtime
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"certfailover: warning: {p} (stored anyway: --force)", file=sys.stderr, flush=True)
     cert = rt.engine.store_cert(site, args.ca, leaf_pem=leaf_pem, chain_pem=chain_pem,
                                 key_pem=key_pem, source=str(args.cert))
-    rt.engine.record(None, site.name, "imported",
+    rt.engine.record(None, site.name, EventKind.IMPORTED,
                      f"imported {cert.id} from {args.cert}"
                      + (f" despite: {'; '.join(found)}" if found else ""),
                      cert=cert.id, forced=found)

@@ -22,6 +22,7 @@ from .. import policy
 from ..config import SiteConfig
 from ..engine import OrderBook, TickReport
 from ..errors import CertFailoverError
+from ..events import EventKind
 from ..model import Event, to_jsonable
 from .common import emit, runtime
 
@@ -77,7 +78,7 @@ def _fill_without_activating(rt: Any, site: SiteConfig, report: TickReport) -> N
         text = "; ".join(held) if held else (
             "no CA left to ask (the others are the active one's or distrusted)"
             if not d.replenish_from else "see the failures above")
-        rt.engine.record(report, site.name, "standby_missing",
+        rt.engine.record(report, site.name, EventKind.STANDBY_MISSING,
                          f"needs {d.need} new certificate(s), got {got}; {text}",
                          need=d.need, got=got, candidates=list(d.replenish_from))
 
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 rt.engine.issue(site, args.ca, report=report)
             except CertFailoverError as exc:
-                rt.engine.record(report, site.name, "issuance_failed",
+                rt.engine.record(report, site.name, EventKind.ISSUANCE_FAILED,
                                  f"could not issue from {args.ca}: {exc}", ca=args.ca)
         elif args.no_activate:
             _fill_without_activating(rt, site, report)

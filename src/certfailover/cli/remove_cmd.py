@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
+from ..events import EventKind
 from ..model import CertState
 from .common import emit, runtime
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
              f"{cert.id} was already retired; nothing changed (its files stay in {cert.path})")
         return 0
     rt.db.set_state(cert.id, CertState.RETIRED)
-    rt.engine.record(None, cert.site, "removed",
+    rt.engine.record(None, cert.site, EventKind.REMOVED,
                      f"removed {cert.id} ({cert.state.value}) from the rotation; its files stay in "
                      f"{cert.path}", cert=cert.id, path=cert.path, previous=cert.state.value)
     emit(args, {**data, "already": False},

@@ -8,35 +8,15 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from ..errors import CertFailoverError
+from ..events import CRITICAL, INFO, KINDS, SEVERITIES, WARNING, severity
 from ..model import Event, to_jsonable
 
-INFO = "info"
-WARNING = "warning"
-CRITICAL = "critical"
-SEVERITIES: tuple[str, ...] = (INFO, WARNING, CRITICAL)
+__all__ = ["CRITICAL", "EVENT_KINDS", "INFO", "SEVERITIES", "WARNING", "Limits", "Notifier",
+           "NotifyError", "event_json", "event_payload", "event_severity", "redact_url",
+           "severity_rank"]
 
-#: Every event kind the daemon emits, with the severity an operator sees.
-EVENT_KINDS: dict[str, str] = {
-    "failover": WARNING,  # switched to a standby (automatic, but a human should know why)
-    "rollback": CRITICAL,  # a switch could not be verified and was undone
-    "none_healthy": CRITICAL,  # no certificate of the site is healthy
-    "standby_missing": WARNING,  # the site has no healthy standby from an independent CA
-    "distrust_forecast": WARNING,  # a root program will stop trusting a cert we keep
-    "issuance_failed": WARNING,  # a CA refused or failed to issue
-    "ca_unreachable": WARNING,  # a CA has been unreachable for longer than the threshold
-    "signal_unknown": WARNING,  # a revocation/trust signal has been unknown for long
-    "activated": INFO,  # first activation of a certificate for a site
-    "issued": INFO,  # a new certificate was issued
-    "retired": INFO,  # a certificate left the rotation (expired, replaced)
-    "deploy_failed": CRITICAL,  # a switch failed and could not be verified or rolled back
-    "revoked": WARNING,  # a verified revocation was recorded: the certificate is never served again
-    "standby_unusable": CRITICAL,  # a CA's new certificates fail their checks: backed off
-    "short_lifetime": WARNING,  # a certificate lives too short for the schedule to protect it
-    "ca_cannot_issue": WARNING,  # a required root program would not trust a new cert from a CA
-    "site_error": CRITICAL,  # a site's step failed unexpectedly (other sites go on)
-    "lock_lost": CRITICAL,  # the daemon lost the store's lock and stopped
-    "removed": INFO,  # the operator retired a certificate (`certfailover remove`); files kept
-}
+#: kind -> severity, for `[notify] kinds` and the notifiers; the kinds live in events.py
+EVENT_KINDS: dict[str, str] = {k.value: info.severity for k, info in KINDS.items()}
 
 
 class NotifyError(CertFailoverError):
@@ -104,8 +84,8 @@ def severity_rank(severity: str) -> int:
 
 
 def event_severity(kind: str) -> str:
-    """Severity of an event kind; kinds not in EVENT_KINDS are "warning" (never silently info)."""
-    return EVENT_KINDS.get(kind, WARNING)
+    """Severity of an event kind (events.severity); unknown kinds are "warning"."""
+    return severity(kind)
 
 
 def event_payload(event: Event) -> dict[str, Any]:

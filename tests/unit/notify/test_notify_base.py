@@ -70,7 +70,8 @@ def test_severity_of_every_documented_kind() -> None:
         "failover", "rollback", "none_healthy", "standby_missing", "distrust_forecast",
         "issuance_failed", "ca_unreachable", "signal_unknown", "activated", "issued",
         "retired", "deploy_failed", "revoked", "standby_unusable", "short_lifetime", "removed",
-        "ca_cannot_issue", "site_error", "lock_lost"}
+        "ca_cannot_issue", "site_error", "lock_lost", "reconciled", "trust_updated",
+        "trust_update_failed", "imported", "distrust"}
     assert event_severity("deploy_failed") == "critical"
     assert event_severity("standby_unusable") == "critical"
     assert event_severity("retired") == "info"
