@@ -17,10 +17,10 @@ deps:  ## Debian packages (as root); skipped when everything is there
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml lab/pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -e '.[test]' -e ./lab
 	touch $@
 
 test: deps venv  ## the whole suite (unit + integration on real pebble, nginx, apache2, haproxy, postgresql)
@@ -39,8 +39,8 @@ bench: deps venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/mypy src
+	$(VENV)/bin/ruff check src lab/src tests bench
+	$(VENV)/bin/mypy src lab/src
 
 clean:
 	rm -rf .demo build *.egg-info

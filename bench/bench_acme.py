@@ -25,9 +25,9 @@ from josepy.jwk import JWKEC
 from certfailover import keys
 from certfailover.issuers.acme import AcmeIssuer
 from certfailover.issuers.challenges import StandaloneSolver
-from certfailover.lab.pebble import ChallTestSrv, PebbleCA
-from certfailover.lab.ports import free_port
 from certfailover.model import utcnow
+from certfailover_lab.pebble import ChallTestSrv, PebbleCA
+from certfailover_lab.ports import free_port
 
 
 def _csr() -> bytes:

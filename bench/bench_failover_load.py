@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certfailover.deploy import Activation, activate
-from certfailover.lab.webservers import LabCA, VHost, WebServer, chain_validator, start
 from certfailover.probe import ProbeError, leaf_sha256, served_chain
 from certfailover.servers import make_adapter
 from certfailover.store.vault import Vault
+from certfailover_lab.webservers import LabCA, VHost, WebServer, chain_validator, start
 
 SNI = "www.test"
 

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from certfailover import config as config_mod
 from certfailover.daemon import build_daemon
-from certfailover.lab.faults import FaultProxy
-from certfailover.lab.pebble import ChallTestSrv, PebbleCA
-from certfailover.lab.ports import free_port
-from certfailover.lab.sitelab import make_lab
-from certfailover.lab.sites import LabCAEntry
 from certfailover.wiring import build
+from certfailover_lab.faults import FaultProxy
+from certfailover_lab.pebble import ChallTestSrv, PebbleCA
+from certfailover_lab.ports import free_port
+from certfailover_lab.sitelab import make_lab
+from certfailover_lab.sites import LabCAEntry
 
 lab_of = contextmanager(make_lab)
 

@@ -1,7 +1,7 @@
 """Fleet scale: what a daemon tick costs when nothing is due, against a full tick (issue 6).
 
 N sites (default 1000), each with two stored certificates from two CAs. Test PKI
-(certfailover.lab.pki): one root + intermediate per CA shared by all sites, a fresh leaf and
+(certfailover_lab.pki): one root + intermediate per CA shared by all sites, a fresh leaf and
 key per site and CA. Trust is a PEM bundle of the two roots; no [[server]] (an activation only
 flips the live link); SQLite store in a temporary directory. The CAs' ACME directories point at
 a closed loopback port, so the ARI directory look-up is a refused connection and nothing
@@ -52,10 +52,10 @@ from certfailover import config as config_mod
 from certfailover import keys
 from certfailover.daemon import Daemon
 from certfailover.engine import TickReport
-from certfailover.lab import pki
 from certfailover.model import CertState
 from certfailover.schedule import Scheduler
 from certfailover.wiring import Runtime, build
+from certfailover_lab import pki
 
 
 class Clock:

@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from certfailover.daemon import build_daemon
-from certfailover.lab.pebble import ChallTestSrv, revoke
-from certfailover.lab.ports import free_port
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.stack import RevocableCA
 from certfailover.model import CertState
 from certfailover.schedule import Intervals
+from certfailover_lab.pebble import ChallTestSrv, revoke
+from certfailover_lab.ports import free_port
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.stack import RevocableCA
 
 SEVEN_DAYS = timedelta(days=7)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from certfailover.lab.postgres import PostgresServer
+from certfailover_lab.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from certfailover import keys
-from certfailover.lab import BLOCKED_DOMAIN, EabCredentials, KeyAndCsr
-from certfailover.lab.pebble import ChallTestSrv, PebbleCA
-from certfailover.lab.ports import free_port
+from certfailover_lab import BLOCKED_DOMAIN, EabCredentials, KeyAndCsr
+from certfailover_lab.pebble import ChallTestSrv, PebbleCA
+from certfailover_lab.ports import free_port
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,10 @@ from certfailover.errors import IssuanceError, TransientIssuanceError
 from certfailover.issuers.acme import AcmeIssuer
 from certfailover.issuers.base import Issued, Issuer
 from certfailover.issuers.challenges import StandaloneSolver, WebrootSolver
-from certfailover.lab import BLOCKED_DOMAIN, EabCredentials, KeyAndCsr
-from certfailover.lab.pebble import ChallTestSrv, PebbleCA, revoke
-from certfailover.lab.ports import free_port
 from certfailover.model import utcnow
+from certfailover_lab import BLOCKED_DOMAIN, EabCredentials, KeyAndCsr
+from certfailover_lab.pebble import ChallTestSrv, PebbleCA, revoke
+from certfailover_lab.ports import free_port
 
 pytestmark = pytest.mark.integration
 

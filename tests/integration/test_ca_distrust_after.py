@@ -21,11 +21,11 @@ from cryptography import x509
 from certfailover import config as config_mod
 from certfailover.cli.main import main
 from certfailover.daemon import build_daemon
-from certfailover.lab.pebble import ChallTestSrv, PebbleCA
-from certfailover.lab.sitelab import make_lab
-from certfailover.lab.sites import LabCAEntry
 from certfailover.status import site_status
 from certfailover.wiring import build
+from certfailover_lab.pebble import ChallTestSrv, PebbleCA
+from certfailover_lab.sitelab import make_lab
+from certfailover_lab.sites import LabCAEntry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "trust"))
 import trustpki

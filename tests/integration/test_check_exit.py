@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from certfailover.lab.pebble import ChallTestSrv
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.stack import RevocableCA
+from certfailover_lab.pebble import ChallTestSrv
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.stack import RevocableCA
 
 pytestmark = pytest.mark.integration
 

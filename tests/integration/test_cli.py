@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certfailover import keys
 from certfailover.cli.main import main
-from certfailover.lab import pki
-from certfailover.lab.pebble import PebbleCA
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.sites import LabCAEntry, offline_config
+from certfailover_lab import pki
+from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.sites import LabCAEntry, offline_config
 
 pytestmark = pytest.mark.integration
 PEM = Encoding.PEM

@@ -1,9 +1,9 @@
-"""What an operator meets first: `issue` on a real site saying what happened, the `lab` extra
-the demo needs, and the shipped systemd unit.
+"""What an operator meets first: `issue` on a real site saying what happened, the lab package
+the demo comes from, and the shipped systemd unit.
 
 - `issue` rows run on a lab site (real Pebble CAs, a real nginx; see lab/sitelab.py).
-- The lab-extra rows run `certfailover` in a subprocess with the test-only packages hidden by a
-  sys.meta_path blocker (what `pip install .` without extras leaves out), so no fresh venv and no
+- The lab rows run `certfailover` in a subprocess with the lab (or the test-only packages) hidden
+  by a sys.meta_path blocker (what `pip install .` without ./lab leaves out), so no fresh venv and no
   network is needed (~5 s).
 - The systemd rows run `systemd-analyze verify` on the shipped unit, its ExecStart pointed at
   this venv's `certfailover` (verify needs the binary to exist); < 2 s.
@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from certfailover.cli.main import main
-from certfailover.lab.pebble import PebbleCA
-from certfailover.lab.ports import free_port
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.sites import LabCAEntry
+from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.ports import free_port
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.sites import LabCAEntry
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,12 +136,12 @@ def test_issue_no_activate_fills_the_site_and_activates_nothing(
     assert all(c.state.value == "standby" for c in lab.rt.db.certs("www"))
 
 
-# -- the lab extra --------------------------------------------------------------------------------
+# -- the lab, a separate distribution --------------------------------------------------------------
 
-def _extras() -> dict[str, list[str]]:
-    extras: dict[str, list[str]] = tomllib.loads(
-        (ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    return extras
+def _requirements(pyproject: Path, extra: str | None = None) -> set[str]:
+    project = tomllib.loads(pyproject.read_text())["project"]
+    reqs = project["optional-dependencies"][extra] if extra else project["dependencies"]
+    return {_module(r) for r in reqs}
 
 
 def _module(requirement: str) -> str:
@@ -172,46 +172,69 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, cwd=ROOT, check=False)
 
 
-def test_lab_extra_is_declared_and_in_test() -> None:
-    extras = _extras()
-    assert "lab" in extras, "pyproject: [project.optional-dependencies] lab"
-    assert {_module(r) for r in extras["lab"]} <= {_module(r) for r in extras["test"]}, \
-        "the Makefile installs .[test]: it must include everything .[lab] does"
+def _modules(package_dir: Path, package: str) -> list[str]:
+    return sorted(package + "." + ".".join(p.relative_to(package_dir).with_suffix("").parts)
+                  .removesuffix(".__init__") for p in package_dir.rglob("*.py"))
 
 
-def test_every_lab_module_imports_with_main_dependencies_plus_the_lab_extra() -> None:
-    """Hide what only `test` brings (pytest, aiosmtpd, ...): every lab module and the demo still
-    import, so `pip install '.[lab]'` is enough for `certfailover demo`."""
-    extras = _extras()
-    test_only = {_module(r) for r in extras["test"]} - {_module(r) for r in extras["lab"]}
-    lab_dir = ROOT / "src" / "certfailover" / "lab"
-    modules = ["certfailover.lab"] + [f"certfailover.lab.{p.stem}" for p in sorted(
-        lab_dir.glob("*.py")) if p.stem != "__init__"] + ["certfailover.demo",
-                                                          "certfailover.demo.run"]
+def test_the_product_imports_nothing_from_the_lab() -> None:
+    """No `import certfailover_lab` anywhere in src/certfailover, and every product module imports
+    with the lab and its dependencies hidden (what `pip install .` alone leaves)."""
+    src = ROOT / "src" / "certfailover"
+    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in src.rglob("*.py")
+                 for n, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.match(r"\s*(from|import)\s+certfailover_lab\b", line)]
+    assert offenders == []
+    lab_only = {"certfailover_lab"} | (_requirements(ROOT / "lab" / "pyproject.toml")
+                                       - _requirements(ROOT / "pyproject.toml") - {"certfailover"})
+    assert "trustme" in lab_only
+    modules = [m for m in _modules(src, "certfailover") if not m.endswith("__main__")]
+    code = _hidden(*lab_only) + "import importlib\n" + "".join(
+        f"importlib.import_module({m!r})\n" for m in modules) + "print('ok')\n"
+    proc = _python(code)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_every_lab_module_imports_with_the_product_and_the_lab_dependencies() -> None:
+    """Hide what only the test extra brings (pytest, aiosmtpd, ...): every lab module, the demo
+    included, still imports, so `pip install . ./lab` is enough for `certfailover demo`."""
+    test_only = _requirements(ROOT / "pyproject.toml", "test") - (
+        _requirements(ROOT / "pyproject.toml") | _requirements(ROOT / "lab" / "pyproject.toml"))
+    assert "pytest" in test_only
+    modules = _modules(ROOT / "lab" / "src" / "certfailover_lab", "certfailover_lab")
+    assert "certfailover_lab.demo" in modules
     code = _hidden(*test_only) + "import importlib\n" + "".join(
         f"importlib.import_module({m!r})\n" for m in modules) + "print('ok')\n"
     proc = _python(code)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
+def test_the_lab_adds_demo_to_the_cli_through_its_entry_point() -> None:
+    proc = _python("from certfailover.cli.main import main\nimport sys\n"
+                   "sys.exit(main(['demo', '--help']))\n")
+    assert proc.returncode == 0 and "--workdir" in proc.stdout, proc
+
+
 LAB_MISSING = [
-    # (id, argv, exit code, where the message is, words)
-    ("help-works", ["demo", "--help"], 0, "out", "--workdir"),
-    ("text", ["demo", "--workdir", "{tmp}"], 2, "err",
-     ("certfailover demo needs the 'lab' extra: pip install 'certfailover[lab]' "
-      "(in a checkout: pip install '.[lab]'); missing module: trustme")),
-    ("json", ["--json", "demo", "--workdir", "{tmp}"], 2, "json",
-     "pip install 'certfailover[lab]'"),
+    # (id, modules hidden, argv, exit code, where the message is, words)
+    ("lab-absent", ["certfailover_lab"], ["demo", "--workdir", "{tmp}"], 2, "err",
+     ("certfailover demo comes with the lab, a separate package: pip install certfailover-lab "
+      "(in a checkout: pip install ./lab)")),
+    ("lab-dependency-absent", ["trustme"], ["demo", "--workdir", "{tmp}"], 2, "err",
+     "cannot be imported: No module named 'trustme'"),
+    ("json", ["certfailover_lab"], ["--json", "demo", "--workdir", "{tmp}"], 2, "json",
+     "pip install ./lab"),
+    ("other-commands-work", ["trustme"], ["--help"], 0, "out", "status"),
 ]
 
 
-@pytest.mark.parametrize(("argv", "code", "where", "words"), [r[1:] for r in LAB_MISSING],
-                         ids=[r[0] for r in LAB_MISSING])
-def test_demo_without_the_lab_extra_names_it(tmp_path: Path, argv: list[str], code: int,
-                                            where: str, words: str) -> None:
-    lab_modules = [_module(r) for r in _extras()["lab"]]
+@pytest.mark.parametrize(("hidden", "argv", "code", "where", "words"),
+                         [r[1:] for r in LAB_MISSING], ids=[r[0] for r in LAB_MISSING])
+def test_demo_without_the_lab_names_the_package(tmp_path: Path, hidden: list[str],
+                                               argv: list[str], code: int, where: str,
+                                               words: str) -> None:
     argv = [a.format(tmp=tmp_path / "demo") for a in argv]
-    proc = _python(_hidden(*lab_modules) + "from certfailover.cli.main import main\n"
+    proc = _python(_hidden(*hidden) + "from certfailover.cli.main import main\n"
                    f"sys.exit(main({argv!r}))\n")
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     if where == "json":
@@ -219,7 +242,7 @@ def test_demo_without_the_lab_extra_names_it(tmp_path: Path, argv: list[str], co
     else:
         assert words in (proc.stdout if where == "out" else proc.stderr), proc
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "demo").exists(), "nothing created before the extra is there"
+    assert not (tmp_path / "demo").exists(), "nothing created before the lab is there"
 
 
 # -- the systemd unit -----------------------------------------------------------------------------

@@ -19,12 +19,12 @@ import sqlalchemy as sa
 
 from certfailover import config as config_mod
 from certfailover.errors import LockError
-from certfailover.lab import pki
-from certfailover.lab.pebble import PebbleCA
-from certfailover.lab.postgres import PostgresServer
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.sites import LabCAEntry, offline_config
 from certfailover.store.lock import PostgresLock, acquire_daemon_lock
+from certfailover_lab import pki
+from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.postgres import PostgresServer
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.sites import LabCAEntry, offline_config
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "certfailover.cli.main"]

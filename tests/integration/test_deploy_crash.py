@@ -27,11 +27,11 @@ from cryptography import x509
 
 from certfailover import keys
 from certfailover.deploy import Activation, activate, pending_journals, recover
-from certfailover.lab.webservers import LabCA, VHost, WebServer, chain_validator, start
 from certfailover.probe import ProbeError, leaf_sha256, served_chain
 from certfailover.servers import ServerAdapter, make_adapter
 from certfailover.servers.haproxy import HAProxyAdapter, RuntimeAPI
 from certfailover.store.vault import Vault
+from certfailover_lab.webservers import LabCA, VHost, WebServer, chain_validator, start
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from certfailover.cli.main import main
-from certfailover.lab.pebble import PebbleCA
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.sites import LabCAEntry
+from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.sites import LabCAEntry
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from certfailover import config as config_mod
-from certfailover.lab.pebble import PebbleCA
-from certfailover.lab.webservers import VHost, start_nginx
 from certfailover.model import CertState
 from certfailover.probe import leaf_sha256, served_chain
 from certfailover.wiring import build
+from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.webservers import VHost, start_nginx
 
 pytestmark = pytest.mark.integration
 DOMAIN = "dual.example.test"

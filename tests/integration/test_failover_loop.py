@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from certfailover.lab.pebble import PebbleCA
-from certfailover.lab.sitelab import Gate, Lab, make_lab
-from certfailover.lab.sites import LabCAEntry
+from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.sitelab import Gate, Lab, make_lab
+from certfailover_lab.sites import LabCAEntry
 
 pytestmark = pytest.mark.integration
 

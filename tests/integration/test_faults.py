@@ -25,14 +25,14 @@ from cryptography import x509
 
 from certfailover import config as config_mod
 from certfailover.daemon import Daemon, build_daemon
-from certfailover.lab.faults import FaultProxy, Mode
-from certfailover.lab.pebble import ChallTestSrv, PebbleCA, revoke
-from certfailover.lab.sitelab import DOMAIN, Lab, make_lab
-from certfailover.lab.sites import LabCAEntry
-from certfailover.lab.stack import RevocableCA
 from certfailover.model import CertState
 from certfailover.probe import served_chain
 from certfailover.wiring import build
+from certfailover_lab.faults import FaultProxy, Mode
+from certfailover_lab.pebble import ChallTestSrv, PebbleCA, revoke
+from certfailover_lab.sitelab import DOMAIN, Lab, make_lab
+from certfailover_lab.sites import LabCAEntry
+from certfailover_lab.stack import RevocableCA
 
 pytestmark = pytest.mark.integration
 

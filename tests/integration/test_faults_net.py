@@ -18,10 +18,10 @@ import pytest
 from certfailover.errors import IssuanceError, TransientIssuanceError
 from certfailover.issuers.acme import AcmeIssuer
 from certfailover.issuers.challenges import StandaloneSolver
-from certfailover.lab import KeyAndCsr
-from certfailover.lab.faults import FaultProxy, Mode
-from certfailover.lab.pebble import PebbleCA
 from certfailover.model import utcnow
+from certfailover_lab import KeyAndCsr
+from certfailover_lab.faults import FaultProxy, Mode
+from certfailover_lab.pebble import PebbleCA
 
 pytestmark = pytest.mark.integration
 

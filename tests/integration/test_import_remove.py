@@ -28,9 +28,9 @@ from cryptography.x509.oid import NameOID
 from certfailover import config as config_mod
 from certfailover import keys
 from certfailover.cli.main import main
-from certfailover.lab import pki
-from certfailover.lab.sites import offline_config
 from certfailover.wiring import build
+from certfailover_lab import pki
+from certfailover_lab.sites import offline_config
 
 pytestmark = pytest.mark.integration
 PEM = Encoding.PEM

@@ -15,10 +15,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from certfailover.daemon import build_daemon
-from certfailover.lab.pebble import PebbleCA
-from certfailover.lab.ports import free_port
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.sites import LabCAEntry
+from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.ports import free_port
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.sites import LabCAEntry
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,6 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from certfailover.lab.httpd import quiet, serving
 from certfailover.model import Event
 from certfailover.notify import (
     SIGNATURE_HEADER,
@@ -35,6 +34,7 @@ from certfailover.notify import (
     NotifyError,
     WebhookNotifier,
 )
+from certfailover_lab.httpd import quiet, serving
 
 pytestmark = pytest.mark.integration
 

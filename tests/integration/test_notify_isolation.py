@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from certfailover.lab.httpd import quiet, serving
-from certfailover.lab.pebble import PebbleCA
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.sites import LabCAEntry
 from certfailover.model import CertState
+from certfailover_lab.httpd import quiet, serving
+from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.sites import LabCAEntry
 
 pytestmark = pytest.mark.integration
 

@@ -30,13 +30,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from certfailover import config as config_mod
 from certfailover.daemon import build_daemon
-from certfailover.lab.httpd import quiet, serving
-from certfailover.lab.pebble import PebbleCA
-from certfailover.lab.ports import free_port
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.sites import LabCAEntry
 from certfailover.notify import SIGNATURE_HEADER
 from certfailover.wiring import build
+from certfailover_lab.httpd import quiet, serving
+from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.ports import free_port
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.sites import LabCAEntry
 
 pytestmark = pytest.mark.integration
 

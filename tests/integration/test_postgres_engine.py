@@ -12,10 +12,10 @@ from cryptography.hazmat.primitives import serialization
 
 from certfailover import config as config_mod
 from certfailover import keys
-from certfailover.lab import pki
-from certfailover.lab.postgres import PostgresServer
 from certfailover.model import CertState
 from certfailover.wiring import build
+from certfailover_lab import pki
+from certfailover_lab.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 PEM = serialization.Encoding.PEM

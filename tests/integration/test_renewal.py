@@ -10,9 +10,9 @@ import pytest
 from cryptography import x509
 
 from certfailover import keys
-from certfailover.lab.pebble import ChallTestSrv, PebbleCA
-from certfailover.lab.sitelab import make_lab
-from certfailover.lab.sites import LabCAEntry
+from certfailover_lab.pebble import ChallTestSrv, PebbleCA
+from certfailover_lab.sitelab import make_lab
+from certfailover_lab.sites import LabCAEntry
 
 pytestmark = pytest.mark.integration
 LIFETIME = 15  # seconds; the renewal window is the last third

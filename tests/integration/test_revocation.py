@@ -18,11 +18,11 @@ from certfailover import keys
 from certfailover.checks import CertMaterial, CheckContext
 from certfailover.issuers.acme import AcmeIssuer
 from certfailover.issuers.challenges import StandaloneSolver
-from certfailover.lab.pebble import ChallTestSrv, PebbleCA, revoke
-from certfailover.lab.ports import free_port
-from certfailover.lab.status import StatusService, ocsp_url_at
 from certfailover.model import Cert, CertState, Severity, utcnow
 from certfailover.revocation import CASources, RevocationCheck, RevocationConfig, ari_cert_id
+from certfailover_lab.pebble import ChallTestSrv, PebbleCA, revoke
+from certfailover_lab.ports import free_port
+from certfailover_lab.status import StatusService, ocsp_url_at
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from certfailover.lab.pebble import ChallTestSrv, revoke
-from certfailover.lab.sitelab import Lab, make_lab
-from certfailover.lab.stack import RevocableCA
 from certfailover.revocation import ari_cert_id
+from certfailover_lab.pebble import ChallTestSrv, revoke
+from certfailover_lab.sitelab import Lab, make_lab
+from certfailover_lab.stack import RevocableCA
 
 pytestmark = pytest.mark.integration
 

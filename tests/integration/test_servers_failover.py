@@ -11,11 +11,11 @@ import pytest
 
 from certfailover.deploy import Activation, activate, pending_journals
 from certfailover.errors import ServerConfigError
-from certfailover.lab.webservers import LabCA, VHost, WebServer, chain_validator, start
 from certfailover.probe import leaf_sha256, served_chain
 from certfailover.servers import LiveChange, ServerAdapter, make_adapter
 from certfailover.servers.base import Endpoint
 from certfailover.store.vault import Vault
+from certfailover_lab.webservers import LabCA, VHost, WebServer, chain_validator, start
 
 pytestmark = pytest.mark.integration
 

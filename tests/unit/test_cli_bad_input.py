@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from certfailover.cli.main import main
-from certfailover.demo.run import MARKER, prepare_workdir
 from certfailover.errors import InputError
-from certfailover.lab import pki
-from certfailover.lab.sites import offline_config
+from certfailover_lab import pki
+from certfailover_lab.demo import MARKER, prepare_workdir
+from certfailover_lab.sites import offline_config
 
 
 def _config(tmp_path: Path, extra: str = "") -> Path:

@@ -18,10 +18,10 @@ from certfailover import keys
 from certfailover.daemon import Daemon, build_daemon, checks_for, intervals_from_config
 from certfailover.engine import TickReport
 from certfailover.errors import ConfigError, TransientIssuanceError
-from certfailover.lab import pki
 from certfailover.model import Health
 from certfailover.schedule import Intervals, Scheduler
 from certfailover.wiring import Runtime, build
+from certfailover_lab import pki
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 PEM = serialization.Encoding.PEM

@@ -20,10 +20,10 @@ from certfailover.checks import CertMaterial, CheckContext
 from certfailover.daemon import Daemon
 from certfailover.errors import InputError, TransientIssuanceError
 from certfailover.issuers.base import Issued
-from certfailover.lab import pki
 from certfailover.model import Action, CertState, Finding, Severity
 from certfailover.schedule import Intervals, Scheduler
 from certfailover.wiring import Runtime
+from certfailover_lab import pki
 
 PEM = serialization.Encoding.PEM
 

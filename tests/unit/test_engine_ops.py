@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives import serialization
 from certfailover import config as config_mod
 from certfailover import keys
 from certfailover.checks import CertMaterial, CheckContext
-from certfailover.lab import pki
 from certfailover.model import Cert, Event, Finding, Health, Severity
 from certfailover.status import independence, program_trust, site_status
 from certfailover.wiring import Runtime, build
+from certfailover_lab import pki
 
 PEM = serialization.Encoding.PEM
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -16,9 +16,9 @@ from certfailover.health import (
     local_checks,
     run_checks,
 )
-from certfailover.lab import pki
 from certfailover.model import Cert, CertState, Finding, Severity
 from certfailover.names import name_matches
+from certfailover_lab import pki
 
 NOW = dt.datetime.now(dt.UTC)
 

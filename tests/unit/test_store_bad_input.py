@@ -30,11 +30,11 @@ from certfailover import config as config_mod
 from certfailover import keys
 from certfailover.cli.main import main
 from certfailover.errors import CertFailoverError
-from certfailover.lab import pki
-from certfailover.lab.sites import offline_config
 from certfailover.metrics import ListenError, Metrics
 from certfailover.model import CertState
 from certfailover.wiring import Runtime, build
+from certfailover_lab import pki
+from certfailover_lab.sites import offline_config
 
 PEM = Encoding.PEM
 NOW = datetime.now(UTC)

@@ -8,9 +8,9 @@ import pytest
 
 from certfailover import keys
 from certfailover.errors import StoreError
-from certfailover.lab import pki
 from certfailover.store import files
 from certfailover.store.vault import Vault
+from certfailover_lab import pki
 
 
 def _material(domain: str = "www.example.test") -> tuple[bytes, bytes, bytes]:

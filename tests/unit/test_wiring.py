@@ -4,10 +4,10 @@ from pathlib import Path
 
 from certfailover import config
 from certfailover.health import BundleStores
-from certfailover.lab import pki
 from certfailover.model import utcnow
 from certfailover.store.vault import Vault
 from certfailover.wiring import ServerDeployer
+from certfailover_lab import pki
 
 
 def _deployer(tmp_path: Path, trust: list[str]) -> ServerDeployer:

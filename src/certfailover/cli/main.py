@@ -23,6 +23,7 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import NoReturn
 
@@ -66,7 +67,36 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __path__ as cli_path
     for mod in sorted(m.name for m in pkgutil.iter_modules(cli_path) if m.name.endswith("_cmd")):
         importlib.import_module(f"certfailover.cli.{mod}").register(sub)
+    loaded, broken = set(), {}
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # installed but unusable: the rest of the CLI still works
+            broken[ep.name] = f"{ep.value} cannot be imported: {exc}"
+            continue
+        register(sub)
+        loaded.add(ep.name)
+    if "demo" not in loaded:
+        _register_missing_demo(sub, broken.get("demo"))
     return parser
+
+
+#: installed packages add commands here (`certfailover-lab` adds `demo`); each entry point is a
+#: `register(sub)` like the cli/*_cmd.py modules
+PLUGIN_GROUP = "certfailover.commands"
+LAB_HINT = ("certfailover demo comes with the lab, a separate package: pip install certfailover-lab "
+            "(in a checkout: pip install ./lab), or run `make demo`")
+
+
+def _register_missing_demo(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+                           why: str | None) -> None:
+    """`demo` without the lab installed: a command that says what to install."""
+    def run(args: argparse.Namespace) -> int:
+        raise CertFailoverError(LAB_HINT + (f" ({why})" if why else ""))
+    p = sub.add_parser("demo", help="the local demo (needs the certfailover-lab package)")
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--interval", help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
 
 
 class _StderrHandler(logging.Handler):

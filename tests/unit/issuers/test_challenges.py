@@ -15,7 +15,7 @@ from certfailover.issuers.challenges import (
     StandaloneSolver,
     WebrootSolver,
 )
-from certfailover.lab.ports import free_port
+from certfailover_lab.ports import free_port
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 KEYAUTH = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 
 from certfailover.checks import CertMaterial, CheckContext
-from certfailover.lab import pki
-from certfailover.lab.httpd import quiet, serving
-from certfailover.lab.ports import free_port
 from certfailover.model import Cert, CertState
 from certfailover.revocation import CASources, RevocationCheck, RevocationConfig
+from certfailover_lab import pki
+from certfailover_lab.httpd import quiet, serving
+from certfailover_lab.ports import free_port
 
 NOW = datetime.now(UTC)
 

@@ -78,9 +78,9 @@ def test_a_root_program_dropping_the_active_root_fails_the_site_over(tmp_path: P
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from certfailover import keys
-    from certfailover.lab import pki
     from certfailover.model import CertState
     from certfailover.schedule import Scheduler
+    from certfailover_lab import pki
 
     roots = {ca: pki.make_root(f"Program Root {ca}") for ca in ("a", "b")}
     program_file = pki.write_bundle(tmp_path / "apple-roots.pem", *roots.values())

@@ -17,7 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from ..errors import CertFailoverError
+from certfailover.errors import CertFailoverError
+
 from .ports import free_port
 
 

@@ -29,8 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
-from ..errors import CertFailoverError
-from ..store.files import atomic_write
+from certfailover.errors import CertFailoverError
+from certfailover.store.files import atomic_write
+
 from .ports import free_port, free_udp_tcp_port
 
 __all__ = ["ChallTestSrv", "LabError", "PebbleCA", "revoke"]

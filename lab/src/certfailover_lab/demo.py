@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..daemon import Daemon
-from ..errors import InputError
-from ..lab.pebble import ChallTestSrv, revoke
-from ..lab.ports import free_port
-from ..lab.sitelab import DOMAIN, Lab, make_lab
-from ..lab.stack import RevocableCA
-from ..model import utcnow
-from ..status import site_status
+from certfailover.daemon import Daemon
+from certfailover.errors import InputError
+from certfailover.model import utcnow
+from certfailover.status import site_status
+
+from .pebble import ChallTestSrv, revoke
+from .ports import free_port
+from .sitelab import DOMAIN, Lab, make_lab
+from .stack import RevocableCA
 
 
 @dataclass

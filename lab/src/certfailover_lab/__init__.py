@@ -1,6 +1,8 @@
-"""Local lab for tests and `make demo`: real Pebble CAs, challtestsrv DNS, free ports.
+"""certfailover-lab: the local lab for tests and `make demo` (real Pebble CAs, challtestsrv DNS,
+nginx/Apache/HAProxy, PostgreSQL, fault proxies). A separate distribution in the repository
+(`pip install ./lab`); the product package `certfailover` never imports it.
 
-Import the processes from `certfailover.lab.pebble`; this module only holds small value types
+Import the processes from `certfailover_lab.pebble`; this module only holds small value types
 shared by the test fixtures and the demo (it imports nothing heavy).
 """
 

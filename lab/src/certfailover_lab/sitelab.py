@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import config as config_mod
-from ..model import Cert, CertState
-from ..probe import leaf_sha256, served_chain
-from ..wiring import Runtime, build
+from certfailover import config as config_mod
+from certfailover.model import Cert, CertState
+from certfailover.probe import leaf_sha256, served_chain
+from certfailover.wiring import Runtime, build
+
 from .faults import FaultProxy
 from .sites import LabCAEntry, write_config
 from .webservers import VHost, WebServer, start_nginx

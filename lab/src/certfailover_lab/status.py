@@ -50,9 +50,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509 import ocsp
 
-from ..errors import CertFailoverError
-from ..model import Clock, utcnow
-from ..revocation.ari import ari_cert_id
+from certfailover.errors import CertFailoverError
+from certfailover.model import Clock, utcnow
+from certfailover.revocation.ari import ari_cert_id
 
 __all__ = ["StatusService", "ocsp_url_at"]
 

@@ -29,11 +29,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import DNSName
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from .. import keys
-from ..model import Clock, utcnow
-from ..probe import leaf_sha256
-from ..servers.base import Endpoint
-from ..store.vault import Vault
+from certfailover import keys
+from certfailover.model import Clock, utcnow
+from certfailover.probe import leaf_sha256
+from certfailover.servers.base import Endpoint
+from certfailover.store.vault import Vault
+
 from .pki import Authority, make_intermediate, make_leaf, make_root
 from .ports import free_port
 
