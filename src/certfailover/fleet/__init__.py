@@ -1,0 +1,1 @@
+"""Fleets: controllers and agents sharing one PostgreSQL database (docs/fleet.md)."""
