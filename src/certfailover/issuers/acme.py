@@ -1,11 +1,11 @@
 """ACME issuance (RFC 8555) over the `acme` library, with EAB, ARI `replaces` and fine polling.
 
-One `AcmeIssuer` is one CA configuration: a directory URL, an account key file and an
-HTTP-01 solver. `issue()` runs one order to completion before a deadline:
+One `AcmeIssuer` is one CA configuration: a directory URL, an account key file and a
+solver: HTTP-01 (challenges.py) or DNS-01 (dns01.py). `issue()` runs one order to completion before a deadline:
 
     account (created once, looked up with onlyReturnExisting when the key exists)
       -> newOrder (+ `replaces` when the CA advertises renewalInfo)
-      -> answer every pending http-01 challenge, poll the authorizations
+      -> answer every pending http-01 or dns-01 challenge, poll the authorizations
       -> finalize with the caller's CSR, poll the order, download the chain
       -> pick the preferred chain among alternates
 
@@ -61,6 +61,7 @@ from ..model import Clock, utcnow
 from ..store.files import fsync_dir
 from .base import Issued
 from .challenges import Http01Solver
+from .dns01 import Dns01Solver
 
 __all__ = ["TRANSIENT_PROBLEMS", "AcmeIssuer", "NewOrderWithReplaces"]
 
@@ -71,6 +72,10 @@ _PROBLEM_PREFIX = "urn:ietf:params:acme:error:"
 TRANSIENT_PROBLEMS = frozenset({"badNonce", "serverInternal", "rateLimited"})
 _NONCE_ATTEMPTS = 6  # Pebble rejects 5% of good nonces; the library itself retries only once
 _USER_AGENT = "certfailover"
+_CHALLENGE_TYPES: dict[str, type[acme_challenges.Challenge]] = {
+    "http-01": acme_challenges.HTTP01,
+    "dns-01": acme_challenges.DNS01,
+}
 
 
 class _DeadlineReached(TransientIssuanceError):
@@ -162,7 +167,7 @@ class AcmeIssuer:
         *,
         email: str | None,
         account_key_path: Path,
-        solver: Http01Solver,
+        solver: Http01Solver | Dns01Solver,
         eab_kid: str | None = None,
         eab_hmac_key: str | None = None,
         ca_bundle: Path | None = None,
@@ -181,7 +186,10 @@ class AcmeIssuer:
         self.directory_url = directory_url
         self.email = email
         self.account_key_path = Path(account_key_path)
-        self.solver = solver
+        self.solver: Any = solver
+        self.challenge_type: str = getattr(solver, "challenge_type", "http-01")
+        if self.challenge_type not in _CHALLENGE_TYPES:
+            raise IssuanceError(f"{name}: unknown challenge type {self.challenge_type!r}")
         self.eab_kid = eab_kid
         self._eab_hmac_key = eab_hmac_key  # never logged, never in a message
         self.ca_bundle = Path(ca_bundle) if ca_bundle is not None else None
@@ -523,37 +531,55 @@ class AcmeIssuer:
         return order_url, order
 
     def _solve(self, order: messages.Order, deadline: datetime) -> None:
+        """Answer every pending authorization with the solver's challenge type.
+
+        HTTP-01: present a token, answer its challenge, one authorization after the other.
+        DNS-01: present every TXT record of the order first, wait once until the zone's
+        authoritative servers answer them all, then answer the challenges. Whatever was
+        presented is cleaned up afterwards, after a success or a failure."""
         assert self._jwk is not None
+        kind = self.challenge_type
+        wanted = _CHALLENGE_TYPES[kind]
         pending: list[str] = []
-        presented: list[str] = []
+        answers: list[tuple[str, Any]] = []
+        presented: list[tuple[str, str]] = []  # (token or identifier, validation)
         try:
             for authz_url in order.authorizations:
                 with self._step(authz_url, deadline):
                     authz = messages.Authorization.from_json(self._post(authz_url, None).json())
                 if authz.status == messages.STATUS_VALID:
                     continue  # reused authorization
+                ident = authz.identifier.value
                 if authz.status != messages.STATUS_PENDING:
                     raise IssuanceError(
-                        f"{self.name}: {authz_url}: authorization for"
-                        f" {authz.identifier.value} is {authz.status.name}"
+                        f"{self.name}: {authz_url}: authorization for {ident} is"
+                        f" {authz.status.name}"
                     )
-                challb = next(
-                    (c for c in authz.challenges if isinstance(c.chall, acme_challenges.HTTP01)),
-                    None,
-                )
+                challb = next((c for c in authz.challenges if isinstance(c.chall, wanted)), None)
                 if challb is None:
-                    offered = ", ".join(str(c.chall.typ) for c in authz.challenges)
+                    offered = ", ".join(str(c.chall.typ) for c in authz.challenges) or "none"
                     raise IssuanceError(
-                        f"{self.name}: {authz_url}: no http-01 challenge for"
-                        f" {authz.identifier.value} (offered: {offered})"
+                        f"{self.name}: {authz_url}: the CA offers no {kind} challenge for"
+                        f" {'*.' if authz.wildcard else ''}{ident} (offered: {offered});"
+                        " choose another challenge type for this site"
                     )
                 response, validation = challb.response_and_validation(self._jwk)
-                token = challb.chall.encode("token")
-                self.solver.present(token, validation)
-                presented.append(token)
-                with self._step(challb.uri, deadline):
-                    self._post(challb.uri, response)
+                if kind == "dns-01":
+                    self.solver.present(ident, validation, deadline=self._monotonic(deadline))
+                    presented.append((ident, validation))
+                    answers.append((challb.uri, response))
+                else:
+                    token = challb.chall.encode("token")
+                    self.solver.present(token, validation)
+                    presented.append((token, validation))
+                    with self._step(challb.uri, deadline):
+                        self._post(challb.uri, response)
                 pending.append(authz_url)
+            if answers:
+                self.solver.wait(deadline=self._monotonic(deadline))
+                for uri, response in answers:
+                    with self._step(uri, deadline):
+                        self._post(uri, response)
             for authz_url in pending:
                 authz = self._poll_authz(authz_url, deadline)
                 if authz.status != messages.STATUS_VALID:
@@ -563,8 +589,14 @@ class AcmeIssuer:
                         f" failed ({authz.status.name}): {'; '.join(errors) or 'no detail'}"
                     )
         finally:
-            for token in presented:
-                self.solver.cleanup(token)
+            for what, validation in presented:
+                if kind == "dns-01":
+                    self.solver.cleanup(what, validation)
+                else:
+                    self.solver.cleanup(what)
+
+    def _monotonic(self, deadline: datetime) -> float:
+        return time.monotonic() + self._remaining(deadline)
 
     def _poll_authz(self, url: str, deadline: datetime) -> messages.Authorization:
         delay = self.poll_initial
