@@ -50,7 +50,12 @@ class PostgresServer:
             os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
         self._run([str(find_bin("initdb")), "-D", str(self.data), "-U", "certfailover",
                    "--auth=trust", "-E", "UTF8", "--no-sync"])
-        log = open(self.workdir / "postgres.log", "wb")  # noqa: SIM115 - owned by the process
+        self.startup_timeout = startup_timeout
+        self._start()
+
+    def _start(self) -> None:
+        startup_timeout = self.startup_timeout
+        log = open(self.workdir / "postgres.log", "ab")  # noqa: SIM115 - owned by the process
         self._proc = subprocess.Popen(
             self._argv([str(find_bin("postgres")), "-D", str(self.data), "-p", str(self.port),
                         "-h", "127.0.0.1", "-k", str(self.workdir), "-c", "fsync=off"]),
@@ -67,6 +72,18 @@ class PostgresServer:
             time.sleep(0.1)
         self.stop()
         raise PostgresError(f"postgres did not start within {startup_timeout:g} s: {self.log_tail()}")
+
+    def restart(self, *, down: float = 0.0) -> None:
+        """Stop the server (fast shutdown: every session ends), stay down `down` seconds, start
+        it again on the same port and data (the fleet tests' database restart)."""
+        if self._proc is not None and self._proc.poll() is None:
+            # pg_ctl signals the postmaster itself (under runuser, a SIGTERM to runuser would
+            # reach it late) and waits until it is down
+            self._run([str(find_bin("pg_ctl")), "-D", str(self.data), "-m", "fast", "-w",
+                       "-t", "15", "stop"])
+            self._proc.wait(15)
+        time.sleep(down)
+        self._start()
 
     def _argv(self, argv: list[str]) -> list[str]:
         return ["runuser", "-u", self._user, "--", *argv] if self._user else argv
