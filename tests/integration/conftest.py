@@ -17,6 +17,7 @@ import pytest
 
 from certfailover import keys
 from certfailover_lab import BLOCKED_DOMAIN, EabCredentials, KeyAndCsr
+from certfailover_lab.bind import BindServer
 from certfailover_lab.pebble import ChallTestSrv, PebbleCA
 from certfailover_lab.ports import free_port
 
@@ -116,3 +117,38 @@ def make_csr() -> Callable[..., KeyAndCsr]:
         return KeyAndCsr(key, keys.key_pem(key), keys.csr_pem(key, list(domains)), domains)
 
     return make
+
+
+# --- DNS-01: a real BIND authoritative for example.test, and two CAs that resolve through it
+
+
+@pytest.fixture(scope="session")
+def bind_dns(lab_dir: Path) -> Iterator[BindServer]:
+    srv = BindServer(lab_dir / "bind")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _pebble_dns(lab_dir: Path, name: str, http01_port: int, bind_dns: BindServer) -> PebbleCA:
+    return PebbleCA(lab_dir / name, name=name, http_port=http01_port,
+                    dns_server=bind_dns.address, nonce_reject_percent=0)
+
+
+@pytest.fixture(scope="session")
+def pebble_dns_a(lab_dir: Path, http01_port: int, bind_dns: BindServer) -> Iterator[PebbleCA]:
+    ca = _pebble_dns(lab_dir, "pebble-dns-a", http01_port, bind_dns)
+    try:
+        yield ca
+    finally:
+        ca.stop()
+
+
+@pytest.fixture(scope="session")
+def pebble_dns_b(lab_dir: Path, http01_port: int, bind_dns: BindServer) -> Iterator[PebbleCA]:
+    ca = _pebble_dns(lab_dir, "pebble-dns-b", http01_port, bind_dns)
+    try:
+        yield ca
+    finally:
+        ca.stop()

@@ -85,9 +85,11 @@ def make_lab(
     daemon: dict[str, float] | None = None,
     site_extra: dict[str, object] | None = None,
     extra_toml: str = "",
+    challenge: dict[str, object] | None = None,
 ) -> Iterator[Lab]:
     """`site_extra`: more [[site]] keys (min_standbys, revocation, ...); `extra_toml`: more
-    tables appended to the config ([schedule], [notify], ...)."""
+    tables appended to the config ([schedule], [notify], ...); `challenge`: the
+    [site.challenge] table (default: HTTP-01 standalone on `http01_port`)."""
     daemon = daemon or {"verify_timeout": 5}
     bundle = tmp_path / "clients.pem"
     bundle.write_bytes(b"".join(roots))
@@ -103,7 +105,8 @@ def make_lab(
         "trust": [str(bundle)],
         **(site_extra or {}),
     }
-    challenge = {"type": "http-01-standalone", "listen": f"127.0.0.1:{http01_port}"}
+    if challenge is None:
+        challenge = {"type": "http-01-standalone", "listen": f"127.0.0.1:{http01_port}"}
     write_config(
         cfg_path,
         store=store,

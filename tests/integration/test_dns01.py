@@ -1,0 +1,173 @@
+"""DNS-01 on real parts: BIND 9 authoritative for example.test with TSIG-signed updates, and
+two Pebble CAs that resolve through it (conftest: bind_dns, pebble_dns_a, pebble_dns_b)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from certfailover import keys
+from certfailover.errors import IssuanceError, TransientIssuanceError
+from certfailover.issuers.acme import AcmeIssuer
+from certfailover.issuers.challenges import StandaloneSolver
+from certfailover.issuers.dns01 import Journal, Rfc2136Solver, TsigKey
+from certfailover.model import utcnow
+from certfailover.names import cert_names
+from certfailover_lab.bind import BindServer
+from certfailover_lab.pebble import PebbleCA
+
+pytestmark = pytest.mark.integration
+
+RECORD = "_acme-challenge.example.test"
+NAMES = ["example.test", "*.example.test"]
+
+
+def solver(bind: BindServer, tmp: Path, **kw: object) -> Rfc2136Solver:
+    args: dict[str, object] = {"nameserver_port": bind.port, "journal": Journal(tmp / "journal")}
+    args.update(kw)
+    key = args.pop("key", TsigKey(bind.key_name, bind.key_secret))
+    server = args.pop("server", bind.address)
+    return Rfc2136Solver(str(server), key, **args)  # type: ignore[arg-type]
+
+
+def issuer(ca: PebbleCA, tmp: Path, s: object) -> AcmeIssuer:
+    return AcmeIssuer(ca.name, ca.directory_url, email=None, ca_bundle=ca.ca_bundle,
+                      account_key_path=tmp / f"{ca.name}-account.pem", solver=s)  # type: ignore[arg-type]
+
+
+def csr(names: list[str]) -> bytes:
+    return keys.csr_pem(keys.generate("ec-p256"), names)
+
+
+def journal_empty(tmp: Path) -> bool:
+    return not list((tmp / "journal").glob("*.json"))
+
+
+def test_two_cas_issue_a_wildcard_and_its_base_through_bind(
+    tmp_path: Path, bind_dns: BindServer, pebble_dns_a: PebbleCA, pebble_dns_b: PebbleCA
+) -> None:
+    issued = {}
+    for ca in (pebble_dns_a, pebble_dns_b):
+        out = issuer(ca, tmp_path, solver(bind_dns, tmp_path)).issue(
+            csr(NAMES), deadline=utcnow() + timedelta(seconds=60))
+        leaf = x509.load_pem_x509_certificate(out.leaf_pem)
+        assert sorted(cert_names(leaf)) == sorted(NAMES)
+        issued[ca.name] = leaf
+        # removed after success, and nothing left in the journal
+        assert bind_dns.txt(RECORD) == []
+        assert journal_empty(tmp_path)
+    roots = {ca.name: x509.load_pem_x509_certificate(ca.root_pem()) for ca in
+             (pebble_dns_a, pebble_dns_b)}
+    assert roots["pebble-dns-a"].subject != roots["pebble-dns-b"].subject, "independent CAs"
+    assert issued["pebble-dns-a"].issuer != issued["pebble-dns-b"].issuer
+
+
+def test_wrong_tsig_secret_and_unknown_key_name_are_named(
+    tmp_path: Path, bind_dns: BindServer, pebble_dns_a: PebbleCA
+) -> None:
+    wrong = TsigKey(bind_dns.key_name, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    with pytest.raises(IssuanceError) as exc:
+        issuer(pebble_dns_a, tmp_path, solver(bind_dns, tmp_path, key=wrong)).issue(
+            csr(NAMES), deadline=utcnow() + timedelta(seconds=30))
+    assert not isinstance(exc.value, TransientIssuanceError), "a refusal is not retried"
+    assert f"TSIG key {bind_dns.key_name!r}" in str(exc.value)
+    assert "signature" in str(exc.value)
+    unknown = TsigKey("nobody.", bind_dns.key_secret)
+    with pytest.raises(IssuanceError, match="TSIG key 'nobody.'.*know the key"):
+        solver(bind_dns, tmp_path, key=unknown).present(
+            "example.test", "x" * 43, deadline=time.monotonic() + 5)
+    assert bind_dns.key_secret not in str(exc.value)
+    assert bind_dns.txt(RECORD) == []
+
+
+def test_no_answer_from_an_authoritative_server_is_bounded_and_cleaned(
+    tmp_path: Path, bind_dns: BindServer, pebble_dns_a: PebbleCA
+) -> None:
+    # the zone's NS set is asked on a port where nothing answers: never "published"
+    s = solver(bind_dns, tmp_path, nameserver_port=bind_dns.closed_port(), timeout=0.5,
+               propagation_timeout=1.5)
+    started = time.monotonic()
+    with pytest.raises(TransientIssuanceError, match="unreachable") as exc:
+        issuer(pebble_dns_a, tmp_path, s).issue(csr(NAMES),
+                                                deadline=utcnow() + timedelta(seconds=4))
+    took = time.monotonic() - started
+    assert took < 5.5, f"bounded by the issue deadline, took {took:.1f}s"
+    assert "127.0.0.1" in str(exc.value)
+    assert bind_dns.txt(RECORD) == [], "removed after the failure"
+    assert journal_empty(tmp_path)
+
+
+def test_unreachable_update_server_is_a_bounded_failure(
+    tmp_path: Path, bind_dns: BindServer, pebble_dns_a: PebbleCA
+) -> None:
+    with socket.socket() as silent:  # accepts TCP and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        s = solver(bind_dns, tmp_path, server=f"127.0.0.1:{silent.getsockname()[1]}",
+                   zone="example.test", timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(TransientIssuanceError, match="no answer in time"):
+            issuer(pebble_dns_a, tmp_path, s).issue(csr(NAMES),
+                                                    deadline=utcnow() + timedelta(seconds=3))
+        took = time.monotonic() - started
+    assert took < 4.5, f"bounded by the issue deadline, took {took:.1f}s"
+
+
+def test_interrupted_issuance_is_cleaned_at_the_next_start(
+    tmp_path: Path, bind_dns: BindServer, pebble_dns_a: PebbleCA
+) -> None:
+    """A process killed while it waits for propagation leaves the TXT record behind; the next
+    solver's start removes it (the journal names it and its dead pid)."""
+    code = f"""
+import time
+from datetime import timedelta
+from pathlib import Path
+from certfailover import keys
+from certfailover.issuers.acme import AcmeIssuer
+from certfailover.issuers.dns01 import Journal, Rfc2136Solver, TsigKey
+from certfailover.model import utcnow
+s = Rfc2136Solver({bind_dns.address!r}, TsigKey({bind_dns.key_name!r}, {bind_dns.key_secret!r}),
+                  nameserver_port={bind_dns.closed_port()}, propagation_timeout=300,
+                  journal=Journal(Path({str(tmp_path / "journal")!r})))
+i = AcmeIssuer({pebble_dns_a.name!r}, {pebble_dns_a.directory_url!r}, email=None,
+               ca_bundle=Path({str(pebble_dns_a.ca_bundle)!r}),
+               account_key_path=Path({str(tmp_path / "acct.pem")!r}), solver=s)
+i.issue(keys.csr_pem(keys.generate("ec-p256"), {NAMES!r}),
+        deadline=utcnow() + timedelta(seconds=300))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        end = time.monotonic() + 30
+        while len(bind_dns.txt(RECORD)) < 2 and time.monotonic() < end:
+            assert proc.poll() is None, "the issuing process ended early"
+            time.sleep(0.05)
+        left = bind_dns.txt(RECORD)
+        assert len(left) == 2, "two TXT records (wildcard and base) at the same name"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert sorted(bind_dns.txt(RECORD)) == sorted(left), "the kill left them behind"
+    assert len(list((tmp_path / "journal").glob("*.json"))) == 2
+    assert solver(bind_dns, tmp_path).clean_leftovers() == 2
+    assert bind_dns.txt(RECORD) == []
+    assert journal_empty(tmp_path)
+
+
+def test_http01_on_a_wildcard_is_a_clear_error(
+    tmp_path: Path, pebble_dns_a: PebbleCA, http01_port: int
+) -> None:
+    """The CA offers only dns-01 for a wildcard: an HTTP-01 issuer says so, naming both."""
+    s = StandaloneSolver("127.0.0.1", http01_port)
+    with pytest.raises(IssuanceError, match=r"offers no http-01 challenge for \*\.example\.test "
+                                            r"\(offered: dns-01\)"):
+        issuer(pebble_dns_a, tmp_path, s).issue(csr(["*.example.test"]),
+                                                deadline=utcnow() + timedelta(seconds=30))
