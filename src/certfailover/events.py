@@ -46,6 +46,8 @@ class EventKind(StrEnum):
     TRUST_UPDATE_FAILED = "trust_update_failed"
     IMPORTED = "imported"
     DISTRUST = "distrust"
+    UNEXPECTED_CERTIFICATE = "unexpected_certificate"
+    CT_LOG_INCONSISTENT = "ct_log_inconsistent"
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,11 @@ KINDS: MappingProxyType[EventKind, KindInfo] = MappingProxyType({
                                               "data is kept"),
     _K.IMPORTED: KindInfo(INFO, "the operator imported a certificate (`certfailover import`)"),
     _K.DISTRUST: KindInfo(WARNING, "the operator distrusted a CA (`certfailover distrust`)"),
+    _K.UNEXPECTED_CERTIFICATE: KindInfo(CRITICAL, "a CT log holds a certificate for a site's "
+                                                  "name that certfailover did not obtain or import"),
+    _K.CT_LOG_INCONSISTENT: KindInfo(CRITICAL, "a CT log's tree head does not extend the one it "
+                                               "signed before (a forked or rewritten log): not "
+                                               "trusted"),
 })
 
 assert set(KINDS) == set(EventKind), "every EventKind has a severity and a description"
