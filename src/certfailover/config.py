@@ -4,10 +4,12 @@ Secrets (EAB HMAC keys, webhook secrets) are given as references, never inline:
 "env:NAME" reads an environment variable, "file:/path" reads a file. They are resolved when
 loaded and never printed (`repr` hides them).
 
-`load` validates the whole file before anything is created: this module's own tables, every
-`[[server]]` table (servers.registry.check_spec) and the tables other modules read
-(`[schedule]`, `[metrics]`, `[trust]`, `[notify]`, see validate_tables). Site domains are
-normalised to lowercase A-labels without a trailing dot (normalize_domain).
+`load` parses and validates every table into a typed, frozen Config before anything is
+created (no store, no directory, no thread): one function per table below; `[[server]]`
+tables through their adapter's check (servers.registry.check_spec), `[notify]` through
+notify.settings.parse. The rest of certfailover reads the typed values, never the TOML.
+Site domains are normalised to lowercase A-labels without a trailing dot (normalize_domain);
+a site's `trust` entries become sitetrust.PemBundle / sitetrust.Program.
 """
 
 from __future__ import annotations
@@ -16,16 +18,27 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import idna
 
-from .errors import ConfigError
+from .errors import CertFailoverError, ConfigError
+from .health import SYSTEM_BUNDLE
+from .metrics import parse_listen
+from .notify.settings import NotifySettings
+from .notify.settings import parse as parse_notify
+from .schedule import Intervals, parse_duration
 from .servers.base import Endpoint, SpecError
+from .servers.registry import check_spec
+from .sitetrust import PemBundle, Program, TrustAnchor
 from .tables import Secret, Table, resolve_secret
+from .trust.programs import KNOWN_PROGRAMS
+from .trust.sources.load import SourceSpec
+from .web.settings import WebSettings, web_settings
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 CHALLENGES = ("http-01-webroot", "http-01-standalone")
@@ -33,8 +46,11 @@ REVOCATION_MODES = ("soft-fail", "hard-fail")
 DEFAULT_PATH = Path("certfailover.toml")
 #: longest site and CA name: the `site` and `ca` columns of store/db.py are String(100)
 NAME_MAX = 100
-#: top-level tables; each is read by someone (see validate_tables for the last four)
-TABLES = ("store", "daemon", "ca", "server", "site", "schedule", "metrics", "trust", "notify")
+#: top-level tables, each parsed here into a typed part of Config
+TABLES = ("store", "daemon", "ca", "server", "site", "schedule", "metrics", "trust", "notify",
+          "web")
+#: the system trust bundle as a site's `trust = ["system"]` names it
+SYSTEM = PemBundle(SYSTEM_BUNDLE, "system")
 #: [schedule] periods that must be > 0 (Intervals itself accepts 0 for them)
 SCHEDULE_PERIODS = ("crl", "ocsp", "ari", "trust")
 WILDCARD_MESSAGE = ("is a wildcard: no challenge that can prove a wildcard is configured; "
@@ -79,7 +95,7 @@ class SiteConfig:
     endpoints: tuple[Endpoint, ...]
     challenge: ChallengeConfig
     key_type: str = "ec-p256"
-    trust: tuple[str, ...] = ("system",)
+    trust: tuple[TrustAnchor, ...] = (SYSTEM,)
     min_standbys: int = 1
     renew_fraction: float = 1 / 3
     revocation: str = "soft-fail"
@@ -111,6 +127,22 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    listen: tuple[str, int] | None = None  # None: no metrics endpoint
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    """The `[trust]` table: the root-program snapshot the checks read, and its refresh."""
+
+    snapshot: Path | None = None  # None: $CERTFAILOVER_TRUST_SNAPSHOT or the packaged one
+    sources: tuple[SourceSpec, ...] = ()
+    pools: tuple[str, ...] = ()
+    refresh: timedelta = timedelta(days=1)
+    allow_shrink: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     store: Path
@@ -119,7 +151,11 @@ class Config:
     servers: Mapping[str, ServerConfig]
     sites: tuple[SiteConfig, ...]
     daemon: DaemonConfig
-    raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
+    schedule: Intervals = field(default_factory=Intervals)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    notify: NotifySettings | None = None  # None: no [notify] table, events are only stored
+    web: WebSettings = field(default_factory=WebSettings)  # the status page (web/settings.py)
 
     def site(self, name: str) -> SiteConfig:
         for s in self.sites:
@@ -228,42 +264,27 @@ def load(path: Path, *, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(file, "", f"cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"not valid TOML: {exc}") from exc
-    cfg = parse(raw, file=file, base=path.parent, env=env)
-    validate_tables(cfg.raw, file=file, store=cfg.store, env=env)
-    return cfg
+    return parse(raw, file=file, base=path.parent, env=env)
 
 
-def validate_tables(raw: Mapping[str, Any], *, file: str, store: Path,
-                    env: Mapping[str, str]) -> None:
-    """Validate the tables other modules read, with their own parsers, creating nothing:
-    `[schedule]` (schedule.Intervals), `[metrics]` (metrics.listen_from_config), `[trust]`
-    (trust.refresh.settings_from_config) and `[notify]` (notify.factory.from_config: the
-    notifiers are built and discarded; their worker threads start only with a first event).
-    Raises ConfigError naming the file, the table and the key."""
-    tables: dict[str, Mapping[str, Any]] = {}
-    for name in ("schedule", "metrics", "trust", "notify"):
-        value = raw.get(name, {})
-        if not isinstance(value, Mapping):
-            raise ConfigError(file, f"[{name}]", "must be a table")
-        tables[name] = value
-
-    from .schedule import Intervals
-    intervals = Intervals.from_mapping(tables["schedule"], file=file, table="[schedule]")
-    for key in SCHEDULE_PERIODS:
-        if key in tables["schedule"] and getattr(intervals, key).total_seconds() <= 0:
-            raise ConfigError(file, f"[schedule].{key}", "must be > 0 (how often to check)")
-
-    from .metrics import listen_from_config
-    listen_from_config(tables["metrics"], file=file)
-
-    from .trust.refresh import settings_from_config
-    settings_from_config(tables["trust"], file=file, store=store)
-
-    from .notify.factory import from_config
-    try:
-        from_config(tables["notify"], file=file, env=env)
-    except ValueError as exc:  # a notifier's own check (e.g. a malformed mail address)
-        raise ConfigError(file, "[notify]", str(exc)) from None
+def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, str]) -> Config:
+    """Every table of the file, each by its own function; creates nothing. ConfigError (naming
+    the file, the table and the key) at the first bad value."""
+    _check_top_level(raw, file)
+    store, database = _store(Table(file, "[store]", raw.get("store", {})), base)
+    cas = _cas(_array(raw, "ca", file), file, base, env)
+    servers = _servers(_array(raw, "server", file), file)
+    sites = _sites(_array(raw, "site", file), file, base, cas, servers)
+    notify = raw.get("notify")
+    return Config(
+        path=Path(file), store=store, database=database, cas=cas, servers=servers, sites=sites,
+        daemon=_daemon(Table(file, "[daemon]", raw.get("daemon", {}))),
+        schedule=_schedule(Table(file, "[schedule]", raw.get("schedule", {}))),
+        metrics=_metrics(Table(file, "[metrics]", raw.get("metrics", {}))),
+        trust=_trust(Table(file, "[trust]", raw.get("trust", {})), base, store),
+        notify=None if notify is None else _notify(Table(file, "[notify]", notify), env),
+        web=web_settings(Table(file, "[web]", raw.get("web", {})), env),
+    )
 
 
 def _path(value: str, base: Path) -> Path:
@@ -280,13 +301,16 @@ def _array(raw: Mapping[str, Any], key: str, file: str) -> list[Any]:
 
 def _seconds(t: Table, key: str, default: float) -> float:
     """A duration: seconds as a number, or text like "90s", "15m", "6h", "7d"."""
-    raw = t.get(key, object, None)
+    return _duration(t, key, timedelta(seconds=default)).total_seconds()
+
+
+def _duration(t: Table, key: str, default: timedelta) -> timedelta:
+    raw = t.get(key, (str, int, float), None)
     if raw is None:
         return default
-    from .schedule import parse_duration
     try:
-        return parse_duration(raw).total_seconds()
-    except (ValueError, TypeError) as exc:
+        return parse_duration(raw)
+    except ValueError as exc:
         raise t.err(key, str(exc)) from None
 
 
@@ -306,92 +330,93 @@ def _check_top_level(raw: Mapping[str, Any], file: str) -> None:
                           f"{', '.join(TABLES)}; see docs/config.md)")
 
 
-def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, str]) -> Config:
-    """This module's tables and every `[[server]]` table; `load` also runs validate_tables."""
-    _check_top_level(raw, file)
-
-    st = Table(file, "[store]", raw.get("store", {}))
-    directory = st.get("directory", str, "/var/lib/certfailover")
+def _store(t: Table, base: Path) -> tuple[Path, str]:
+    directory = t.get("directory", str, "/var/lib/certfailover")
     if not directory.strip():
-        raise st.err("directory", "must not be empty")
+        raise t.err("directory", "must not be empty")
     store = _path(directory, base)
-    database = st.get("database", str, f"sqlite:///{store / 'state.db'}")
+    database = t.get("database", str, f"sqlite:///{store / 'state.db'}")
     if not database.strip():
-        raise st.err("database", "must not be empty")
-    st.check_unknown()
+        raise t.err("database", "must not be empty")
+    t.check_unknown()
+    return store, database
 
-    dm = Table(file, "[daemon]", raw.get("daemon", {}))
-    margin = dm.get("switch_before_expiry", float, None)
+
+def _daemon(t: Table) -> DaemonConfig:
+    margin = t.get("switch_before_expiry", float, None)
     daemon = DaemonConfig(
-        interval=dm.get("interval", float, 300.0),
-        issue_timeout=dm.get("issue_timeout", float, 120.0),
-        verify_timeout=dm.get("verify_timeout", float, 10.0),
-        max_orders=dm.get("max_orders", int, 4),
-        orders_window=_seconds(dm, "orders_window", 7 * 86400.0),
-        order_backoff=_seconds(dm, "order_backoff", 60.0),
-        order_backoff_cap=_seconds(dm, "order_backoff_cap", 6 * 3600.0),
+        interval=t.get("interval", float, 300.0),
+        issue_timeout=t.get("issue_timeout", float, 120.0),
+        verify_timeout=t.get("verify_timeout", float, 10.0),
+        max_orders=t.get("max_orders", int, 4),
+        orders_window=_seconds(t, "orders_window", 7 * 86400.0),
+        order_backoff=_seconds(t, "order_backoff", 60.0),
+        order_backoff_cap=_seconds(t, "order_backoff_cap", 6 * 3600.0),
         switch_before_expiry=None if margin is None else float(margin),
     )
     for key in ("interval", "issue_timeout", "verify_timeout", "orders_window", "order_backoff",
                 "order_backoff_cap"):
         if getattr(daemon, key) <= 0:
-            raise dm.err(key, "must be > 0 seconds")
+            raise t.err(key, "must be > 0 seconds")
     if daemon.max_orders < 1:
-        raise dm.err("max_orders", "must be at least 1")
+        raise t.err("max_orders", "must be at least 1")
     if daemon.switch_before_expiry is not None and daemon.switch_before_expiry < 0:
-        raise dm.err("switch_before_expiry", "must be >= 0 seconds")
+        raise t.err("switch_before_expiry", "must be >= 0 seconds")
     if daemon.order_backoff_cap < daemon.order_backoff:
-        raise dm.err("order_backoff_cap", "must be >= order_backoff")
-    dm.check_unknown()
+        raise t.err("order_backoff_cap", "must be >= order_backoff")
+    t.check_unknown()
+    return daemon
 
+
+def _ca(t: Table, name: str, base: Path, env: Mapping[str, str]) -> CAConfig:
+    directory = t.url("directory", t.get("directory", str, required=True), "an ACME directory")
+    crl_urls = t.str_list("crl_urls", ())
+    for j, url in enumerate(crl_urls):
+        t.url(f"crl_urls[{j}]", url, "a CRL")
+    ari_url = t.get("ari_url", str, None)
+    if ari_url is not None:
+        t.url("ari_url", ari_url, "the CA's renewalInfo endpoint")
+    kid = t.get("eab_kid", str, None)
+    hmac_ref = t.get("eab_hmac_key", str, None)
+    if (kid is None) != (hmac_ref is None):
+        raise t.err("eab_hmac_key" if kid else "eab_kid", "eab_kid and eab_hmac_key go together")
+    bundle = t.get("ca_bundle", str, None)
+    bundle_path = _path(bundle, base) if bundle else None
+    if bundle_path is not None and not bundle_path.is_file():
+        raise t.err("ca_bundle", f"{bundle_path} does not exist")
+    ca = CAConfig(
+        name=name, directory=directory, email=t.get("email", str, None), eab_kid=kid,
+        eab_hmac_key=resolve_secret(hmac_ref, t, "eab_hmac_key", env) if hmac_ref else None,
+        ca_bundle=bundle_path, preferred_chain=t.get("preferred_chain", str, None),
+        crl_urls=crl_urls, ari_url=ari_url,
+        crl_sign_required=t.get("crl_sign_required", bool, True),
+    )
+    t.check_unknown()
+    return ca
+
+
+def _cas(items: list[Any], file: str, base: Path, env: Mapping[str, str]) -> dict[str, CAConfig]:
     cas: dict[str, CAConfig] = {}
-    ca_list = _array(raw, "ca", file)
-    for i, item in enumerate(ca_list):
+    for i, item in enumerate(items):
         t = Table(file, f"[[ca]] #{i + 1}", item)
         name = t.name(max_len=NAME_MAX)
         t.where = f"[[ca]] {name!r}"
         if name in cas:
             raise t.err("name", "duplicate CA name")
-        directory = t.url("directory", t.get("directory", str, required=True),
-                          "an ACME directory")
-        crl_urls = t.str_list("crl_urls", ())
-        for j, url in enumerate(crl_urls):
-            t.url(f"crl_urls[{j}]", url, "a CRL")
-        ari_url = t.get("ari_url", str, None)
-        if ari_url is not None:
-            t.url("ari_url", ari_url, "the CA's renewalInfo endpoint")
-        kid = t.get("eab_kid", str, None)
-        hmac_ref = t.get("eab_hmac_key", str, None)
-        if (kid is None) != (hmac_ref is None):
-            raise t.err("eab_hmac_key" if kid else "eab_kid", "eab_kid and eab_hmac_key go together")
-        bundle = t.get("ca_bundle", str, None)
-        bundle_path = _path(bundle, base) if bundle else None
-        if bundle_path is not None and not bundle_path.is_file():
-            raise t.err("ca_bundle", f"{bundle_path} does not exist")
-        cas[name] = CAConfig(
-            name=name,
-            directory=directory,
-            email=t.get("email", str, None),
-            eab_kid=kid,
-            eab_hmac_key=resolve_secret(hmac_ref, t, "eab_hmac_key", env) if hmac_ref else None,
-            ca_bundle=bundle_path,
-            preferred_chain=t.get("preferred_chain", str, None),
-            crl_urls=crl_urls,
-            ari_url=ari_url,
-            crl_sign_required=t.get("crl_sign_required", bool, True),
-        )
-        t.check_unknown()
+        cas[name] = _ca(t, name, base, env)
+    return cas
 
+
+def _servers(items: list[Any], file: str) -> dict[str, ServerConfig]:
+    """Each `[[server]]` table, checked by its adapter type (servers.registry.check_spec)."""
     servers: dict[str, ServerConfig] = {}
-    srv_list = _array(raw, "server", file)
-    for i, item in enumerate(srv_list):
+    for i, item in enumerate(items):
         t = Table(file, f"[[server]] #{i + 1}", item)
         name = t.name()
         t.where = f"[[server]] {name!r}"
         if name in servers:
             raise t.err("name", "duplicate server name")
         typ = t.get("type", str, required=True)
-        from .servers.registry import check_spec
         try:
             check_spec(item)
         except SpecError as exc:
@@ -399,79 +424,156 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
         except ValueError as exc:  # an adapter's own check without a key
             raise t.err("", str(exc)) from None
         servers[name] = ServerConfig(name=name, type=typ, spec=dict(item))
+    return servers
 
-    sites: list[SiteConfig] = []
-    site_list = _array(raw, "site", file)
-    seen: set[str] = set()
-    for i, item in enumerate(site_list):
+
+def _trust_list(t: Table, base: Path) -> tuple[TrustAnchor, ...]:
+    """`trust`: "system", PEM bundle paths (with a "/" or ending in .pem), root programs."""
+    out: list[TrustAnchor] = []
+    for i, x in enumerate(t.str_list("trust", ("system",), nonempty=True)):
+        if x == "system":
+            out.append(SYSTEM)
+        elif "/" in x or x.endswith(".pem"):
+            path = _path(x, base)
+            if not path.is_file():
+                raise t.err(f"trust[{i}]", f"trust bundle {path} does not exist")
+            out.append(PemBundle(path))
+        elif x in KNOWN_PROGRAMS:
+            out.append(Program(x))
+        else:
+            raise t.err(f"trust[{i}]", f"{x!r} is not 'system', a PEM bundle path or a root "
+                        f"program ({', '.join(sorted(KNOWN_PROGRAMS))})")
+    if len(set(out)) != len(out):
+        raise t.err("trust", "lists a trust store twice")
+    return tuple(out)
+
+
+def _challenge(t: Table, base: Path) -> ChallengeConfig:
+    ct = Table(t.file, f"{t.where}.challenge", t.get("challenge", dict, {}))
+    ctype = ct.get("type", str, "http-01-standalone")
+    if ctype not in CHALLENGES:
+        raise ct.err("type", f"{ctype!r} is not one of {', '.join(CHALLENGES)}")
+    webroot = ct.get("webroot", str, None)
+    if ctype == "http-01-webroot" and not webroot:
+        raise ct.err("webroot", "is required for http-01-webroot")
+    lep = parse_endpoint(ct.get("listen", str, "0.0.0.0:80"), ct, "listen")
+    ct.check_unknown()
+    return ChallengeConfig(ctype, _path(webroot, base) if webroot else None, lep.host, lep.port)
+
+
+def _site(t: Table, name: str, base: Path, cas: Mapping[str, CAConfig],
+          servers: Mapping[str, ServerConfig]) -> SiteConfig:
+    domains = _domains(t)
+    site_cas = t.str_list("cas", nonempty=True)
+    for ca in site_cas:
+        if ca not in cas:
+            raise t.err("cas", f"{ca!r} is not a configured [[ca]] (have: {', '.join(cas) or 'none'})")
+    if len(set(site_cas)) != len(site_cas):
+        raise t.err("cas", "lists a CA twice")
+    key_type = t.get("key_type", str, "ec-p256")
+    if key_type not in KEY_TYPES:
+        raise t.err("key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
+    server = t.get("server", str, None)
+    if server is not None and server not in servers:
+        raise t.err("server", f"{server!r} is not a configured [[server]]")
+    endpoints = tuple(parse_endpoint(e, t, "endpoints") for e in t.str_list("endpoints", ()))
+    if server is not None and not endpoints:
+        raise t.err("endpoints", "is required when a server is set (where to verify with a handshake)")
+    min_standbys = t.get("min_standbys", int, 1)
+    if min_standbys < 0:
+        raise t.err("min_standbys", "must be >= 0")
+    if min_standbys >= len(site_cas) and len(site_cas) > 0 and min_standbys > 0:
+        raise t.err("min_standbys", f"needs at least {min_standbys + 1} CAs in 'cas' to keep "
+                    f"{min_standbys} standby(s) from CAs other than the active one's")
+    renew_fraction = t.get("renew_fraction", float, 1 / 3)
+    if not 0 < renew_fraction < 1:
+        raise t.err("renew_fraction", "must be between 0 and 1 (fraction of lifetime left)")
+    revocation = t.get("revocation", str, "soft-fail")
+    if revocation not in REVOCATION_MODES:
+        raise t.err("revocation", f"must be one of {', '.join(REVOCATION_MODES)}")
+    forecast_days = t.get("forecast_days", int, 90)
+    if forecast_days < 0:
+        raise t.err("forecast_days", "must be >= 0 (days before a scheduled distrust)")
+    site = SiteConfig(
+        name=name, domains=domains, cas=site_cas, server=server, endpoints=endpoints,
+        challenge=_challenge(t, base), key_type=key_type, trust=_trust_list(t, base),
+        min_standbys=min_standbys, renew_fraction=renew_fraction, revocation=revocation,
+        switch_back=t.get("switch_back", bool, False), forecast_days=forecast_days,
+    )
+    t.check_unknown()
+    return site
+
+
+def _sites(items: list[Any], file: str, base: Path, cas: Mapping[str, CAConfig],
+           servers: Mapping[str, ServerConfig]) -> tuple[SiteConfig, ...]:
+    sites: dict[str, SiteConfig] = {}
+    for i, item in enumerate(items):
         t = Table(file, f"[[site]] #{i + 1}", item)
         name = t.name(max_len=NAME_MAX)
         t.where = f"[[site]] {name!r}"
-        if name in seen:
+        if name in sites:
             raise t.err("name", "duplicate site name")
-        seen.add(name)
-        domains = _domains(t)
-        site_cas = t.str_list("cas", nonempty=True)
-        for ca in site_cas:
-            if ca not in cas:
-                raise t.err("cas", f"{ca!r} is not a configured [[ca]] (have: {', '.join(cas) or 'none'})")
-        if len(set(site_cas)) != len(site_cas):
-            raise t.err("cas", "lists a CA twice")
-        key_type = t.get("key_type", str, "ec-p256")
-        if key_type not in KEY_TYPES:
-            raise t.err("key_type", f"{key_type!r} is not one of {', '.join(KEY_TYPES)}")
-        server = t.get("server", str, None)
-        if server is not None and server not in servers:
-            raise t.err("server", f"{server!r} is not a configured [[server]]")
-        endpoints = tuple(parse_endpoint(e, t, "endpoints") for e in t.str_list("endpoints", ()))
-        if server is not None and not endpoints:
-            raise t.err("endpoints", "is required when a server is set (where to verify with a handshake)")
-        trust = tuple(
-            str(_path(x, base)) if ("/" in x or x.endswith(".pem")) else x
-            for x in t.str_list("trust", ("system",), nonempty=True)
-        )
-        from .trust.programs import KNOWN_PROGRAMS
-        for x in trust:
-            if "/" in x and not Path(x).is_file():
-                raise t.err("trust", f"trust bundle {x} does not exist")
-            if "/" not in x and x != "system" and x not in KNOWN_PROGRAMS:
-                raise t.err("trust", f"{x!r} is not 'system', a PEM bundle path or a root program "
-                            f"({', '.join(sorted(KNOWN_PROGRAMS))})")
-        min_standbys = t.get("min_standbys", int, 1)
-        if min_standbys < 0:
-            raise t.err("min_standbys", "must be >= 0")
-        if min_standbys >= len(site_cas) and len(site_cas) > 0 and min_standbys > 0:
-            raise t.err("min_standbys", f"needs at least {min_standbys + 1} CAs in 'cas' to keep "
-                        f"{min_standbys} standby(s) from CAs other than the active one's")
-        renew_fraction = t.get("renew_fraction", float, 1 / 3)
-        if not 0 < renew_fraction < 1:
-            raise t.err("renew_fraction", "must be between 0 and 1 (fraction of lifetime left)")
-        revocation = t.get("revocation", str, "soft-fail")
-        if revocation not in REVOCATION_MODES:
-            raise t.err("revocation", f"must be one of {', '.join(REVOCATION_MODES)}")
-        forecast_days = t.get("forecast_days", int, 90)
-        if forecast_days < 0:
-            raise t.err("forecast_days", "must be >= 0 (days before a scheduled distrust)")
-        ch_raw = t.get("challenge", dict, {})
-        ct = Table(file, f"{t.where}.challenge", ch_raw)
-        ctype = ct.get("type", str, "http-01-standalone")
-        if ctype not in CHALLENGES:
-            raise ct.err("type", f"{ctype!r} is not one of {', '.join(CHALLENGES)}")
-        webroot = ct.get("webroot", str, None)
-        if ctype == "http-01-webroot" and not webroot:
-            raise ct.err("webroot", "is required for http-01-webroot")
-        listen = ct.get("listen", str, "0.0.0.0:80")
-        lep = parse_endpoint(listen, ct, "listen")
-        ct.check_unknown()
-        sites.append(SiteConfig(
-            name=name, domains=domains, cas=site_cas, server=server, endpoints=endpoints,
-            challenge=ChallengeConfig(ctype, _path(webroot, base) if webroot else None, lep.host, lep.port),
-            key_type=key_type, trust=trust, min_standbys=min_standbys,
-            renew_fraction=renew_fraction, revocation=revocation,
-            switch_back=t.get("switch_back", bool, False),
-            forecast_days=forecast_days,
-        ))
-        t.check_unknown()
+        sites[name] = _site(t, name, base, cas, servers)
+    return tuple(sites.values())
 
-    return Config(path=Path(file), store=store, database=database, cas=cas, servers=servers,
-                  sites=tuple(sites), daemon=daemon, raw=dict(raw))
+
+def _schedule(t: Table) -> Intervals:
+    """`[schedule]`: schedule.Intervals; durations as "6h" / seconds, jitter and backoff_factor
+    as numbers. The check periods (SCHEDULE_PERIODS) must be > 0."""
+    values: dict[str, Any] = {}
+    for f in fields(Intervals):
+        if f.name not in t.data:
+            continue
+        if f.name in ("jitter", "backoff_factor"):
+            values[f.name] = t.get(f.name, float)
+        else:
+            values[f.name] = _duration(t, f.name, timedelta(0))
+    t.check_unknown()
+    for key in SCHEDULE_PERIODS:
+        if key in values and values[key] <= timedelta(0):
+            raise t.err(key, "must be > 0 (how often to check)")
+    try:
+        return replace(Intervals(), **values)
+    except ValueError as exc:  # the relations between keys (Intervals.__post_init__)
+        raise t.err("", str(exc)) from None
+
+
+def _metrics(t: Table) -> MetricsConfig:
+    """`[metrics]`: `listen = "host:port"`; no table or no key: metrics off."""
+    value = t.get("listen", str, None)
+    t.check_unknown()
+    if value is None:
+        return MetricsConfig()
+    try:
+        return MetricsConfig(parse_listen(value))
+    except ValueError as exc:
+        raise t.err("listen", str(exc)) from None
+
+
+def _trust(t: Table, base: Path, store: Path) -> TrustSettings:
+    """`[trust]`: sources ("program=URL or path"), pools, refresh, snapshot, allow_shrink
+    (see trust/refresh.py). With sources and no snapshot: <store>/trust-snapshot.json.gz."""
+    sources = t.str_list("sources", ())
+    specs: list[SourceSpec] = []
+    for i, text in enumerate(sources):
+        try:
+            specs.append(SourceSpec.parse(text))
+        except CertFailoverError as exc:
+            raise t.err(f"sources[{i}]", str(exc)) from None
+    refresh = _duration(t, "refresh", timedelta(days=1))
+    if refresh <= timedelta(0):
+        raise t.err("refresh", "must be positive")
+    snap = t.get("snapshot", str, None)
+    pools = t.str_list("pools", ())
+    allow_shrink = t.get("allow_shrink", bool, False)
+    t.check_unknown()
+    path = _path(snap, base) if snap else (store / "trust-snapshot.json.gz" if specs else None)
+    return TrustSettings(path, tuple(specs), pools, refresh, allow_shrink)
+
+
+def _notify(t: Table, env: Mapping[str, str]) -> NotifySettings:
+    """`[notify]` (notify.settings.parse); a notifier's own check is a ConfigError too."""
+    try:
+        return parse_notify(t.data, file=t.file, env=env)
+    except ValueError as exc:
+        raise t.err("", str(exc)) from None

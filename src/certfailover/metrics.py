@@ -27,11 +27,10 @@ from typing import Any, Self
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
-from .errors import CertFailoverError, ConfigError
+from .errors import CertFailoverError
 
 __all__ = [
-    "CONTENT_TYPE", "HEALTH_VALUES", "Metrics", "MetricsServer", "listen_from_config",
-    "parse_listen",
+    "CONTENT_TYPE", "HEALTH_VALUES", "Metrics", "MetricsServer", "parse_listen",
 ]
 
 #: what generate_latest() writes (the classic text format; every Prometheus version reads it)
@@ -41,7 +40,8 @@ _CERT_LABELS = ("site", "cert_id", "ca")
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """ "127.0.0.1:9786", "[::1]:9786" or "localhost:9786" -> (host, port); ValueError if not."""
+    """ "127.0.0.1:9786", "[::1]:9786" or "localhost:9786" -> (host, port); ValueError if not.
+    (config.load reads `[metrics] listen` with it; `run --metrics-listen` too.)"""
     host, sep, port_s = text.rpartition(":")
     if not sep or not host or not port_s.isdigit():
         raise ValueError(f"{text!r} must be host:port (IPv6 as [::1]:port)")
@@ -57,22 +57,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"{text!r}: port out of range")
     return host, port
-
-
-def listen_from_config(raw: Mapping[str, object], *, file: str) -> tuple[str, int] | None:
-    """The `[metrics]` table: `listen = "host:port"`; None when metrics are not configured."""
-    unknown = sorted(set(raw) - {"listen"})
-    if unknown:
-        raise ConfigError(file, f"[metrics].{unknown[0]}", "unknown key (expected: listen)")
-    value = raw.get("listen")
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(file, "[metrics].listen", f"must be a string \"host:port\", got {value!r}")
-    try:
-        return parse_listen(value)
-    except ValueError as exc:
-        raise ConfigError(file, "[metrics].listen", str(exc)) from None
 
 
 def _aware(ts: datetime, what: str) -> datetime:

@@ -38,11 +38,9 @@ from __future__ import annotations
 import heapq
 import random
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-
-from .errors import ConfigError
 
 __all__ = [
     "SIGNALS",
@@ -135,31 +133,6 @@ class Intervals:
             raise ValueError(f"unknown signal {signal!r}: expected one of {', '.join(SIGNALS)}")
         value: timedelta = getattr(self, signal)
         return value
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, object], *, file: str, table: str) -> Intervals:
-        """Build from a config table; durations as "6h" / seconds. Errors name file.table.key."""
-        known = {f.name: f for f in fields(cls)}
-        kwargs: dict[str, object] = {}
-        for key, raw in values.items():
-            where = f"{table}.{key}"
-            if key not in known:
-                raise ConfigError(file, where, f"unknown key; expected one of {', '.join(known)}")
-            try:
-                if key in ("jitter", "backoff_factor"):
-                    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-                        raise ValueError(f"expected a number, got {raw!r}")
-                    kwargs[key] = float(raw)
-                else:
-                    if not isinstance(raw, (str, int, float)):
-                        raise ValueError(f"expected a duration like \"6h\", got {raw!r}")
-                    kwargs[key] = parse_duration(raw)
-            except ValueError as exc:
-                raise ConfigError(file, where, str(exc)) from None
-        try:
-            return replace(cls(), **kwargs)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise ConfigError(file, table, str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,48 @@
-"""Composition root: config -> database, vault, checks, issuers, deploy port, notifications.
+"""The composition root: config -> database, vault, checks, issuers, deploy port,
+notifications, and the daemon as `certfailover run` starts it (build_daemon).
 
-The only module that knows every concrete adapter. Everything else takes ports.
+The only module that knows every concrete adapter; everything else takes ports. It reads the
+typed Config only (config.load has validated every table before any of this runs).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 from urllib.parse import quote
 
 import sqlalchemy as sa
 from cryptography import x509
 
+from . import deploy
 from .checks import Check
-from .config import CAConfig, Config, SiteConfig
+from .config import SYSTEM, CAConfig, Config, SiteConfig
+from .daemon import Daemon
 from .engine import Engine, IssuerPort, Notify, Switch, SwitchResult
 from .errors import StoreError
-from .health import BundleStores, StoreTrustCheck, local_checks
+from .health import SYSTEM_BUNDLE, BundleStores, StoreTrustCheck, local_checks
+from .issuers.acme import AcmeIssuer
+from .issuers.challenges import StandaloneSolver, WebrootSolver
+from .metrics import Metrics
 from .model import Clock, utcnow
+from .notify.factory import build as build_routes
+from .policy import unprotected
+from .revocation.check import CASources, RevocationCheck, RevocationConfig
+from .schedule import Scheduler
+from .servers.base import ServerAdapter
+from .servers.registry import make_adapter
+from .sitetrust import programs
 from .store.db import SCHEMA_VERSION, Database
+from .store.files import atomic_write
 from .store.vault import Vault
+from .trust.check import ProgramTrustCheck
+from .trust.refresh import Refresher
 
 log = logging.getLogger(__name__)
 
@@ -166,32 +184,16 @@ def _reason(exc: BaseException) -> str:
 
 
 def build_checks(config: Config, stores: BundleStores) -> list[Check]:
-    checks: list[Check] = list(local_checks(stores))
-    checks.extend(extra_checks(config))
-    return checks
-
-
-def extra_checks(config: Config) -> list[Check]:
-    """Revocation (CRL, OCSP, ARI) and root-program trust checks."""
-    out: list[Check] = []
-    from .revocation.check import CASources, RevocationCheck, RevocationConfig
-    out.append(RevocationCheck(RevocationConfig(
+    """Every check the engine runs: the local ones, revocation (CRL, OCSP, ARI), root-program
+    trust."""
+    revocation = RevocationCheck(RevocationConfig(
         cas={name: CASources(crl_urls=ca.crl_urls, ari_url=ca.ari_url, directory_url=ca.directory,
                              require_crl_sign=ca.crl_sign_required)
              for name, ca in config.cas.items()},
         ca_bundle=fetch_bundle(config),
         cache_dir=config.store / "cache" / "crl",
-    )))
-    from .trust.check import ProgramTrustCheck
-    out.append(ProgramTrustCheck(path=trust_settings(config).snapshot))
-    return out
-
-
-def trust_settings(config: Config) -> Any:
-    """The `[trust]` table: which snapshot the checks read, and its scheduled refresh."""
-    from .trust.refresh import settings_from_config
-    return settings_from_config(config.raw.get("trust", {}), file=str(config.path),
-                                store=config.store)
+    ))
+    return [*local_checks(stores), revocation, ProgramTrustCheck(path=config.trust.snapshot)]
 
 
 def fetch_bundle(config: Config) -> str | None:
@@ -199,8 +201,6 @@ def fetch_bundle(config: Config) -> str | None:
     extra = [ca.ca_bundle for ca in config.cas.values() if ca.ca_bundle is not None]
     if not extra:
         return None
-    from .health import SYSTEM_BUNDLE
-    from .store.files import atomic_write
     parts = [SYSTEM_BUNDLE.read_bytes()] if SYSTEM_BUNDLE.is_file() else []
     parts += [p.read_bytes() for p in extra]
     path = config.store / "cache" / "fetch-ca-bundle.pem"
@@ -209,9 +209,6 @@ def fetch_bundle(config: Config) -> str | None:
 
 
 def issuer_factory(config: Config, vault: Vault, ca: CAConfig) -> Callable[[SiteConfig], IssuerPort]:
-    from .issuers.acme import AcmeIssuer
-    from .issuers.challenges import StandaloneSolver, WebrootSolver
-
     @cache
     def for_challenge(kind: str, webroot: str | None, host: str, port: int) -> IssuerPort:
         solver = WebrootSolver(Path(webroot)) if kind == "http-01-webroot" and webroot \
@@ -230,34 +227,42 @@ def issuer_factory(config: Config, vault: Vault, ca: CAConfig) -> Callable[[Site
     return make
 
 
+C = TypeVar("C")
+
+
+def _the(checks: Iterable[Check], kind: type[C]) -> C:
+    return next(c for c in checks if isinstance(c, kind))
+
+
+class ChainValidator:
+    """deploy.Validate: the served chain must be trusted where its site requires, judged by the
+    very checks the engine runs (the chain check's PEM bundles, the trust check's root
+    programs and snapshot), so a certificate the checks pass is never rolled back for trust
+    and one they fail is never verified."""
+
+    def __init__(self, sites: Sequence[SiteConfig], chain: StoreTrustCheck,
+                 trust: ProgramTrustCheck, clock: Clock) -> None:
+        self.sites, self.chain, self.trust, self.clock = sites, chain, trust, clock
+
+    def __call__(self, served: list[x509.Certificate], sni: str) -> str | None:
+        site = next((s for s in self.sites if sni in s.domains), None)
+        trust = site.trust if site else (SYSTEM,)
+        now, leaf, chain = self.clock(), served[0], served[1:]
+        errors = [f"{n}: {e}" for n, e in self.chain.validate(leaf, chain, trust, sni, now)
+                  if e is not None]
+        names = programs(trust)
+        if names:
+            errors += self.trust.untrusted(leaf, chain, programs=names, at=now, name=sni)
+        return "; ".join(errors) or None
+
+
 class ServerDeployer:
     """The engine's deploy port over the real adapters; also finishes interrupted activations."""
 
-    def __init__(self, config: Config, vault: Vault, stores: BundleStores, clock: Clock) -> None:
-        from .servers.registry import make_adapter
-        self.config, self.vault, self.clock = config, vault, clock
-        self.adapters = {name: make_adapter(dict(s.spec)) for name, s in config.servers.items()}
-        self.chain_check = StoreTrustCheck(stores)
-
-    def validate(self, chain: list[x509.Certificate], sni: str) -> str | None:
-        """The served chain must validate for `sni` in the file trust stores of its site."""
-        site = next((s for s in self.config.sites if sni in s.domains), None)
-        trust = site.trust if site else ("system",)
-        now = self.clock()
-        errors = [f"{n}: {e}" for n, e in
-                  self.chain_check.validate(chain[0], chain[1:], trust, sni, now)
-                  if e is not None]
-        from .trust.programs import KNOWN_PROGRAMS
-        programs = [p for p in trust if p in KNOWN_PROGRAMS]
-        if programs:
-            from .trust.evaluate import engine_for
-            from .trust.snapshot import load_snapshot
-            path = trust_settings(self.config).snapshot
-            snap = load_snapshot(path) if path is not None and path.exists() else None
-            ev = engine_for(snap).evaluate(chain[0], chain[1:], at=now, programs=programs, name=sni)
-            errors += [f"{v.program}: not trusted ({v.reason.value})" for v in ev.verdicts
-                       if not v.trusted]
-        return "; ".join(errors) or None
+    def __init__(self, config: Config, vault: Vault, validate: deploy.Validate) -> None:
+        self.config, self.vault, self.validate = config, vault, validate
+        self.adapters: dict[str, ServerAdapter] = {
+            name: make_adapter(dict(s.spec)) for name, s in config.servers.items()}
 
     def dual_family(self, site: SiteConfig) -> str | None:
         """"ec" or "rsa" when another site serves the same name on the same server with the other
@@ -270,7 +275,6 @@ class ServerDeployer:
         return None
 
     def __call__(self, server: str | None, switches: Sequence[Switch]) -> list[SwitchResult]:
-        from . import deploy
         if server is None:  # no server: the live link is the deployment (e.g. a file watcher)
             out = []
             for sw in switches:
@@ -286,30 +290,55 @@ class ServerDeployer:
         return [SwitchResult(r.site, r.ok, r.rolled_back, r.message, r.seconds) for r in results]
 
     def recover(self) -> list[str]:
-        from . import deploy
         return [f"{r.site}: {r.action}: {r.message}" for r in
                 deploy.recover(self.vault, self.adapters, validate=self.validate,
                                verify_timeout=self.config.daemon.verify_timeout)]
 
 
-def build_notify(config: Config) -> Notify | None:
-    try:
-        from .notify.factory import from_config
-    except ImportError:
-        return None
-    return from_config(config.raw.get("notify", {}), file=str(config.path))
-
-
 def build(config: Config, *, clock: Clock = utcnow, notify: Notify | None = None) -> Runtime:
+    """The engine and its ports; `notify` replaces the `[notify]` notifiers (tests, drills)."""
     db, vault = open_store(config)
     stores = BundleStores()
-    deployer = ServerDeployer(config, vault, stores, clock)
+    checks = build_checks(config, stores)
+    validate = ChainValidator(config.sites, _the(checks, StoreTrustCheck),
+                              _the(checks, ProgramTrustCheck), clock)
+    deployer = ServerDeployer(config, vault, validate)
     engine = Engine(
         config, db, vault,
-        checks=build_checks(config, stores),
+        checks=checks,
         issuers={name: issuer_factory(config, vault, ca) for name, ca in config.cas.items()},
         deploy=deployer,
-        notify=notify if notify is not None else build_notify(config),
+        notify=notify if notify is not None else build_routes(config.notify),
         clock=clock,
     )
     return Runtime(config, db, vault, engine, stores, deployer)
+
+
+def build_daemon(engine: Engine, config: Config, *, interval: float,
+                 metrics_listen: tuple[str, int] | None = None, scheduled: bool = True,
+                 rng: random.Random | None = None, clock: Clock | None = None) -> Daemon:
+    """The daemon as `certfailover run` starts it: `[schedule]` intervals, `[trust]` refresh,
+    notifications and orders in the background, metrics on `metrics_listen` or `[metrics]
+    listen` (neither: off). Unscheduled (`run --once`): orders run inline, the tick waits."""
+    scheduler = Scheduler(rng=rng or random.Random(), intervals=config.schedule) \
+        if scheduled else None
+    listen = metrics_listen or config.metrics.listen
+    metrics = Metrics() if listen is not None else None
+    d = Daemon(engine, interval=interval, scheduler=scheduler, metrics=metrics, clock=clock)
+    refresher = Refresher(config.trust)
+    d.refresher = refresher if refresher.enabled else None
+    sites = {s.name: s for s in config.sites}
+    for c in engine.db.certs():  # said at start too: the schedule cannot protect these
+        site = sites.get(c.site)
+        why = site and unprotected(c, site, interval=interval,
+                                   issue_timeout=config.daemon.issue_timeout)
+        if why:
+            log.warning("%s: %s", c.id, why)
+    d.notify_in_background()
+    if scheduled:
+        d.orders_in_background()
+        d.checks_in_background()
+    if metrics is not None and listen is not None:
+        d.metrics_server = metrics.serve(*listen)
+        log.info("metrics at %s", d.metrics_server.url)
+    return d

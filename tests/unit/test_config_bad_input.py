@@ -141,7 +141,43 @@ CASES: list[tuple[str, tuple[str, str], str, str]] = [
      "at most 100"),
     ("ca-name-too-long", ('name = "a"\n', f'name = "{LONG}"\n'), "[[ca]] #1.name",
      "at most 100"),
+    # -- one more row per table, so that every table has one (test_every_table_has_a_case)
+    ("store-empty-directory", ('directory = "store"', 'directory = " "'), "[store].directory",
+     "must not be empty"),
+    ("ca-eab-half", ('directory = "https://b.test/dir"',
+                     'directory = "https://b.test/dir"\neab_kid = "kid"'),
+     "[[ca]] 'b'.eab_hmac_key", "go together"),
+    ("site-trust-unknown-program", ('server = "web"', 'server = "web"\ntrust = ["mozila"]'),
+     "[[site]] 'www'.trust[0]", "is not 'system', a PEM bundle path or a root program"),
+    ("site-trust-missing-bundle",
+     ('server = "web"', 'server = "web"\ntrust = ["system", "roots/missing.pem"]'),
+     "[[site]] 'www'.trust[1]", "does not exist"),
+    ("site-trust-twice", ('server = "web"', 'server = "web"\ntrust = ["mozilla", "mozilla"]'),
+     "[[site]] 'www'.trust", "twice"),
+    ("site-challenge-bad-type", ('server = "web"', 'server = "web"\nchallenge = {type = "dns-01"}'),
+     "[[site]] 'www'.challenge.type", "is not one of"),
+    ("schedule-bad-jitter", _append("[schedule]\njitter = 2"), "[schedule]",
+     "jitter is a fraction"),
+    ("metrics-port-out-of-range", _append('[metrics]\nlisten = "127.0.0.1:99999"'),
+     "[metrics].listen", "port out of range"),
+    ("trust-bad-source", _append('[trust]\nsources = ["mozilla"]'), "[trust].sources[0]", ""),
+    ("notify-no-notifier", _append('[notify]\nmin_severity = "warning"'), "[notify]",
+     "configures no notifier"),
+    ("notify-filter-lets-nothing-through",
+     _append('[notify.command]\nargv = ["true"]\nkinds = ["issued"]\nmin_severity = "critical"'),
+     "[notify.command].min_severity", "lets no event through"),
+    ("notify-secret-env-unset",
+     _append('[notify.webhook]\nurl = "https://hooks.test/x"\nsecret = "env:NOT_SET_HERE"'),
+     "[notify.webhook].secret", "NOT_SET_HERE"),
+    ("daemon-max-orders-zero", _append("[daemon]\nmax_orders = 0"), "[daemon].max_orders",
+     "at least 1"),
 ]
+
+
+def test_every_table_has_a_case() -> None:
+    """config.load rejects a bad value in every table: each top-level table has a row above."""
+    named = {where.removeprefix("[").split("]")[0].strip("[") for _, _, where, _ in CASES}
+    assert set(config.TABLES) <= named, set(config.TABLES) - named
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -253,7 +289,7 @@ recipients = ["ops@example.test"]
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         config.load(path, env={})
-    assert info.value.file == str(path) and info.value.where == "[notify]"
+    assert info.value.file == str(path) and info.value.where == "[notify.email]"
     assert "must be one non-empty line" in info.value.message
 
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import re
 import socket
-import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +10,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from certfailover.errors import ConfigError
-from certfailover.metrics import Metrics, MetricsServer, listen_from_config, parse_listen
+from certfailover.metrics import Metrics, MetricsServer, parse_listen
 from certfailover.model import Severity
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -168,20 +166,6 @@ def test_parse_listen(text: str, want: tuple[str, int]) -> None:
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(ValueError, match=re.escape(repr(text))):
         parse_listen(text)
-
-
-def test_listen_from_config() -> None:
-    assert listen_from_config({}, file="c.toml") is None
-    assert listen_from_config({"listen": "127.0.0.1:9786"}, file="c.toml") == ("127.0.0.1", 9786)
-    with pytest.raises(ConfigError, match=r"^c\.toml: \[metrics\]\.listen: .*host:port"):
-        listen_from_config({"listen": "9786"}, file="c.toml")
-    with pytest.raises(ConfigError, match=r"\[metrics\]\.port: unknown key"):
-        listen_from_config({"port": 9786}, file="c.toml")
-
-
-def test_example_config_metrics_table_parses() -> None:
-    raw = tomllib.loads(EXAMPLE.read_text())
-    assert listen_from_config(raw["metrics"], file=str(EXAMPLE)) == ("127.0.0.1", 9786)
 
 
 def test_serves_on_ipv6_loopback_when_available() -> None:

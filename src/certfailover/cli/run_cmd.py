@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import socket
 
-from ..daemon import build_daemon
 from ..errors import InputError
-from ..metrics import ListenError, listen_from_config, parse_listen
+from ..metrics import ListenError, parse_listen
 from ..store.lock import acquire_daemon_lock
 from .common import emit, load_config
 
@@ -22,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--metrics-listen", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics "
                         "(default: [metrics] listen; off when neither is set)")
+    p.add_argument("--web", metavar="HOST:PORT",
+                   help="serve the read-only status page at http://HOST:PORT/ (default: [web] "
+                        "listen; off when neither is set; not with --once); docs/web.md")
     p.set_defaults(func=run)
 
 
@@ -52,12 +54,16 @@ def run(args: argparse.Namespace) -> int:
     interval = args.interval or config.daemon.interval
     if interval <= 0:
         raise InputError("--interval must be > 0")
-    check_listen(listen or listen_from_config(config.raw.get("metrics", {}),
-                                              file=str(config.path)))
+    check_listen(listen or config.metrics.listen)
+    from ..web.server import check_bind
+    from ..web.settings import with_listen
+    web = with_listen(config.web, args.web, file=str(config.path)) if args.web else config.web
+    if not args.once:
+        check_bind(web.listen)
     # one daemon per store: taken before anything acts (even the schema migration and crash
     # recovery), held for the daemon's life; a cron tick (--once) is refused the same way
     with acquire_daemon_lock(config) as lock:
-        from ..wiring import build
+        from ..wiring import build, build_daemon  # the CLI imports the runtime only when it runs
         rt = build(config)
         rt.startup()
         # --once (cron) has no memory of earlier runs: every check is due
@@ -65,9 +71,13 @@ def run(args: argparse.Namespace) -> int:
                               scheduled=not args.once)
         daemon.lock = lock  # checked before every tick: a lost PostgreSQL lock stops it
         daemon.install_signals()
+        from ..web.server import start
+        page = None if args.once else start(web, rt.config, rt.db, rt.vault)
         try:
             code = daemon.run(once=args.once)
         finally:
+            if page is not None:
+                page.stop()
             daemon.close()
     if args.once and args.json:
         emit(args, {"ticks": daemon.ticks})

@@ -136,10 +136,7 @@ def update_output(args: argparse.Namespace) -> Path:
     path = getattr(args, "config", None)
     if path is not None and Path(path).is_file():
         from .. import config as config_mod
-        from ..trust.refresh import settings_from_config
-        cfg = config_mod.load(Path(path))
-        configured = settings_from_config(cfg.raw.get("trust", {}), file=str(cfg.path),
-                                          store=cfg.store).snapshot
+        configured = config_mod.load(Path(path)).trust.snapshot
         if configured is not None:
             return configured
     env = os.environ.get(ENV_SNAPSHOT)

@@ -1,4 +1,5 @@
-"""Refresh the root-program snapshot from upstream on a schedule (the daemon's `[trust]` table).
+"""Refresh the root-program snapshot from upstream on a schedule (the `[trust]` table, parsed
+by config.load into config.TrustSettings).
 
     [trust]
     sources = ["mozilla=https://.../certdata.txt", "chrome=https://.../root_store.textproto"]
@@ -16,49 +17,12 @@ accept the drop, then remove it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
+from datetime import datetime
 
-from ..errors import CertFailoverError, ConfigError
-from ..tables import Table
+from ..config import TrustSettings
 from .programs import RootProgram
 from .snapshot import PACKAGED_SNAPSHOT, read_snapshot, save_snapshot
-from .sources.load import SourceSpec, update_snapshot
-
-
-@dataclass(frozen=True)
-class TrustSettings:
-    snapshot: Path | None  # None: the default snapshot ($CERTFAILOVER_TRUST_SNAPSHOT or packaged)
-    sources: tuple[SourceSpec, ...] = ()
-    pools: tuple[str, ...] = ()
-    refresh: timedelta = timedelta(days=1)
-    allow_shrink: bool = False
-
-
-def settings_from_config(raw: Mapping[str, Any], *, file: str, store: Path) -> TrustSettings:
-    from ..schedule import parse_duration
-
-    t = Table(file, "[trust]", dict(raw))
-    sources = t.str_list("sources", ())
-    try:
-        specs = tuple(SourceSpec.parse(s) for s in sources)
-    except CertFailoverError as exc:
-        raise t.err("sources", str(exc)) from exc
-    try:
-        refresh = parse_duration(t.get("refresh", (str, int, float), "1d"))
-    except ValueError as exc:
-        raise t.err("refresh", str(exc)) from exc
-    snap = t.get("snapshot", str, None)
-    pools = t.str_list("pools", ())
-    allow_shrink = t.get("allow_shrink", bool, False)
-    t.check_unknown()
-    path = Path(snap) if snap else (store / "trust-snapshot.json.gz" if specs else None)
-    if refresh <= timedelta(0):
-        raise ConfigError(file, "[trust].refresh", "must be positive")
-    return TrustSettings(path, specs, pools, refresh, allow_shrink)
+from .sources.load import update_snapshot
 
 
 class Refresher:

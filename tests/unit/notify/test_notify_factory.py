@@ -16,21 +16,43 @@ from certfailover.notify import (
     Limits,
     WebhookNotifier,
 )
-from certfailover.notify.factory import Routes, from_config
+from certfailover.notify.factory import Routes
+from certfailover.notify.factory import build as build_routes
+from certfailover.notify.settings import parse
 
 ENV = {"HOOK_SECRET": "whsec-1", "SMTP_PW": "pw-2"}
 F = "/etc/certfailover.toml"
 
 
 def build(raw: dict[str, Any]) -> Routes:
-    routes = from_config(raw, file=F, env=ENV)
+    routes = build_routes(parse(raw, file=F, env=ENV))
     assert routes is not None
     return routes
 
 
-def test_no_notifiers_is_none() -> None:
-    assert from_config({}, file=F, env=ENV) is None
-    assert from_config({"min_severity": "warning"}, file=F, env=ENV) is None
+def test_no_notify_table_is_no_routes() -> None:
+    assert build_routes(None) is None
+
+
+@pytest.mark.parametrize("raw", [{}, {"min_severity": "warning"}, {"webhook": []}])
+def test_a_notify_table_without_a_notifier_is_an_error(raw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=r"^/etc/certfailover\.toml: \[notify\]: configures no "
+                                          "notifier"):
+        parse(raw, file=F, env=ENV)
+
+
+def test_a_notifier_that_no_event_reaches_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"\[notify.command\]\.min_severity: .*lets no event"):
+        parse({"command": {"argv": ["x"], "kinds": ["issued"], "min_severity": "critical"}},
+              file=F, env=ENV)
+    # the same kinds with a severity they have is fine
+    assert parse({"command": {"argv": ["x"], "kinds": ["issued"]}}, file=F, env=ENV).routes
+
+
+def test_a_notifiers_own_check_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"\[notify.email\]: "):
+        parse({"email": {"host": "h", "sender": "not an address\n", "recipients": ["b@x"]}},
+              file=F, env=ENV)
 
 
 def test_all_three_kinds_with_own_filters() -> None:
@@ -136,8 +158,8 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "contrib" / "certfailover.exampl
 
 def test_example_config_notify_table_builds() -> None:
     raw = tomllib.loads(EXAMPLE.read_text())
-    routes = from_config(raw["notify"], file=str(EXAMPLE),
-                         env={"CERTFAILOVER_WEBHOOK_SECRET": "s", "CERTFAILOVER_SMTP_PASSWORD": "p"})
+    routes = build_routes(parse(raw["notify"], file=str(EXAMPLE), env={
+        "CERTFAILOVER_WEBHOOK_SECRET": "s", "CERTFAILOVER_SMTP_PASSWORD": "p"}))
     assert routes is not None
     assert [type(d._notifiers[0]) for d in routes.dispatchers] == [
         WebhookNotifier, EmailNotifier, CommandNotifier]
