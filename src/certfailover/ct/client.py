@@ -104,6 +104,26 @@ class LogClient:
             raise LogError(f"{self.log.url}ct/v1/get-sth-consistency: no 'consistency' list")
         return [_b64(p, "consistency proof node", self.log.url) for p in proof]
 
+    def proof_by_hash(self, leaf_digest: bytes, tree_size: int) -> tuple[int, list[bytes]]:
+        """(leaf index, audit path) of the leaf with this hash in the tree of `tree_size`."""
+        url = self.log.url + "ct/v1/get-proof-by-hash"
+        try:
+            with net.deadline(self.timeout):
+                resp = self._session.get(url, params={
+                    "hash": base64.b64encode(leaf_digest).decode(), "tree_size": str(tree_size)},
+                    timeout=self.timeout)
+                if resp.status_code != 200:
+                    raise LogError(f"{url}: HTTP {resp.status_code}: {resp.text[:200]!r}")
+                data = resp.json()
+        except requests.RequestException as exc:
+            raise LogError(f"{url}: {exc}") from None
+        except ValueError as exc:
+            raise LogError(f"{url}: not JSON ({exc})") from None
+        path = data.get("audit_path") if isinstance(data, dict) else None
+        if not isinstance(path, list) or not isinstance(data.get("leaf_index"), int):
+            raise LogError(f"{url}: no leaf_index/audit_path")
+        return data["leaf_index"], [_b64(p, "audit path node", self.log.url) for p in path]
+
     def entries(self, start: int, end: int) -> list[tuple[bytes, bytes]]:
         """(leaf_input, extra_data) of entries start..end inclusive; a log may return fewer
         (never none)."""
