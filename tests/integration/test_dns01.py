@@ -9,21 +9,28 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
+from certfailover import config as config_mod
 from certfailover import keys
 from certfailover.errors import IssuanceError, TransientIssuanceError
 from certfailover.issuers.acme import AcmeIssuer
 from certfailover.issuers.challenges import StandaloneSolver
 from certfailover.issuers.dns01 import Journal, Rfc2136Solver, TsigKey
+from certfailover.issuers.dns_settings import journal_dir
 from certfailover.model import utcnow
-from certfailover.names import cert_names
+from certfailover.names import cert_names, name_matches
+from certfailover.probe import leaf_sha256, served_chain
+from certfailover.wiring import build
 from certfailover_lab.bind import BindServer
 from certfailover_lab.pebble import PebbleCA
+from certfailover_lab.sitelab import DOMAIN, Lab, make_lab
+from certfailover_lab.sites import LabCAEntry
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +178,77 @@ def test_http01_on_a_wildcard_is_a_clear_error(
                                             r"\(offered: dns-01\)"):
         issuer(pebble_dns_a, tmp_path, s).issue(csr(["*.example.test"]),
                                                 deadline=utcnow() + timedelta(seconds=30))
+
+
+# --------------------------------------------------------- a wildcard site on nginx, failover
+
+
+def _challenge(bind: BindServer) -> dict[str, object]:
+    return {"type": "dns-01-rfc2136", "server": bind.address, "key_name": bind.key_name,
+            "key_secret": f"file:{bind.secret_file}", "nameserver_port": bind.port,
+            "timeout": 5, "propagation_timeout": 20}
+
+
+@pytest.fixture()
+def wild_lab(tmp_path: Path, bind_dns: BindServer, pebble_dns_a: PebbleCA,
+             pebble_dns_b: PebbleCA, http01_port: int) -> Iterator[Lab]:
+    yield from make_lab(
+        tmp_path,
+        [LabCAEntry(c.name, c.directory_url, c.ca_bundle) for c in (pebble_dns_a, pebble_dns_b)],
+        [pebble_dns_a.root_pem(), pebble_dns_b.root_pem()],
+        http01_port,
+        site_extra={"domains": [DOMAIN, *NAMES]},
+        challenge=_challenge(bind_dns),
+    )
+
+
+def test_wildcard_site_fails_over_between_two_cas_on_nginx(
+    wild_lab: Lab, bind_dns: BindServer
+) -> None:
+    lab = wild_lab
+    assert lab.rt.config.site("www").domains == (DOMAIN, *NAMES)
+    lab.rt.engine.tick()
+    certs = lab.rt.db.certs("www")
+    assert sorted(c.ca for c in certs) == ["pebble-dns-a", "pebble-dns-b"]
+    for c in certs:
+        leaf = x509.load_pem_x509_certificate((Path(c.path) / "cert.pem").read_bytes())
+        assert sorted(cert_names(leaf)) == sorted([DOMAIN, *NAMES])
+    before = lab.active()
+    assert before.ca == "pebble-dns-a" and lab.served_sha() == before.sha256
+    # a name only the wildcard covers gets the same certificate, and it matches
+    other = served_chain(lab.nginx.endpoint, "api.example.test")[0]
+    assert leaf_sha256(other) == before.sha256
+    assert any(name_matches(n, "api.example.test") and n.startswith("*.")
+               for n in cert_names(other))
+
+    lab.rt.db.distrust("pebble-dns-a", before.created, "lab: CA A distrusted")
+    report = lab.rt.engine.tick()
+    after = lab.active()
+    assert after.ca == "pebble-dns-b"
+    assert "failover" in [e.kind for e in report.events]
+    assert lab.wait_served(after.sha256)
+    assert leaf_sha256(served_chain(lab.nginx.endpoint, "api.example.test")[0]) == after.sha256
+    assert bind_dns.txt(RECORD) == [] and bind_dns.txt(f"_acme-challenge.{DOMAIN}") == []
+    assert not list(journal_dir(lab.rt.config.store).glob("*.json"))
+
+
+def test_daemon_start_removes_the_records_of_a_crashed_run(
+    wild_lab: Lab, bind_dns: BindServer
+) -> None:
+    """Records a killed process added (journaled with its pid) are removed by Runtime.startup."""
+    store = wild_lab.rt.config.store
+    code = f"""
+import os, time
+from pathlib import Path
+from certfailover.issuers.dns01 import Journal, Rfc2136Solver, TsigKey
+s = Rfc2136Solver({bind_dns.address!r}, TsigKey({bind_dns.key_name!r}, {bind_dns.key_secret!r}),
+                  journal=Journal(Path({str(journal_dir(store))!r})))
+s.present("*.example.test", "C" * 43, deadline=time.monotonic() + 10)
+os._exit(9)
+"""
+    subprocess.run([sys.executable, "-c", code], check=False, timeout=60)
+    assert bind_dns.txt(RECORD) == ["C" * 43]
+    rt = build(config_mod.load(wild_lab.config_path))
+    rt.startup()
+    assert bind_dns.txt(RECORD) == []
+    assert not list(journal_dir(store).glob("*.json"))

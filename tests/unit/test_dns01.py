@@ -294,3 +294,66 @@ def test_bad_tsig_secret_is_named_by_key() -> None:
     with pytest.raises(IssuanceError, match="TSIG key 'k.'") as exc:
         Rfc2136Solver("127.0.0.1:53", TsigKey("k.", "%%%not-base64"))
     assert "%%%" not in str(exc.value)
+
+
+# ------------------------------------------------------------- config: wildcards, wiring
+
+
+def load(tmp_path: Path, domains: list[str], challenge: dict[str, object],
+         env: dict[str, str] | None = None) -> object:
+    from certfailover import config
+    raw = {"store": {"directory": str(tmp_path / "store")},
+           "ca": [{"name": "a", "directory": "https://127.0.0.1:9/dir"}],
+           "site": [{"name": "www", "domains": domains, "cas": ["a"], "min_standbys": 0,
+                     "challenge": challenge}]}
+    return config.parse(raw, file="c.toml", base=tmp_path, env=env or {"TSIG": SECRET})
+
+
+DNS = {**RFC}
+
+
+def test_wildcard_with_a_dns_challenge(tmp_path: Path) -> None:
+    cfg = load(tmp_path, ["Example.TEST", "*.Example.test.", "*.bücher.test"], DNS)
+    site = cfg.sites[0]  # type: ignore[attr-defined]
+    assert site.domains == ("example.test", "*.example.test", "*.xn--bcher-kva.test")
+    assert site.challenge.type == "dns-01-rfc2136"
+    assert site.challenge.dns.server == "192.0.2.53:5353"
+    assert SECRET not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("domains", "challenge", "where", "message"),
+    [
+        (["example.test", "*.example.test"], {"type": "http-01-standalone"}, "domains[1]",
+         "no challenge that can prove a wildcard"),
+        (["*.example.test", "example.test"], DNS, "domains[0]", "SNI"),
+        (["example.test", "*.*.example.test"], DNS, "domains[1]", "whole left-most label"),
+        (["example.test", "w*.example.test"], DNS, "domains[1]", "whole left-most label"),
+        (["example.test", "*.example.test", "*.EXAMPLE.test"], DNS, "domains[2]", "duplicate"),
+        (["example.test", "*.exa mple.test"], DNS, "domains[1]", "whitespace"),
+        (["example.test"], {**DNS, "key_secret": "env:MISSING"}, "challenge.key_secret",
+         "MISSING"),
+        (["example.test"], {"type": "dns-01-command"}, "challenge.command", "is required"),
+        (["example.test"], {"type": "dns-01-smoke"}, "challenge.type", "dns-01-rfc2136"),
+    ],
+)
+def test_config_errors_name_the_entry(tmp_path: Path, domains: list[str],
+                                      challenge: dict[str, object], where: str,
+                                      message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as exc:
+        load(tmp_path, domains, challenge)
+    assert exc.value.where == f"[[site]] 'www'.{where}"
+
+
+def test_wiring_builds_a_dns_issuer_per_settings(tmp_path: Path) -> None:
+    from certfailover.issuers.acme import AcmeIssuer
+    from certfailover.store.vault import Vault
+    from certfailover.wiring import issuer_factory
+    cfg = load(tmp_path, ["example.test", "*.example.test"], DNS)
+    make = issuer_factory(cfg, Vault(cfg.store), cfg.cas["a"])  # type: ignore[arg-type,attr-defined]
+    issuer = make(cfg.sites[0])  # type: ignore[attr-defined]
+    assert isinstance(issuer, AcmeIssuer) and issuer.challenge_type == "dns-01"
+    assert isinstance(issuer.solver, Rfc2136Solver)
+    assert issuer.solver.journal is not None
+    assert issuer.solver.journal.directory == cfg.store / "dns01"  # type: ignore[attr-defined]
+    assert make(cfg.sites[0]) is issuer, "one issuer (and solver) per CA and settings"

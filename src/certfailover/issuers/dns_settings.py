@@ -19,14 +19,27 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..tables import Secret, Table, resolve_secret
-from .dns01 import CommandSolver, Dns01Solver, Journal, Rfc2136Solver, TsigKey
 
-__all__ = ["DNS_CHALLENGES", "DnsChallenge", "journal_dir", "make_solver", "parse_dns_challenge"]
+if TYPE_CHECKING:  # dnspython is imported only when a solver is made, not to load a config
+    from .dns01 import Dns01Solver
+
+__all__ = [
+    "DNS_CHALLENGES",
+    "DnsChallenge",
+    "clean_leftovers",
+    "journal_dir",
+    "make_solver",
+    "parse_dns_challenge",
+]
+
+log = logging.getLogger(__name__)
 
 DNS_CHALLENGES = ("dns-01-rfc2136", "dns-01-command")
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1",
@@ -130,6 +143,7 @@ def journal_dir(store: Path) -> Path:
 
 
 def make_solver(dns: DnsChallenge, store: Path) -> Dns01Solver:
+    from .dns01 import CommandSolver, Journal, Rfc2136Solver, TsigKey
     journal = Journal(journal_dir(store))
     if dns.type == "dns-01-command":
         return CommandSolver(dns.command, timeout=dns.timeout, journal=journal)
@@ -138,3 +152,15 @@ def make_solver(dns: DnsChallenge, store: Path) -> Dns01Solver:
         dns.server, TsigKey(dns.key_name, dns.key_secret.value, dns.key_algorithm),
         zone=dns.zone, nameserver_port=dns.nameserver_port, ttl=dns.ttl, timeout=dns.timeout,
         propagation_timeout=dns.propagation_timeout, journal=journal)
+
+
+def clean_leftovers(challenges: Iterable[DnsChallenge], store: Path) -> int:
+    """At start: remove the TXT records of gone processes for every configured DNS solver
+    (dns01.py, journal); never raises (a record that cannot be removed stays journaled)."""
+    done = 0
+    for dns in dict.fromkeys(challenges):  # the same settings in several sites: once
+        try:
+            done += make_solver(dns, store).clean_leftovers()
+        except Exception as exc:  # noqa: BLE001 - a start must not fail over DNS cleanup
+            log.warning("DNS-01 leftovers of %s not cleaned: %s", dns.type, exc)
+    return done
