@@ -152,3 +152,30 @@ def pebble_dns_b(lab_dir: Path, http01_port: int, bind_dns: BindServer) -> Itera
         yield ca
     finally:
         ca.stop()
+
+
+# -- test artifacts (screenshots): kept after the run, their paths printed in the summary ----
+_ARTIFACTS: list[Path] = []
+
+
+@pytest.fixture
+def artifact() -> Callable[[str], Path]:
+    """`artifact(name)`: a path under $CERTFAILOVER_ARTIFACTS (default
+    /tmp/certfailover-artifacts) for a file the test keeps; listed at the end of the run,
+    whatever the output capture."""
+    root = Path(os.environ.get("CERTFAILOVER_ARTIFACTS") or "/tmp/certfailover-artifacts")
+
+    def path(name: str) -> Path:
+        root.mkdir(parents=True, exist_ok=True)
+        p = root / name
+        _ARTIFACTS.append(p)
+        return p
+    return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    kept = [p for p in _ARTIFACTS if p.exists()]
+    if kept:
+        terminalreporter.section("test artifacts")
+        for p in kept:
+            terminalreporter.write_line(f"artifact: {p}")

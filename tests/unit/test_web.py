@@ -287,7 +287,7 @@ def test_timeline_geometry() -> None:
                "message": "m"}, {"time": NOW.isoformat(), "kind": "issued", "message": "i"}]
     tl = timeline(st["certs"], events, NOW)
     (bar,) = tl.bars
-    assert bar.x0 == tl.left and bar.x1 == pytest.approx(tl.width - 20)
+    assert bar.x0 == tl.left and bar.x1 == pytest.approx(tl.width - 50)
     (renewal,) = [m for m in bar.marks if m.kind == "renewal"]
     assert bar.x0 < renewal.x < bar.x1
     (sw,) = tl.switches  # issuance is no switch

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from certfailover.errors import ConfigError
-from certfailover.web.settings import WebSettings, settings_from_config, with_listen
+from certfailover.tables import Table
+from certfailover.web.settings import WebSettings, web_settings, with_listen
 
 TOKEN = "0123456789abcdef-token"
 
 
 def load(raw: dict[str, object], env: dict[str, str] | None = None) -> WebSettings:
-    return settings_from_config(raw, file="cf.toml", env=env or {})
+    return web_settings(Table("cf.toml", "[web]", raw), env or {})
 
 
 def test_absent_table_means_no_page() -> None:

@@ -52,7 +52,8 @@ class Pages:
     def site(self, site: Mapping[str, Any], details: SiteDetails, now: datetime, *,
              renew_fraction: float = 1 / 3) -> str:
         certs = list(site.get("certs", []))
-        tl = timeline(certs, list(reversed(details.events)), now, renew_fraction=renew_fraction)
+        tl = timeline([*details.retired, *certs], list(reversed(details.events)), now,
+                      renew_fraction=renew_fraction)
         return self.env.get_template("site.html").render(
             site=site, certs=certs, details=details, tl=tl, time=now.isoformat(),
             refresh=self.refresh,

@@ -11,7 +11,6 @@ rebinding.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import socket
 import threading
@@ -33,7 +32,7 @@ from .pages import Pages
 from .settings import WebSettings, is_loopback
 from .source import Snapshots, site_details, status_document
 
-__all__ = ["COOKIE", "WebServer"]
+__all__ = ["COOKIE", "App", "WebServer", "check_bind", "start"]
 
 log = logging.getLogger(__name__)
 COOKIE = "certfailover_token"
@@ -138,8 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
                 401, "Unauthorized", "Authentication required (through the reverse proxy).")
             return self._html(401, body, {"WWW-Authenticate": "Bearer"})
         if path == "/status.json":
-            doc = app.snapshots.latest()
-            return self._send(200, json.dumps(doc, indent=2).encode() + b"\n", "application/json")
+            return self._send(200, app.snapshots.latest_json(), "application/json")
         if path == "/":
             q = parse_qs(url.query)
             return self._html(200, app.pages.overview(
@@ -188,6 +186,35 @@ class _Server(ThreadingHTTPServer):
     app: App
 
 
+def _listen_error(exc: OSError, host: str, port: int) -> Exception:
+    from ..metrics import ListenError
+    return ListenError(exc.errno, f"web: cannot listen on {host}:{port}: {exc.strerror} (is "
+                       "another process using it? choose another --web or [web] listen)")
+
+
+def check_bind(listen: tuple[str, int] | None) -> None:
+    """Before the daemon's lock and first tick: an address that cannot be bound is a clean
+    error naming it."""
+    if listen is None:
+        return
+    host, port = listen
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        raise _listen_error(exc, host, port) from None
+
+
+def start(settings: WebSettings, config: Config, db: Database, vault: Vault) -> WebServer | None:
+    """The page as `certfailover run` serves it (None when no address is configured)."""
+    if settings.listen is None:
+        return None
+    srv = WebServer.start(App(settings, config, db, vault))
+    log.info("status page at %s", srv.url)
+    return srv
+
+
 class WebServer:
     """A running status page: `.url`, `.stop()`."""
 
@@ -209,9 +236,7 @@ class WebServer:
         try:
             server = Server((host, port), _Handler)
         except OSError as exc:
-            from ..metrics import ListenError
-            raise ListenError(exc.errno, f"web: cannot listen on {host}:{port}: {exc.strerror} "
-                              "(choose another --web or [web] listen)") from None
+            raise _listen_error(exc, host, port) from None
         server.app = app
         app.snapshots.refresh_now()
         app.snapshots.start()

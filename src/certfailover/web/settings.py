@@ -21,15 +21,14 @@ from ..errors import ConfigError
 from ..metrics import parse_listen
 from ..tables import Secret, Table, resolve_secret
 
-__all__ = ["DEFAULT_LISTEN", "WebSettings", "is_loopback", "settings_from_config", "with_listen"]
+__all__ = ["WebSettings", "is_loopback", "web_settings", "with_listen"]
 
-DEFAULT_LISTEN = ("127.0.0.1", 8786)
 _HEADER = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
 @dataclass(frozen=True)
 class WebSettings:
-    listen: tuple[str, int] | None  # None: no status page
+    listen: tuple[str, int] | None = None  # None: no status page
     token: Secret | None = None
     proxy_header: str | None = None
     refresh: float = 2.0
@@ -57,10 +56,8 @@ def _refuse_exposed(s: WebSettings, file: str, where: str) -> None:
                           "reverse proxy (docs/web.md), or listen on 127.0.0.1")
 
 
-def settings_from_config(raw: Mapping[str, object], *, file: str,
-                         env: Mapping[str, str]) -> WebSettings:
+def web_settings(t: Table, env: Mapping[str, str]) -> WebSettings:
     """The `[web]` table (absent or empty: no page unless `run --web` asks for one)."""
-    t = Table(file, "[web]", dict(raw))
     listen = None
     text = t.get("listen", str, None)
     if text is not None:
@@ -82,7 +79,7 @@ def settings_from_config(raw: Mapping[str, object], *, file: str,
         raise t.err("refresh", "must be between 0.1 and 3600 seconds")
     t.check_unknown()
     s = WebSettings(listen, token, header, refresh)
-    _refuse_exposed(s, file, "[web].listen")
+    _refuse_exposed(s, t.file, "[web].listen")
     return s
 
 

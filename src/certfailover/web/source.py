@@ -4,6 +4,7 @@ details (chains, pins, events) read when its page is asked for."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ..config import Config, SiteConfig
 from ..errors import CertFailoverError
-from ..model import to_jsonable
+from ..model import CertState, to_jsonable
 from ..pins import spare_key_path, spki_pin
 from ..status import site_status
 from ..store.db import Database
@@ -49,20 +50,28 @@ class Snapshots:
     def __init__(self, build: Callable[[], dict[str, Any]], refresh: float) -> None:
         self._build, self.refresh = build, refresh
         self._latest: dict[str, Any] | None = None
+        self._encoded: bytes = b""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def refresh_now(self) -> dict[str, Any]:
         doc = self._build()
+        encoded = json.dumps(doc).encode() + b"\n"  # once per snapshot, not per poll
         with self._lock:
-            self._latest = doc
+            self._latest, self._encoded = doc, encoded
         return doc
 
     def latest(self) -> dict[str, Any]:
         with self._lock:
             doc = self._latest
         return doc if doc is not None else self.refresh_now()
+
+    def latest_json(self) -> bytes:
+        """The latest document as JSON (compact: the C encoder; same content as --json)."""
+        self.latest()
+        with self._lock:
+            return self._encoded
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="certfailover-web-status",
@@ -76,7 +85,9 @@ class Snapshots:
                 self.refresh_now()
             except Exception:  # a store hiccup keeps the last snapshot; the page says its time
                 log.exception("status page: cannot read the store")
-            self._stop.wait(max(0.05, self.refresh - (time.monotonic() - started)))
+            took = time.monotonic() - started
+            # at most half of one core: a big fleet's snapshot waits as long as it took
+            self._stop.wait(max(0.05, self.refresh - took, took))
 
     def stop(self) -> None:
         self._stop.set()
@@ -98,6 +109,7 @@ class SiteDetails:
     pins: dict[str, str]  # cert id (or "spare") -> pin-sha256
     events: list[dict[str, Any]]  # newest first
     errors: list[str]
+    retired: list[dict[str, Any]]  # the last retired certificates, for the timeline
 
 
 def _describe(c: x509.Certificate) -> ChainCert:
@@ -106,7 +118,8 @@ def _describe(c: x509.Certificate) -> ChainCert:
                      c.not_valid_after_utc.isoformat(), c.fingerprint(hashes.SHA256()).hex())
 
 
-def site_details(db: Database, vault: Vault, site: SiteConfig, *, events: int = 200) -> SiteDetails:
+def site_details(db: Database, vault: Vault, site: SiteConfig, *, events: int = 200,
+                 retired_max: int = 4) -> SiteDetails:
     """Chains and key pins of the site's certificates and its last `events` events. Reads only:
     the spare key's pin is shown when the spare key exists (`certfailover pins` creates it)."""
     chains: dict[str, list[ChainCert]] = {}
@@ -128,4 +141,8 @@ def site_details(db: Database, vault: Vault, site: SiteConfig, *, events: int = 
         except (OSError, ValueError, TypeError) as exc:
             errors.append(f"spare key {spare}: cannot read it ({type(exc).__name__})")
     evs = [to_jsonable(e) for e in reversed(db.events(site=site.name, limit=events))]
-    return SiteDetails(chains, pins, evs, errors)
+    gone = [c for c in db.certs(site.name, include_retired=True) if c.state is CertState.RETIRED]
+    retired = [{"id": c.id, "ca": c.ca, "serial": c.serial, "state": c.state.value,
+                "health": "retired", "not_before": c.not_before.isoformat(),
+                "not_after": c.not_after.isoformat(), "findings": []} for c in gone[-retired_max:]]
+    return SiteDetails(chains, pins, evs, errors, retired)

@@ -14,7 +14,7 @@ from .view import cert_dates, parse_time
 __all__ = ["SWITCH_KINDS", "Bar", "Mark", "Timeline", "timeline"]
 
 SWITCH_KINDS = ("failover", "activated", "rollback")
-WIDTH, LEFT, RIGHT, ROW, TOP = 900.0, 150.0, 20.0, 34.0, 30.0
+WIDTH, LEFT, RIGHT, ROW, TOP = 960.0, 200.0, 50.0, 34.0, 30.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def timeline(certs: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, A
         for r in cert_dates(c, renew_fraction):
             kind = "renewal" if r.what.startswith("renewal") else \
                 "expiry" if r.what.startswith("expiry") else "cutoff"
-            if kind != "expiry":
+            if kind != "expiry" and c.get("state") != "retired":
                 marks.append(Mark(x(r.when), f"{r.what} {r.when:%Y-%m-%d %H:%M} UTC", kind))
         label = f"{c.get('ca')} {str(c.get('serial', ''))[:8]} ({c.get('state')})"
         bars.append(Bar(label, str(c.get("state")), str(c.get("health")), TOP + i * ROW,
