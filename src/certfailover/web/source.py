@@ -142,7 +142,8 @@ def site_details(db: Database, vault: Vault, site: SiteConfig, *, events: int = 
             errors.append(f"spare key {spare}: cannot read it ({type(exc).__name__})")
     evs = [to_jsonable(e) for e in reversed(db.events(site=site.name, limit=events))]
     gone = [c for c in db.certs(site.name, include_retired=True) if c.state is CertState.RETIRED]
-    retired = [{"id": c.id, "ca": c.ca, "serial": c.serial, "state": c.state.value,
-                "health": "retired", "not_before": c.not_before.isoformat(),
-                "not_after": c.not_after.isoformat(), "findings": []} for c in gone[-retired_max:]]
+    retired: list[dict[str, Any]] = [
+        {"id": c.id, "ca": c.ca, "serial": c.serial, "state": c.state.value, "health": "retired",
+         "not_before": c.not_before.isoformat(), "not_after": c.not_after.isoformat(),
+         "findings": []} for c in gone[-retired_max:]]
     return SiteDetails(chains, pins, evs, errors, retired)
