@@ -300,3 +300,21 @@ def test_status_document_matches_to_jsonable_of_site_status(store: Store) -> Non
     assert doc["sites"] == [to_jsonable(site_status(store.db, s, NOW, vault=store.vault,
                                                     daemon=store.config.daemon))
                             for s in store.config.sites]
+
+
+def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "certfailover.cli.main", "--config", str(cfg),
+                           *args], check=False, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_run_refuses_a_non_loopback_web_address_without_auth(store: Store) -> None:
+    r = _cli(store.path, "run", "--web", "0.0.0.0:8786")
+    assert r.returncode != 0
+    assert f"{store.path}: --web: the status page would listen on 0.0.0.0:8786, which is not " \
+           "a loopback address, without authentication" in r.stderr
+    assert "Traceback" not in r.stderr
+    # the same in the [web] table: refused when the file is loaded, by any command
+    store.path.write_text(store.path.read_text() + '\n[web]\nlisten = "[::]:8786"\n')
+    r = _cli(store.path, "status")
+    assert r.returncode != 0 and "[web].listen: the status page would listen on ::" in r.stderr
