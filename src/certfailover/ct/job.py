@@ -1,0 +1,44 @@
+"""The daemon's CT watch: one background thread polling the logs every `[ct] interval`, apart
+from the tick (a slow log never delays a switch; every request has net's total deadline)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from .watch import LogResult, Watch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WatchJob"]
+
+
+class WatchJob:
+    def __init__(self, watch: Watch, *, interval: float,
+                 on_poll: Callable[[list[LogResult]], None] | None = None) -> None:
+        self.watch, self.interval, self.on_poll = watch, interval, on_poll
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ct-watch", daemon=True)
+
+    def start(self) -> WatchJob:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                results = self.watch.poll()
+                self.polls += 1
+                if self.on_poll is not None:
+                    self.on_poll(results)
+            except Exception:  # the watch never stops the daemon; the next poll retries
+                log.exception("CT watch pass failed")
+            self._stop.wait(self.interval)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop after the current pass (its requests end at their own deadlines)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

@@ -1,0 +1,219 @@
+"""The CT watch: one pass over every RFC 6962 log of the log list.
+
+Per log: the latest tree head (signature verified with the key from the log list); a
+consistency proof from the stored verified head to it (RFC 9162 2.1.4.2), so the log can only
+have appended; the new entries, downloaded in batches and added to the stored compact tree,
+whose root must equal the signed root, so the log cannot show the watch other entries than
+the ones it committed to. Only then does the position move. A head that does not extend the
+stored one is a `ct_log_inconsistent` event and the log's new data is not trusted.
+
+Entries naming a site (ct.match) whose TBS certificate is not one certfailover obtained or
+imported (any certificate of the store, retired ones included) are `unexpected_certificate`
+events: issuer, serial, names, log and index.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from asn1crypto import pem as asn1pem
+from asn1crypto import x509 as asn1x509
+
+from ..errors import CertFailoverError
+from ..events import EventKind
+from ..store.db import Database
+from . import loglist, positions
+from .client import STH, LogClient
+from .match import Entry, NameIndex, ct_tbs_digest, parse_entry
+from .merkle import CompactTree, leaf_hash, verify_consistency
+from .settings import CTSettings
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LogResult", "Record", "Unexpected", "Watch"]
+
+#: record(site, kind, message, data): store the event and notify (engine.record in the daemon)
+Record = Callable[[str, EventKind, str, dict[str, Any]], object]
+ALL_SITES = "*"
+
+
+@dataclass(frozen=True)
+class Unexpected:
+    site: str
+    log: str
+    index: int
+    precert: bool
+    issuer: str
+    serial: str
+    names: tuple[str, ...]
+    tbs_sha256: str
+
+
+@dataclass
+class LogResult:
+    log: str
+    log_id: str
+    from_size: int = 0
+    to_size: int = 0
+    entries: int = 0
+    matched: int = 0
+    unexpected: list[Unexpected] = field(default_factory=list)
+    problem: str = ""
+    inconsistent: bool = False
+    seconds: float = 0.0
+
+
+class _Inconsistent(Exception):
+    pass
+
+
+class Watch:
+    def __init__(self, settings: CTSettings, db: Database, sites: Mapping[str, Iterable[str]], *,
+                 record: Record, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 logs: list[loglist.LogInfo] | None = None) -> None:
+        self.settings, self.db, self.record, self.clock = settings, db, record, clock
+        self.names = NameIndex({s: tuple(d) for s, d in sites.items()}, settings.subdomains)
+        self._logs = logs
+        self._clients: dict[bytes, LogClient] = {}
+        self._known: dict[str, str] = {}  # cert id -> CT TBS digest
+
+    # -- the log list and the store's certificates --------------------------------------
+    def logs(self) -> list[loglist.LogInfo]:
+        if self._logs is not None:
+            return self._logs
+        return loglist.load(self.settings.log_list, timeout=self.settings.timeout)
+
+    def known(self) -> set[str]:
+        """CT TBS digests of every certificate in the store (retired too)."""
+        for cert in self.db.certs(include_retired=True):
+            if cert.id in self._known:
+                continue
+            try:
+                data = (Path(cert.path) / "cert.pem").read_bytes()
+                der = asn1pem.unarmor(data)[2] if asn1pem.detect(data) else data
+                self._known[cert.id] = ct_tbs_digest(asn1x509.Certificate.load(der)["tbs_certificate"])
+            except (OSError, ValueError) as exc:
+                log.warning("CT watch: cannot read %s of %s: %s", cert.path, cert.id, exc)
+        return set(self._known.values())
+
+    # -- one pass -----------------------------------------------------------------------
+    def poll(self) -> list[LogResult]:
+        out = []
+        for info in self.logs():
+            if info.tiled:
+                out.append(LogResult(info.url, info.id_b64, problem="static-ct-api (tiled) logs "
+                                     "are not read yet; skipped"))
+                continue
+            out.append(self.poll_log(info))
+        return out
+
+    def poll_log(self, info: loglist.LogInfo) -> LogResult:
+        t0 = time.monotonic()
+        res = LogResult(info.url, info.id_b64)
+        try:
+            client = self._clients.get(info.log_id)
+            if client is None:
+                client = LogClient(info, timeout=self.settings.timeout, batch=self.settings.batch)
+                self._clients[info.log_id] = client
+            self._poll(client, info, res)
+        except _Inconsistent as exc:
+            res.problem, res.inconsistent = f"inconsistent: {exc}", True
+            prev = positions.set_problem(self.db, info.id_b64, res.problem, self.clock())
+            if prev != res.problem:
+                self.record(ALL_SITES, EventKind.CT_LOG_INCONSISTENT,
+                            f"CT log {info.url}: {exc}; its new entries are not trusted",
+                            {"log": info.url, "log_id": info.id_b64, "reason": str(exc)})
+        except CertFailoverError as exc:
+            res.problem = str(exc)
+            positions.set_problem(self.db, info.id_b64, res.problem, self.clock())
+            log.warning("CT watch: %s", exc)
+        res.seconds = time.monotonic() - t0
+        return res
+
+    def _start_tree(self, client: LogClient, sth: STH) -> CompactTree:
+        """The compact tree at the log's current end (start = "end"), from the last leaf's
+        audit path, checked against the signed root."""
+        if self.settings.start == "beginning" or sth.tree_size == 0:
+            return CompactTree()
+        (leaf_input, _), = client.entries(sth.tree_size - 1, sth.tree_size - 1)[:1]
+        digest = leaf_hash(leaf_input)
+        index, path = client.proof_by_hash(digest, sth.tree_size)
+        if index != sth.tree_size - 1:
+            raise _Inconsistent(f"the last leaf is at index {index}, not {sth.tree_size - 1}")
+        try:
+            tree = CompactTree(sth.tree_size - 1, list(reversed(path)))
+        except ValueError as exc:
+            raise _Inconsistent(f"audit path of the last leaf: {exc}") from None
+        tree.add(digest)
+        if tree.root() != sth.root:
+            raise _Inconsistent(f"the audit path of the last leaf does not lead to the signed root "
+                                f"of size {sth.tree_size}")
+        return tree
+
+    def _poll(self, client: LogClient, info: loglist.LogInfo, res: LogResult) -> None:
+        sth = client.sth()
+        pos = positions.load(self.db, info.id_b64)
+        if pos is None:
+            tree = self._start_tree(client, sth)
+        else:
+            tree = pos.tree()
+            if sth.tree_size < pos.tree_size:
+                raise _Inconsistent(f"signed a tree of size {sth.tree_size}, smaller than the "
+                                    f"{pos.tree_size} it signed before")
+            if sth.tree_size == pos.tree_size and sth.root != pos.root:
+                raise _Inconsistent(f"signed two different roots for size {sth.tree_size}")
+            if pos.tree_size < sth.tree_size and pos.tree_size > 0:
+                proof = client.consistency(pos.tree_size, sth.tree_size)
+                if not verify_consistency(pos.tree_size, sth.tree_size, pos.root, sth.root, proof):
+                    raise _Inconsistent(f"the tree of size {sth.tree_size} does not extend the "
+                                        f"verified tree of size {pos.tree_size} (consistency "
+                                        "proof fails)")
+        res.from_size = tree.size
+        found: list[Unexpected] = []
+        known: set[str] | None = None
+        while tree.size < sth.tree_size:
+            end = min(tree.size + self.settings.batch, sth.tree_size) - 1
+            for leaf_input, _extra in client.entries(tree.size, end):
+                index = tree.size
+                tree.add(leaf_hash(leaf_input))
+                res.entries += 1
+                try:
+                    entry = parse_entry(index, leaf_input)
+                    sites = self.names.sites(entry.names())
+                except (CertFailoverError, ValueError, TypeError) as exc:
+                    log.warning("CT watch: %s entry %d does not parse: %s", info.url, index, exc)
+                    continue
+                if not sites:
+                    continue
+                res.matched += 1
+                if known is None:
+                    known = self.known()
+                digest = ct_tbs_digest(entry.tbs)
+                if digest not in known:
+                    found.extend(_unexpected(s, info.url, entry, digest) for s in sorted(sites))
+        if tree.root() != sth.root:
+            raise _Inconsistent(f"the entries it served do not hash to its signed root of size "
+                                f"{sth.tree_size}")
+        positions.save(self.db, positions.Position(
+            info.id_b64, info.url, sth.tree_size, sth.root, sth.timestamp, tuple(tree.nodes),
+            self.clock(), ""))
+        res.to_size = sth.tree_size
+        res.unexpected = found
+        for u in found:
+            what = "precertificate" if u.precert else "certificate"
+            self.record(u.site, EventKind.UNEXPECTED_CERTIFICATE,
+                        f"CT log {u.log} entry {u.index}: a {what} for {', '.join(u.names)} "
+                        f"from {u.issuer} (serial {u.serial}) that certfailover did not obtain",
+                        {"log": u.log, "index": u.index, "precert": u.precert, "issuer": u.issuer,
+                         "serial": u.serial, "names": list(u.names), "tbs_sha256": u.tbs_sha256})
+
+
+def _unexpected(site: str, log_url: str, entry: Entry, digest: str) -> Unexpected:
+    return Unexpected(site, log_url, entry.index, entry.precert, entry.issuer(), entry.serial(),
+                      tuple(entry.names()), digest)
