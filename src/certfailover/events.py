@@ -46,6 +46,7 @@ class EventKind(StrEnum):
     TRUST_UPDATE_FAILED = "trust_update_failed"
     IMPORTED = "imported"
     DISTRUST = "distrust"
+    FLEET_NOT_CONVERGED = "fleet_not_converged"
     UNEXPECTED_CERTIFICATE = "unexpected_certificate"
     CT_LOG_INCONSISTENT = "ct_log_inconsistent"
 
@@ -88,6 +89,8 @@ KINDS: MappingProxyType[EventKind, KindInfo] = MappingProxyType({
                                               "data is kept"),
     _K.IMPORTED: KindInfo(INFO, "the operator imported a certificate (`certfailover import`)"),
     _K.DISTRUST: KindInfo(WARNING, "the operator distrusted a CA (`certfailover distrust`)"),
+    _K.FLEET_NOT_CONVERGED: KindInfo(CRITICAL, "a fleet host does not serve a site's new "
+                                               "certificate in time (docs/fleet.md)"),
     _K.UNEXPECTED_CERTIFICATE: KindInfo(CRITICAL, "a CT log holds a certificate for a site's "
                                                   "name that certfailover did not obtain or import"),
     _K.CT_LOG_INCONSISTENT: KindInfo(CRITICAL, "a CT log's tree head does not extend the one it "

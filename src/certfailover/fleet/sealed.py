@@ -34,6 +34,7 @@ from ..store.db import fleet_sealed
 from ..tables import Secret
 
 __all__ = ["Kek", "Keyring", "Plain", "SealError", "Sealed", "kek_from_secret", "kek_ids", "load",
+           "load_many",
            "open_record", "rotate", "seal", "seal_many", "store"]
 
 _AAD_TAG = b"certfailover sealed v1"
@@ -168,6 +169,17 @@ def store(conn: sa.Connection, rec: Sealed) -> None:
 def load(conn: sa.Connection, cert_id: str) -> Sealed | None:
     r = conn.execute(sa.select(fleet_sealed).where(fleet_sealed.c.cert_id == cert_id)).first()
     return _row(r) if r is not None else None
+
+
+def load_many(conn: sa.Connection, cert_ids: Iterable[str]) -> dict[str, Sealed]:
+    """Records by certificate id (one query per 1,000 ids); missing ids are left out."""
+    ids = sorted(set(cert_ids))
+    out: dict[str, Sealed] = {}
+    for i in range(0, len(ids), 1000):
+        rows = conn.execute(sa.select(fleet_sealed)
+                            .where(fleet_sealed.c.cert_id.in_(ids[i:i + 1000])))
+        out.update((rec.cert_id, rec) for rec in map(_row, rows))
+    return out
 
 
 def rotate(engine: sa.Engine, ring: Keyring, *, batch: int = 200) -> int:

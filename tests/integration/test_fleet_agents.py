@@ -1,0 +1,248 @@
+"""Fleet agents on real PostgreSQL and real nginx: three hosts (an own vault and nginx each)
+serve the same sites; a controller publishes the desired certificate; every host switches in
+one reload, proves it by handshake and reports. Faults: an agent killed mid-switch, an agent
+cut off from the database, a host that does not converge (alert)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certfailover import keys
+from certfailover.errors import StoreError
+from certfailover.events import EventKind
+from certfailover.fleet import controller, coord
+from certfailover.fleet.agent import Agent, AgentSite
+from certfailover.fleet.coord import Deadlines, Leader
+from certfailover.fleet.sealed import Kek, Keyring, Plain
+from certfailover.probe import leaf_sha256, served_chain
+from certfailover.servers import LiveChange, ServerAdapter, make_adapter
+from certfailover.store import db as dbmod
+from certfailover.store.vault import Vault
+from certfailover_lab.pki import make_leaf
+from certfailover_lab.postgres import PostgresServer
+from certfailover_lab.webservers import LabCA, VHost, WebServer, chain_validator, start_nginx
+
+pytestmark = pytest.mark.integration
+_n = count(1)
+SITES = ("www", "api", "shop")
+FAST = Deadlines(connect=2, statement=5, lock=2)
+
+
+class Killed(BaseException):
+    """The agent process dies (raised from inside a switch)."""
+
+
+@dataclass
+class Counting:
+    inner: ServerAdapter
+    calls: list[list[str]] = field(default_factory=list)
+    die_at_next_apply: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def apply(self, changes: Sequence[LiveChange]) -> None:
+        if self.die_at_next_apply:  # after the journal and the flip, before the reload
+            self.die_at_next_apply = False
+            raise Killed
+        self.calls.append([c.site for c in changes])
+        self.inner.apply(changes)
+
+
+class Unused:
+    name = "nginx"
+
+    def apply(self, changes: Sequence[LiveChange]) -> None:
+        raise AssertionError("staging never applies")
+
+
+@dataclass
+class Host:
+    name: str
+    vault: Vault
+    agent: Agent
+    server: WebServer | None = None
+    adapter: Counting | None = None
+
+    def served(self, site: str) -> str:
+        assert self.server is not None
+        return leaf_sha256(served_chain(self.server.endpoint, f"{site}.test")[0])
+
+
+@dataclass
+class Fleet:
+    url: str
+    ring: Keyring
+    cas: dict[str, LabCA]
+    certs: dict[tuple[str, str], controller.Desired]
+    hosts: list[Host]
+    leader: Leader
+    engine: sa.Engine
+
+    def publish(self, ca: str, sites: Sequence[str] = SITES) -> int:
+        with self.leader.fenced() as conn:
+            return controller.publish(conn, self.ring, [self.certs[(s, ca)] for s in sites],
+                                      epoch=self.leader.epoch or 0)
+
+
+def make_cert(ca: LabCA, site: str) -> controller.Desired:
+    leaf, key = make_leaf(ca.intermediate, [f"{site}.test"])
+    serial = format(leaf.serial_number, "x")
+    return controller.Desired(site, f"{site}/{ca.name}/{serial}", leaf_sha256(leaf),
+                              Plain(leaf.public_bytes(Encoding.PEM),
+                                    ca.intermediate.cert.public_bytes(Encoding.PEM),
+                                    keys.key_pem(key)))
+
+
+def new_agent(f: Fleet | None, name: str, url: str, ring: Keyring, vault: Vault,
+              adapters: dict[str, ServerAdapter], cas: dict[str, LabCA],
+              server: WebServer | None) -> Agent:
+    sites = [AgentSite(s, "nginx", (server.endpoint,) if server else (), f"{s}.test")
+             for s in SITES]
+    return Agent(name, coord.make_engine(url, f"agent {name}", FAST), ring, vault,
+                 adapters or {"nginx": Unused()}, sites,
+                 validate=chain_validator([c.root.cert for c in cas.values()]),
+                 verify_timeout=5.0, settle=0.2)
+
+
+@pytest.fixture
+def fleet(postgres: PostgresServer, tmp_path: Path) -> Iterator[Fleet]:
+    url = postgres.create_database(f"fleet_agents_{next(_n)}")
+    dbmod.Database(url).migrate()
+    ring = Keyring(Kek(os.urandom(32)))
+    cas = {n: LabCA.create(n) for n in ("ca-a", "ca-b")}
+    certs = {(s, n): make_cert(ca, s) for s in SITES for n, ca in cas.items()}
+    leader = Leader(url, holder="ctl-1", deadlines=FAST)
+    assert leader.try_lead()
+    f = Fleet(url, ring, cas, certs, [], leader, coord.make_engine(url, "ctl-1", FAST))
+    assert f.publish("ca-a") == 3
+    for i in range(3):
+        name = f"web{i + 1}"
+        vault = Vault(tmp_path / name / "vault")
+        staging = new_agent(f, name, url, ring, vault, {}, cas, None)
+        staging.start()
+        assert staging.stage() == 3  # material unsealed before nginx can start on it
+        staging.engine.dispose()
+        srv = start_nginx(tmp_path / name / "nginx",
+                          [VHost(f"{s}.test", (vault.live_path(s),)) for s in SITES])
+        adapter = Counting(make_adapter(srv.spec))
+        agent = new_agent(f, name, url, ring, vault, {"nginx": adapter}, cas, srv)
+        f.hosts.append(Host(name, vault, agent, srv, adapter))
+    try:
+        yield f
+    finally:
+        for h in f.hosts:
+            if h.server:
+                h.server.stop()
+            h.agent.engine.dispose()
+        leader.release()
+        f.engine.dispose()
+
+
+def sync_all(f: Fleet) -> None:
+    for h in f.hosts:
+        h.agent.start()
+        h.agent.sync()
+
+
+def test_every_host_switches_in_one_reload_and_reports(fleet: Fleet) -> None:
+    f = fleet
+    sync_all(f)  # first pass: each host proves what it serves (ca-a) and reports it
+    views = controller.progress(f.engine)
+    assert len(views) == 9 and all(v.converged and not v.stale and v.error == "" for v in views)
+    for h in f.hosts:
+        assert h.adapter is not None and h.adapter.calls == [sorted(SITES)]
+        h.adapter.calls.clear()
+    # the switch: the agents learn it by NOTIFY (one notice for the three sites)
+    stop = threading.Event()
+    threads = [threading.Thread(target=h.agent.run, args=(f.url, stop),
+                                kwargs={"poll": 30.0}) for h in f.hosts]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)  # the agents are listening
+        t0 = time.monotonic()
+        assert f.publish("ca-b") == 3
+        want = {s: f.certs[(s, "ca-b")].sha256 for s in SITES}
+        while not all(v.converged for v in controller.progress(f.engine)):
+            assert time.monotonic() - t0 < 20, controller.progress(f.engine)
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(40)
+    assert took < 10  # a notice, not the 30 s poll, started the switch
+    for h in f.hosts:
+        assert {s: h.served(s) for s in SITES} == want  # proven here too, by handshake
+        assert h.adapter is not None and h.adapter.calls == [sorted(SITES)]  # one reload
+    assert controller.laggards(f.engine, after=0) == []
+    assert f.publish("ca-b") == 0  # publishing the same certificates again changes nothing
+
+
+def test_an_agent_killed_mid_switch_restarts_and_converges(fleet: Fleet) -> None:
+    f = fleet
+    sync_all(f)
+    f.publish("ca-b")
+    h = f.hosts[0]
+    assert h.adapter is not None
+    h.adapter.die_at_next_apply = True
+    with pytest.raises(Killed):  # journal written and live links flipped, nginx not reloaded
+        h.agent.sync()
+    assert {s: h.served(s) for s in SITES} == {s: f.certs[(s, "ca-a")].sha256 for s in SITES}
+    # the agent restarts (a new process: a new Agent over the same vault and server)
+    again = new_agent(f, h.name, f.url, f.ring, h.vault, {"nginx": h.adapter}, f.cas, h.server)
+    notes = again.start()
+    assert len(notes) == 3 and all("undone" in n for n in notes)
+    result = again.sync()
+    assert sorted(result.changed) == sorted(SITES) and not result.failed
+    assert {s: h.served(s) for s in SITES} == {s: f.certs[(s, "ca-b")].sha256 for s in SITES}
+    again.engine.dispose()
+    for other in f.hosts[1:]:
+        other.agent.sync()
+    assert all(v.converged for v in controller.progress(f.engine))
+
+
+def test_an_agent_cut_off_keeps_serving_shows_stale_and_raises_an_alert(fleet: Fleet) -> None:
+    f = fleet
+    sync_all(f)
+    cut = f.hosts[2]
+    real = cut.agent.engine
+    cut.agent.engine = coord.make_engine(  # its network path to the database is gone
+        "postgresql+psycopg://certfailover@127.0.0.1:1/none", "cut", FAST)
+    f.publish("ca-b")
+    with pytest.raises(StoreError, match="cannot read the database"):
+        cut.agent.sync()
+    assert cut.agent.stale_since is not None
+    time.sleep(1.2)
+    for h in f.hosts[:2]:
+        h.agent.sync()
+    # it keeps serving its last verified certificate, and is shown stale
+    assert {s: cut.served(s) for s in SITES} == {s: f.certs[(s, "ca-a")].sha256 for s in SITES}
+    views = {(v.site, v.host): v for v in controller.progress(f.engine, stale_after=1.0)}
+    assert all(views[(s, "web3")].stale and not views[(s, "web3")].converged for s in SITES)
+    assert all(views[(s, h)].converged and not views[(s, h)].stale
+               for s in SITES for h in ("web1", "web2"))
+    lag = controller.laggards(f.engine, after=1.0)
+    assert {(x.site, x.host) for x in lag} == {(s, "web3") for s in SITES}
+    seen: set[tuple[str, str, str]] = set()
+    events = controller.alerts(lag, seen)
+    assert [e.kind for e in events] == [EventKind.FLEET_NOT_CONVERGED] * 3
+    assert "web3" in events[0].message and controller.alerts(lag, seen) == []  # once
+    # the path comes back: it converges
+    cut.agent.engine.dispose()
+    cut.agent.engine = real
+    cut.agent.sync()
+    assert cut.agent.stale_since is None
+    assert controller.laggards(f.engine, after=0) == []
