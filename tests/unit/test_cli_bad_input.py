@@ -18,7 +18,7 @@ import pytest
 
 from certfailover.cli.main import main
 from certfailover.errors import InputError
-from certfailover_lab import pki
+from certfailover.testing import pki
 from certfailover_lab.demo import MARKER, prepare_workdir
 from certfailover_lab.sites import offline_config
 

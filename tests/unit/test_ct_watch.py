@@ -25,7 +25,7 @@ from certfailover.ct.watch import Watch
 from certfailover.events import EventKind
 from certfailover.model import Cert, CertState
 from certfailover.store.db import Database
-from certfailover_lab import pki
+from certfailover.testing import pki
 from certfailover_lab.ctlog import CTLog, make_precert
 
 NOW = datetime.now(UTC)

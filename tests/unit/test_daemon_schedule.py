@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,11 @@ from certfailover.engine import TickReport
 from certfailover.errors import ConfigError, TransientIssuanceError
 from certfailover.model import Health
 from certfailover.schedule import Intervals, Scheduler
+from certfailover.testing import FakeClock, pki
 from certfailover.wiring import Runtime, build
-from certfailover_lab import pki
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 PEM = serialization.Encoding.PEM
-
-
-@dataclass
-class FakeClock:
-    now: datetime = T0
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def make_runtime(tmp_path: Path, clock: FakeClock, *, cas: tuple[str, ...] = ("a", "b"),
@@ -108,7 +99,7 @@ def count_material(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Counter:
 
 def test_tick_with_nothing_due_does_no_network_io_and_reads_no_vault(
         tmp_path: Path, connects: Counter, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, _ = with_two_certs(tmp_path, clock)
     loads = count_material(rt, monkeypatch)
     daemon = Daemon(rt.engine, interval=1, clock=clock,
@@ -135,7 +126,7 @@ def test_tick_with_nothing_due_does_no_network_io_and_reads_no_vault(
 
 def test_stored_findings_are_merged_with_the_checks_that_ran(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, _ = with_two_certs(tmp_path, clock)
     site = rt.config.site("www")
     full = rt.engine.check_site(site)
@@ -150,7 +141,7 @@ def test_stored_findings_are_merged_with_the_checks_that_ran(
 
 
 def test_operator_distrust_is_acted_on_at_the_next_tick(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, _ = with_two_certs(tmp_path, clock)
     daemon = scheduled(rt, clock)
     daemon.tick()
@@ -167,7 +158,7 @@ def test_a_changed_trust_bundle_is_acted_on_at_the_next_tick(tmp_path: Path) -> 
     """Trust-store files are re-read when they change, without waiting for the daily check."""
     import os
 
-    clock = FakeClock()
+    clock = FakeClock(T0)
     # the replacement standby from "a" (unreachable here) may fail fast
     rt, roots = with_two_certs(tmp_path, clock, daemon={"issue_timeout": 0.5})
     daemon = scheduled(rt, clock)
@@ -197,7 +188,7 @@ class FailingIssuer:
 
 
 def test_a_failing_ca_is_backed_off_not_hammered(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, roots = make_runtime(tmp_path, clock)
     add_cert(rt, roots[0], "a")  # only CA a's certificate: a standby from b is needed
     issuer = FailingIssuer()
@@ -225,7 +216,7 @@ def test_a_failing_ca_is_backed_off_not_hammered(tmp_path: Path) -> None:
 
 
 def test_schedule_table_overrides_and_errors_name_the_key(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, _ = make_runtime(tmp_path, clock, schedule={"expiry": "2h", "jitter": 0})
     iv = intervals_from_config(rt.config)
     assert iv.expiry == timedelta(hours=2) and iv.jitter == 0
@@ -251,7 +242,7 @@ def test_checks_per_signal() -> None:
 
 def test_full_tick_without_scheduler_keeps_engine_behaviour(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, _ = with_two_certs(tmp_path, clock)
     daemon = Daemon(rt.engine, interval=1, clock=clock)
     daemon.tick()
@@ -262,7 +253,7 @@ def test_full_tick_without_scheduler_keeps_engine_behaviour(
 
 
 def test_a_site_with_no_ca_left_to_ask_is_reported_once_not_every_tick(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, _ = with_two_certs(tmp_path, clock)
     daemon = scheduled(rt, clock)
     daemon.tick()
@@ -306,7 +297,7 @@ def test_signal_hints_come_from_the_certificate_and_its_revocation_data() -> Non
 def test_a_certificate_too_short_lived_for_the_schedule_is_named(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from certfailover.status import site_status
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, roots = make_runtime(tmp_path, clock)  # interval 300 s, issue_timeout 120 s
     leaf, key = pki.make_leaf(roots[0], ["www.example.test"], not_before=T0,
                               not_after=T0 + timedelta(minutes=30))  # renewal window 10 min
@@ -323,7 +314,7 @@ def test_a_certificate_too_short_lived_for_the_schedule_is_named(
 
 
 def test_a_lost_daemon_lock_stops_the_daemon(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, _ = with_two_certs(tmp_path, clock)
 
     class Lock:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from test_daemon_schedule import T0, FakeClock, add_cert, make_runtime
+from test_daemon_schedule import T0, add_cert, make_runtime
 
 from certfailover.checks import CertMaterial, CheckContext
 from certfailover.daemon import Daemon
@@ -22,8 +22,8 @@ from certfailover.errors import InputError, TransientIssuanceError
 from certfailover.issuers.base import Issued
 from certfailover.model import Action, CertState, Finding, Severity
 from certfailover.schedule import Intervals, Scheduler
+from certfailover.testing import FakeClock, pki
 from certfailover.wiring import Runtime
-from certfailover_lab import pki
 
 PEM = serialization.Encoding.PEM
 
@@ -76,7 +76,7 @@ def scripted(rt: Runtime) -> ScriptedRevocation:
 
 
 def test_a_verified_revocation_sticks_when_the_data_goes_dark(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, roots = make_runtime(tmp_path, clock, cas=("a", "b", "c"))
     for root, ca in zip(roots, ("a", "b", "c")):
         add_cert(rt, root, ca)
@@ -106,7 +106,7 @@ def test_a_verified_revocation_sticks_when_the_data_goes_dark(tmp_path: Path) ->
 
 
 def test_a_ca_whose_certificates_are_unusable_is_backed_off_and_said_once(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, roots = make_runtime(tmp_path, clock, daemon={"max_orders": 3})
     add_cert(rt, roots[0], "a")
     untrusted = pki.make_root("Root nobody trusts")
@@ -126,7 +126,7 @@ def test_a_ca_whose_certificates_are_unusable_is_backed_off_and_said_once(tmp_pa
 
 
 def test_background_orders_never_delay_a_switch(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, roots = make_runtime(tmp_path, clock, cas=("a", "b", "c"),
                              daemon={"issue_timeout": 60})
     add_cert(rt, roots[0], "a")
@@ -172,7 +172,7 @@ def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 def test_an_expired_active_is_left_before_notafter(tmp_path: Path) -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     rt, roots = make_runtime(tmp_path, clock, daemon={"interval": 1})
     leaf, key = pki.make_leaf(roots[0], ["www.example.test"], not_before=T0 - timedelta(days=80),
                               not_after=T0 + timedelta(days=10))
@@ -221,7 +221,7 @@ class Crashes:
 def test_one_sites_failure_never_stops_another_sites_work(tmp_path: Path) -> None:
     from certfailover import config as config_mod
     from certfailover.wiring import build
-    clock = FakeClock()
+    clock = FakeClock(T0)
     roots = [pki.make_root(f"Root {ca}") for ca in ("a", "b")]
     bundle = pki.write_bundle(tmp_path / "roots.pem", *roots)
     raw: dict[str, Any] = {

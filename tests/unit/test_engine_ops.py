@@ -13,8 +13,8 @@ from certfailover import keys
 from certfailover.checks import CertMaterial, CheckContext
 from certfailover.model import Cert, Event, Finding, Health, Severity
 from certfailover.status import independence, program_trust, site_status
+from certfailover.testing import pki
 from certfailover.wiring import Runtime, build
-from certfailover_lab import pki
 
 PEM = serialization.Encoding.PEM
 NOW = datetime.now(UTC).replace(microsecond=0)

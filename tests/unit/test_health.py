@@ -16,18 +16,12 @@ from certfailover.health import (
     local_checks,
     run_checks,
 )
-from certfailover.model import Cert, CertState, Finding, Severity
+from certfailover.model import Finding, Severity
 from certfailover.names import name_matches
-from certfailover_lab import pki
+from certfailover.testing import pki
+from certfailover.testing.pki import material
 
 NOW = dt.datetime.now(dt.UTC)
-
-
-def material(leaf, chain=(), *, ca: str = "a", key_matches: bool = True) -> CertMaterial:  # type: ignore[no-untyped-def]
-    c = Cert(id="www/a/1", site="www", ca=ca, serial="1", not_before=leaf.not_valid_before_utc,
-             not_after=leaf.not_valid_after_utc, sha256="", key_type="ec-p256", issuer_dn="",
-             state=CertState.STANDBY, created=NOW, path="")
-    return CertMaterial(c, leaf, tuple(chain), key_matches)
 
 
 def ctx(trust: tuple[str, ...] = (), **kw) -> CheckContext:  # type: ignore[no-untyped-def]

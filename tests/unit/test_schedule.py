@@ -11,22 +11,11 @@ import pytest
 
 from certfailover.errors import ConfigError
 from certfailover.schedule import SIGNALS, Alert, Intervals, Scheduler, parse_duration
+from certfailover.testing import FakeClock
 
 T0 = datetime(2026, 3, 19, 0, 0, tzinfo=UTC)
 NO_JITTER = Intervals(jitter=0)
 H = timedelta(hours=1)
-
-
-class FakeClock:
-    def __init__(self, start: datetime = T0) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> datetime:
-        self.now += delta
-        return self.now
 
 
 def sched(intervals: Intervals = NO_JITTER, seed: int = 1) -> Scheduler:
@@ -34,7 +23,7 @@ def sched(intervals: Intervals = NO_JITTER, seed: int = 1) -> Scheduler:
 
 
 def test_new_keys_are_due_at_once_then_rearmed_for_retry() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     s = sched()
     s.add("a.example", clock())
     assert sorted(s.due(clock())) == sorted(("a.example", sig) for sig in SIGNALS)
@@ -213,7 +202,7 @@ def test_jitter_is_seeded_positive_and_bounded() -> None:
 
 
 def test_simulated_days_with_moving_clock() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     s = sched(Intervals(), seed=3)
     keys = [f"site{i}.example" for i in range(50)]
     for k in keys:
@@ -292,7 +281,7 @@ def test_naive_datetimes_are_refused() -> None:
 
 
 def test_ca_backoff_doubles_to_cap_and_resets() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     s = sched(Intervals(jitter=0, backoff_base=timedelta(minutes=1),
                         backoff_cap=timedelta(minutes=10)))
     waits = []
@@ -348,7 +337,7 @@ def test_intervals_from_config_table() -> None:
 
 
 def test_ca_unreachable_alert_once_per_streak() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     s = sched(Intervals(jitter=0, ca_unreachable_after=timedelta(minutes=30)))
     s.failure("ca1", clock())
     assert s.alerts(clock()) == []
@@ -369,7 +358,7 @@ def test_ca_unreachable_alert_once_per_streak() -> None:
 
 
 def test_signal_unknown_alert_after_threshold() -> None:
-    clock = FakeClock()
+    clock = FakeClock(T0)
     s = sched(Intervals(jitter=0, signal_unknown_after=timedelta(hours=12)))
     s.add("site.example", clock(), ["crl", "ocsp"])
     s.due(clock())

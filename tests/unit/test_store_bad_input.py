@@ -32,8 +32,8 @@ from certfailover.cli.main import main
 from certfailover.errors import CertFailoverError
 from certfailover.metrics import ListenError, Metrics
 from certfailover.model import CertState
+from certfailover.testing import pki
 from certfailover.wiring import Runtime, build
-from certfailover_lab import pki
 from certfailover_lab.sites import offline_config
 
 PEM = Encoding.PEM

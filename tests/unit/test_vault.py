@@ -10,7 +10,7 @@ from certfailover import keys
 from certfailover.errors import StoreError
 from certfailover.store import files
 from certfailover.store.vault import Vault
-from certfailover_lab import pki
+from certfailover.testing import pki
 
 
 def _material(domain: str = "www.example.test") -> tuple[bytes, bytes, bytes]:

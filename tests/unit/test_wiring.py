@@ -6,8 +6,8 @@ from certfailover import config
 from certfailover.health import BundleStores
 from certfailover.model import utcnow
 from certfailover.store.vault import Vault
+from certfailover.testing import pki
 from certfailover.wiring import ServerDeployer
-from certfailover_lab import pki
 
 
 def _deployer(tmp_path: Path, trust: list[str]) -> ServerDeployer:

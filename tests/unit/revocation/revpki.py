@@ -1,5 +1,6 @@
-"""Helpers for revocation unit tests: a small PKI made with cryptography, and a loopback
-HTTP server with fault injection (imported as `revpki`; fixtures live in conftest.py)."""
+"""Helpers for revocation unit tests: the kit's PKI (certfailover.testing.pki) at a fixed time
+in the (certificate, key) shape these tests use, and a loopback HTTP server with fault
+injection (imported as `revpki`; fixtures live in conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,44 +13,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certfailover.checks import CertMaterial, CheckContext
-from certfailover.model import Cert, CertState
+from certfailover.checks import CheckContext
+from certfailover.testing import pki
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Key = ec.EllipticCurvePrivateKey
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_ca(cn: str, *, parent: tuple[x509.Certificate, Key] | None = None,
-            crl_sign: bool = True) -> tuple[x509.Certificate, Key]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    issuer_name = parent[0].subject if parent else _name(cn)
-    signer = parent[1] if parent else key
-    b = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(issuer_name)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(NOW - timedelta(days=365)).not_valid_after(NOW + timedelta(days=365))
-         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-         .add_extension(x509.KeyUsage(True, False, False, False, False, True, crl_sign, False,
-                                      False), critical=True)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False))
-    if parent:
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            parent[1].public_key()), False)
-    return b.sign(signer, hashes.SHA256()), key
+def make_ca(cn: str, *, crl_sign: bool = True) -> tuple[x509.Certificate, Key]:
+    """A root valid a year either side of NOW, as (certificate, key)."""
+    ca = pki.make_root(cn, key=ec.generate_private_key(ec.SECP256R1()),
+                       not_before=NOW - timedelta(days=365), days=730, crl_sign=crl_sign)
+    return ca.cert, ca.key  # type: ignore[return-value]  # an EC key, made just above
 
 
 @dataclass
 class PKI:
+    """The revocation tests' shape: a root and an issuing CA, each as (certificate, key)."""
+
     root: x509.Certificate
     root_key: Key
     issuer: x509.Certificate
@@ -61,30 +49,20 @@ class PKI:
              eku: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH,
              not_after: datetime = NOW + timedelta(days=90)) -> x509.Certificate:
         icert, ikey = issuer or (self.issuer, self.issuer_key)
-        key = ec.generate_private_key(ec.SECP256R1())
-        b = (x509.CertificateBuilder().subject_name(_name("leaf.example"))
-             .issuer_name(icert.subject).public_key(key.public_key())
-             .serial_number(serial or x509.random_serial_number())
-             .not_valid_before(NOW - timedelta(days=1)).not_valid_after(not_after)
-             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False))
-        if aki:
-            b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ikey.public_key()), False)
-        if cdp:
-            b = b.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                [x509.UniformResourceIdentifier(u) for u in cdp], None, None, None)]), False)
-        if ocsp_urls:
-            b = b.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(u))
-                for u in ocsp_urls]), False)
-        return b.sign(ikey, hashes.SHA256())
+        leaf, _ = pki.make_leaf(pki.Authority(icert, ikey), ["leaf.example"], serial=serial,
+                                not_before=NOW - timedelta(days=1), not_after=not_after,
+                                crl_urls=cdp, ocsp_url=ocsp_urls[0] if ocsp_urls else None,
+                                ekus=[eku], aki=aki)
+        return leaf
 
     def responder(self, *, eku: bool = True, by: tuple[x509.Certificate, Key] | None = None,
                   expired: bool = False) -> tuple[x509.Certificate, Key]:
+        """A delegated OCSP responder certificate issued by `by` (default: the issuing CA)."""
         icert, ikey = by or (self.issuer, self.issuer_key)
         key = ec.generate_private_key(ec.SECP256R1())
         end = NOW - timedelta(days=1) if expired else NOW + timedelta(days=30)
-        b = (x509.CertificateBuilder().subject_name(_name("ocsp responder"))
+        b = (x509.CertificateBuilder().subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ocsp responder")]))
              .issuer_name(icert.subject).public_key(key.public_key())
              .serial_number(x509.random_serial_number())
              .not_valid_before(NOW - timedelta(days=10)).not_valid_after(end))
@@ -94,64 +72,27 @@ class PKI:
 
 
 def make_pki() -> PKI:
-    root = make_ca("Test Root")
-    inter = make_ca("Test Intermediate", parent=root)
-    return PKI(root[0], root[1], inter[0], inter[1])
+    root = pki.make_root("Test Root", not_before=NOW - timedelta(days=365), days=730)
+    inter = pki.make_intermediate(root, "Test Intermediate", path_length=None,
+                                  not_before=NOW - timedelta(days=365), days=730)
+    return PKI(root.cert, root.key, inter.cert, inter.key)  # type: ignore[arg-type]
 
 
 def make_crl(issuer: x509.Certificate, key: Key, revoked: dict[int, x509.ReasonFlags | None],
-             *, this_update: datetime = NOW - timedelta(hours=1),
-             next_update: datetime | None = NOW + timedelta(days=1),
-             idp: x509.IssuingDistributionPoint | None = None,
-             issuer_name: x509.Name | None = None) -> x509.CertificateRevocationList:
-    b = (x509.CertificateRevocationListBuilder().issuer_name(issuer_name or issuer.subject)
-         .last_update(this_update))
-    if next_update is not None:
-        b = b.next_update(next_update)
-    if idp is not None:
-        b = b.add_extension(idp, critical=True)
-    for serial, reason in revoked.items():
-        rb = (x509.RevokedCertificateBuilder().serial_number(serial)
-              .revocation_date(this_update - timedelta(minutes=1)))
-        if reason is not None:
-            rb = rb.add_extension(x509.CRLReason(reason), critical=False)
-        b = b.add_revoked_certificate(rb.build())
-    return b.sign(key, hashes.SHA256())
+             **kw: Any) -> x509.CertificateRevocationList:
+    """The kit's CRL, with NOW as the time (see certfailover.testing.pki.make_crl)."""
+    return pki.make_crl(pki.Authority(issuer, key), revoked, now=NOW, **kw)
 
 
 def make_ocsp(leaf: x509.Certificate, issuer: x509.Certificate, signer: x509.Certificate,
-              signer_key: Key, *, status: ocsp.OCSPCertStatus = ocsp.OCSPCertStatus.GOOD,
-              reason: x509.ReasonFlags | None = None,
-              this_update: datetime = NOW - timedelta(hours=1),
-              next_update: datetime | None = NOW + timedelta(hours=11),
-              include_signer: bool | None = None,
-              algorithm: hashes.HashAlgorithm | None = None) -> bytes:
-    revoked_at = this_update - timedelta(minutes=5) if status is ocsp.OCSPCertStatus.REVOKED \
-        else None
-    b = ocsp.OCSPResponseBuilder().add_response(
-        cert=leaf, issuer=issuer, algorithm=algorithm or hashes.SHA1(), cert_status=status,
-        this_update=this_update, next_update=next_update, revocation_time=revoked_at,
-        revocation_reason=reason).responder_id(ocsp.OCSPResponderEncoding.HASH, signer)
-    if include_signer if include_signer is not None else signer is not issuer:
-        b = b.certificates([signer])
-    from cryptography.hazmat.primitives import serialization
-    return b.sign(signer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+              signer_key: Key, **kw: Any) -> bytes:
+    """The kit's OCSP response, with NOW as the time (see certfailover.testing.pki.make_ocsp)."""
+    return pki.make_ocsp(leaf, issuer, signer, signer_key, now=NOW, **kw)
 
 
-def material(leaf: x509.Certificate, issuer: x509.Certificate | None, *,
-             ca: str = "ca-a", cid: str | None = None) -> CertMaterial:
-    serial = format(leaf.serial_number, "x")
-    cert = Cert(id=cid or f"site/{ca}/{serial}", site="site", ca=ca, serial=serial,
-                not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
-                sha256=leaf.fingerprint(hashes.SHA256()).hex(), key_type="ec-p256",
-                issuer_dn=leaf.issuer.rfc4514_string(), state=CertState.ACTIVE,
-                created=NOW, path="/nonexistent")
-    return CertMaterial(cert=cert, leaf=leaf, chain=(issuer,) if issuer else (),
-                        key_matches=True)
-
-
-def context(now: datetime = NOW, **options: object) -> CheckContext:
-    return CheckContext(now=now, domains=("leaf.example",), trust=(), options=options)
+def context(now: datetime = NOW, **fields: Any) -> CheckContext:
+    """A check context for leaf.example at `now`; `fields` are CheckContext's other fields."""
+    return CheckContext(now=now, domains=("leaf.example",), trust=(), **fields)
 
 
 # -- loopback HTTP server -------------------------------------------------------------------

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler
 from certfailover.checks import CertMaterial, CheckContext
 from certfailover.model import Cert, CertState
 from certfailover.revocation import CASources, RevocationCheck, RevocationConfig
-from certfailover_lab import pki
+from certfailover.testing import pki
 from certfailover_lab.httpd import quiet, serving
 from certfailover_lab.ports import free_port
 

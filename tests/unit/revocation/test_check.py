@@ -8,12 +8,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
-from revpki import NOW, PKI, Route, TestServer, context, make_ca, make_crl, make_ocsp, material
+from revpki import NOW, PKI, Route, TestServer, context, make_ca, make_crl, make_ocsp
 
 from certfailover.checks import Check
 from certfailover.model import Severity
 from certfailover.revocation import CASources, RevocationCheck, RevocationConfig, ari_cert_id
 from certfailover.revocation.fetch import Fetcher, Response
+from certfailover.testing.pki import material
 
 DER = serialization.Encoding.DER
 
@@ -36,7 +37,7 @@ def test_crl_revoked_fails_with_reason(pki: PKI, server: TestServer) -> None:
     leaf = pki.leaf(serial=4242)
     server.routes["/ca.crl"] = Route(body=crl_bytes(pki, {4242: x509.ReasonFlags.key_compromise}))
     chk = check_for(server, crl_urls=(server.url("/ca.crl"),))
-    [f] = chk.run(material(leaf, pki.issuer), context())
+    [f] = chk.run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert f.check == "revocation" and f.severity is Severity.FAIL
     assert "crl" in f.reason and "key_compromise" in f.reason
     assert f.detail["status"] == "revoked" and f.detail["source"] == "crl"
@@ -46,7 +47,7 @@ def test_crl_revoked_fails_with_reason(pki: PKI, server: TestServer) -> None:
 def test_crl_from_certificate_cdp_good(pki: PKI, server: TestServer) -> None:
     server.routes["/dp.crl"] = Route(body=crl_bytes(pki, {1: None}))
     leaf = pki.leaf(serial=2, cdp=(server.url("/dp.crl"),))
-    [f] = RevocationCheck().run(material(leaf, pki.issuer), context())
+    [f] = RevocationCheck().run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert f.severity is Severity.OK and f.detail == {
         "status": "good", "source": "crl", "url": server.url("/dp.crl"),
         "crl_next_update": (NOW + timedelta(days=1)).isoformat()}  # the daemon's hint
@@ -75,25 +76,25 @@ def test_ocsp_revoked_and_good_by_get(pki: PKI, server: TestServer) -> None:
 
     server.routes["/ocsp/*"] = responder
     chk = RevocationCheck()
-    [f] = chk.run(material(revoked, pki.issuer), context())
+    [f] = chk.run(material(revoked, [pki.issuer], ca="ca-a"), context())
     assert f.severity is Severity.FAIL and f.detail["source"] == "ocsp"
     assert f.detail["reason"] == "cessation_of_operation" and not f.detail["key_compromise"]
-    [g] = chk.run(material(good, pki.issuer), context())
+    [g] = chk.run(material(good, [pki.issuer], ca="ca-a"), context())
     assert g.severity is Severity.OK
     assert all(r[0] == "GET" for r in server.requests)
     assert g.detail["ocsp_next_update"] == (NOW + timedelta(hours=11)).isoformat()
     n = len(server.requests)
     # valid 12 h (thisUpdate NOW-1h): reused until min(half its validity, ocsp_max_age 1 h)
-    chk.run(material(good, pki.issuer), context(NOW + timedelta(minutes=59)))
+    chk.run(material(good, [pki.issuer], ca="ca-a"), context(NOW + timedelta(minutes=59)))
     assert len(server.requests) == n
-    chk.run(material(good, pki.issuer), context(NOW + timedelta(hours=1)))
+    chk.run(material(good, [pki.issuer], ca="ca-a"), context(NOW + timedelta(hours=1)))
     assert len(server.requests) == n + 1
     short = RevocationCheck(RevocationConfig(ocsp_max_age=timedelta(days=1)))
-    short.run(material(good, pki.issuer), context())
+    short.run(material(good, [pki.issuer], ca="ca-a"), context())
     n = len(server.requests)
-    short.run(material(good, pki.issuer), context(NOW + timedelta(hours=4, minutes=59)))
+    short.run(material(good, [pki.issuer], ca="ca-a"), context(NOW + timedelta(hours=4, minutes=59)))
     assert len(server.requests) == n  # half of the validity: thisUpdate + 6 h
-    short.run(material(good, pki.issuer), context(NOW + timedelta(hours=5)))
+    short.run(material(good, [pki.issuer], ca="ca-a"), context(NOW + timedelta(hours=5)))
     assert len(server.requests) == n + 1
 
 
@@ -125,7 +126,7 @@ def test_bad_crl_is_unknown_never_revoked_nor_good(pki: PKI, server: TestServer,
     leaf = pki.leaf()
     server.routes["/bad.crl"] = _bad_routes(pki, leaf)[kind]
     chk = check_for(server, crl_urls=(server.url("/bad.crl"),))
-    findings = chk.run(material(leaf, pki.issuer), context())
+    findings = chk.run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert [f.severity for f in findings] == [Severity.WARN]
     assert findings[0].detail["status"] == "unknown"
     assert findings[0].detail["since"] == NOW.isoformat()
@@ -152,7 +153,7 @@ def test_bad_ocsp_is_unknown(pki: PKI, server: TestServer, kind: str) -> None:
             ocsp.OCSPResponseStatus.TRY_LATER).public_bytes(DER),
     }[kind]()
     server.routes["/o/*"] = Route(body=body)
-    [f] = RevocationCheck(RevocationConfig(timeout=1.0)).run(material(leaf, pki.issuer),
+    [f] = RevocationCheck(RevocationConfig(timeout=1.0)).run(material(leaf, [pki.issuer], ca="ca-a"),
                                                              context())
     assert f.severity is Severity.WARN and f.detail["status"] == "unknown"
 
@@ -162,7 +163,7 @@ def test_forged_crl_does_not_mask_a_good_ocsp(pki: PKI, server: TestServer) -> N
     server.routes["/bad.crl"] = _bad_routes(pki, leaf)["forged"]
     server.routes["/o/*"] = Route(body=make_ocsp(leaf, pki.issuer, pki.issuer, pki.issuer_key))
     chk = check_for(server, crl_urls=(server.url("/bad.crl"),))
-    [f] = chk.run(material(leaf, pki.issuer), context())
+    [f] = chk.run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert f.severity is Severity.OK and f.detail["source"] == "ocsp"
 
 
@@ -171,7 +172,7 @@ def test_hard_fail_after_long_unknown(pki: PKI, server: TestServer) -> None:
     chk = RevocationCheck(RevocationConfig(cas={"ca-a": CASources(
         crl_urls=(server.url("/e.crl"),))}, hard_fail_after=timedelta(hours=24),
         failure_backoff=timedelta(0)))
-    m = material(pki.leaf(), pki.issuer)
+    m = material(pki.leaf(), [pki.issuer], ca="ca-a")
     assert chk.run(m, context(revocation="hard-fail"))[0].severity is Severity.WARN
     later = NOW + timedelta(hours=25)
     soft = chk.run(m, context(later))[0]
@@ -187,9 +188,9 @@ def test_hard_fail_after_long_unknown(pki: PKI, server: TestServer) -> None:
 
 
 def test_no_issuer_or_no_source_is_unknown(pki: PKI) -> None:
-    [f] = RevocationCheck().run(material(pki.leaf(), None), context())
+    [f] = RevocationCheck().run(material(pki.leaf(), ca="ca-a"), context())
     assert f.severity is Severity.WARN and "issuer" in f.reason
-    [g] = RevocationCheck().run(material(pki.leaf(), pki.issuer), context())
+    [g] = RevocationCheck().run(material(pki.leaf(), [pki.issuer], ca="ca-a"), context())
     assert g.severity is Severity.WARN and g.detail["status"] == "unknown"
 
 
@@ -199,11 +200,11 @@ def test_many_certificates_share_one_crl_download(pki: PKI, server: TestServer) 
                   delay=0.2, headers={"ETag": '"v1"'})
     server.routes["/shared.crl"] = route
     chk = check_for(server, crl_urls=(server.url("/shared.crl"),))
-    out = chk.run_many([material(leaf, pki.issuer) for leaf in leaves], context())
+    out = chk.run_many([material(leaf, [pki.issuer], ca="ca-a") for leaf in leaves], context())
     chk.close()
     assert route.hits == 1 and chk.crls.downloads == 1
     failed = sorted(cid for cid, fs in out.items() if fs[0].severity is Severity.FAIL)
-    assert failed == [f"site/ca-a/{10_007:x}", f"site/ca-a/{10_011:x}"]
+    assert failed == [f"www/ca-a/{10_007:x}", f"www/ca-a/{10_011:x}"]
     assert sum(fs[0].severity is Severity.OK for fs in out.values()) == 58
 
 
@@ -226,7 +227,7 @@ def test_conditional_refresh_with_etag(pki: PKI, server: TestServer) -> None:
 
     server.routes["/c.crl"] = conditional
     chk = check_for(server, crl_urls=(server.url("/c.crl"),))
-    m = material(pki.leaf(), pki.issuer)
+    m = material(pki.leaf(), [pki.issuer], ca="ca-a")
     for t in (NOW, NOW + timedelta(minutes=2), NOW + timedelta(minutes=5),
               NOW + timedelta(hours=2)):
         assert chk.run(m, context(t))[0].severity is Severity.OK
@@ -241,7 +242,7 @@ def test_crl_disk_cache_survives_restart(pki: PKI, server: TestServer, tmp_path:
     server.routes["/d.crl"] = route
     cfg = RevocationConfig(cas={"ca-a": CASources(crl_urls=(server.url("/d.crl"),))},
                            cache_dir=Path(str(tmp_path)))
-    m = material(pki.leaf(), pki.issuer)
+    m = material(pki.leaf(), [pki.issuer], ca="ca-a")
     assert RevocationCheck(cfg).run(m, context())[0].severity is Severity.OK
     assert RevocationCheck(cfg).run(m, context())[0].severity is Severity.OK
     assert route.hits == 1
@@ -264,15 +265,15 @@ def test_ari_window_started_asks_for_replacement(pki: PKI, server: TestServer) -
         body=_ari_doc(NOW - timedelta(hours=1), NOW + timedelta(hours=1), "https://ca/why"),
         headers={"Retry-After": "600"})
     chk = check_for(server, directory_url=server.url("/dir"))
-    findings = chk.run(material(leaf, pki.issuer), context())
+    findings = chk.run(material(leaf, [pki.issuer], ca="ca-a"), context())
     ari = next(f for f in findings if f.check == "ari")
     assert ari.severity is Severity.WARN and ari.detail["replace"] is True
     assert ari.detail["ari_id"] == aid and ari.detail["explanation_url"] == "https://ca/why"
     assert ari.detail["window_start"] == (NOW - timedelta(hours=1)).isoformat()
     hits = server.routes[f"/ari/{aid}"].hits  # type: ignore[union-attr]
-    chk.run(material(leaf, pki.issuer), context(NOW + timedelta(minutes=5)))
+    chk.run(material(leaf, [pki.issuer], ca="ca-a"), context(NOW + timedelta(minutes=5)))
     assert server.routes[f"/ari/{aid}"].hits == hits  # type: ignore[union-attr]  # Retry-After
-    chk.run(material(leaf, pki.issuer), context(NOW + timedelta(minutes=11)))
+    chk.run(material(leaf, [pki.issuer], ca="ca-a"), context(NOW + timedelta(minutes=11)))
     assert server.routes[f"/ari/{aid}"].hits == hits + 1  # type: ignore[union-attr]
 
 
@@ -282,13 +283,13 @@ def test_ari_future_window_and_failures(pki: PKI, server: TestServer) -> None:
     server.routes[f"/ari/{aid}"] = Route(body=_ari_doc(NOW + timedelta(days=30),
                                                        NOW + timedelta(days=32)))
     chk = check_for(server, ari_url=server.url("/ari"))
-    ari = next(f for f in chk.run(material(leaf, pki.issuer), context()) if f.check == "ari")
+    ari = next(f for f in chk.run(material(leaf, [pki.issuer], ca="ca-a"), context()) if f.check == "ari")
     assert ari.severity is Severity.OK and ari.detail["replace"] is False
     other = pki.leaf()
     server.routes[f"/ari/{ari_cert_id(other)}"] = Route(body=b"{oops")
-    bad = next(f for f in chk.run(material(other, pki.issuer), context()) if f.check == "ari")
+    bad = next(f for f in chk.run(material(other, [pki.issuer], ca="ca-a"), context()) if f.check == "ari")
     assert bad.severity is Severity.WARN and bad.detail["replace"] is False
-    none = RevocationCheck().run(material(leaf, pki.issuer), context())
+    none = RevocationCheck().run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert [f.check for f in none] == ["revocation"]
 
 
@@ -301,7 +302,7 @@ def test_unexpected_errors_are_unknown_never_raised(pki: PKI) -> None:
     leaf = pki.leaf(ocsp_urls=("http://127.0.0.1:9/ocsp",), cdp=("http://127.0.0.1:9/a.crl",))
     chk = RevocationCheck(RevocationConfig(cas={"ca-a": CASources(ari_url="http://127.0.0.1:9/")}),
                           fetcher=ExplodingFetcher())
-    findings = chk.run(material(leaf, pki.issuer), context())
+    findings = chk.run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert [(f.check, f.severity) for f in findings] == [("revocation", Severity.WARN),
                                                          ("ari", Severity.WARN)]
     assert findings[0].detail["status"] == "unknown" and findings[1].detail["replace"] is False
@@ -317,7 +318,7 @@ def test_crl_sign_relaxed_per_ca_only(server: TestServer) -> None:
     no_crl_sign = make_ca("No CRL Sign", crl_sign=False)
     pki2 = PKI(no_crl_sign[0], no_crl_sign[1], no_crl_sign[0], no_crl_sign[1])
     server.routes["/n.crl"] = Route(body=crl_bytes(pki2, {}))
-    m = material(pki2.leaf(), pki2.issuer)
+    m = material(pki2.leaf(), [pki2.issuer], ca="ca-a")
     strict = check_for(server, crl_urls=(server.url("/n.crl"),))
     assert strict.run(m, context())[0].severity is Severity.WARN
     relaxed = check_for(server, crl_urls=(server.url("/n.crl"),), require_crl_sign=False)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from trustpki import Lab, make_intermediate, make_leaf, material
+from trustpki import Lab, make_intermediate, make_leaf
 
 from certfailover.checks import CheckContext
 from certfailover.model import Severity
+from certfailover.testing.pki import material
 from certfailover.trust.check import ProgramTrustCheck
 from certfailover.trust.evaluate import Reason
 

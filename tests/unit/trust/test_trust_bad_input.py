@@ -218,7 +218,7 @@ def test_shrink_is_refused_unless_confirmed(tmp_path: Path, current: Path,
 
 
 def test_scheduled_refresh_refuses_a_shrink_unless_allowed(tmp_path: Path) -> None:
-    from certfailover_lab import pki
+    from certfailover.testing import pki
 
     roots = [pki.make_root(f"Shrink Root {i}") for i in range(10)]
     bundle = pki.write_bundle(tmp_path / "apple.pem", *roots)
@@ -294,7 +294,7 @@ def test_ct_precertificate_is_not_trusted(lab: Lab, tmp_path: Path,
 
 
 def _apple_bundle(tmp_path: Path) -> Path:
-    from certfailover_lab import pki
+    from certfailover.testing import pki
 
     return pki.write_bundle(tmp_path / "apple.pem", pki.make_root("Output Root"))
 

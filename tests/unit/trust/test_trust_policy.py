@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from trustpki import Lab, make_intermediate, make_leaf, material
+from trustpki import Lab, make_intermediate, make_leaf
 
 from certfailover.checks import CertMaterial, CheckContext
 from certfailover.config import ChallengeConfig, SiteConfig
 from certfailover.model import Action, CertState, Health, Severity
 from certfailover.policy import decide
+from certfailover.testing.pki import material
 from certfailover.trust import ProgramTrustCheck
 
 SITE = SiteConfig(name="www", domains=("www.example.test",), cas=("a", "b"), server="web",

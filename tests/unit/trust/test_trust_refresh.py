@@ -11,19 +11,12 @@ import pytest
 from certfailover import config as config_mod
 from certfailover.daemon import build_daemon
 from certfailover.errors import ConfigError
+from certfailover.testing import FakeClock
 from certfailover.trust.snapshot import read_snapshot
 from certfailover.wiring import build
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "trust"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared trust data absent")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def _cfg(tmp_path: Path, trust: dict[str, Any]) -> config_mod.Config:
@@ -36,7 +29,7 @@ def test_scheduled_refresh_rebuilds_the_snapshot_and_keeps_it_on_failure(tmp_pat
     source = tmp_path / "certdata.txt"
     source.write_bytes((SHARED / "mozilla" / "certdata-2024-11-15.txt").read_bytes())
     cfg = _cfg(tmp_path, {"sources": [f"mozilla={source}@@nss-2024-11-15"], "refresh": "6h"})
-    clock = Clock()
+    clock = FakeClock(datetime(2026, 11, 1, tzinfo=UTC))
     rt = build(cfg, clock=clock)
     daemon = build_daemon(rt.engine, cfg, interval=1, clock=clock)
     try:
@@ -80,7 +73,7 @@ def test_a_root_program_dropping_the_active_root_fails_the_site_over(tmp_path: P
     from certfailover import keys
     from certfailover.model import CertState
     from certfailover.schedule import Scheduler
-    from certfailover_lab import pki
+    from certfailover.testing import pki
 
     roots = {ca: pki.make_root(f"Program Root {ca}") for ca in ("a", "b")}
     program_file = pki.write_bundle(tmp_path / "apple-roots.pem", *roots.values())
@@ -93,7 +86,7 @@ def test_a_root_program_dropping_the_active_root_fails_the_site_over(tmp_path: P
            "site": [{"name": "www", "domains": ["www.example.test"], "cas": ["a", "b"],
                      "trust": ["apple"]}]}
     cfg = config_mod.parse(raw, file="t.toml", base=tmp_path, env={})
-    clock = Clock()
+    clock = FakeClock(datetime(2026, 11, 1, tzinfo=UTC))
     clock.now = datetime.now(UTC)
     rt = build(cfg, clock=clock)
     for ca, root in roots.items():

@@ -1,6 +1,7 @@
 """Test PKIs and test root-program data for the trust engine tests.
 
-Certificates are built with cryptography's CertificateBuilder. SCT lists are written as the
+Certificates come from the kit (certfailover.testing.pki), with fixed times and keys reused
+by label (a cross-sign is an intermediate with a root's key). SCT lists are written as the
 raw RFC 6962 extension (cryptography can parse but not build SCTs); the signatures inside
 are dummies, which is fine: only timestamps are read.
 """
@@ -16,12 +17,11 @@ from pathlib import Path
 
 from asn1crypto import core
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certfailover.checks import CertMaterial
-from certfailover.model import Cert, CertState
+from certfailover.testing import pki
+from certfailover.testing.pki import pem
 from certfailover.trust.evaluate import TrustEngine
 from certfailover.trust.snapshot import Snapshot, build_snapshot
 from certfailover.trust.sources.chrome import import_root_store
@@ -34,21 +34,12 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 _KEYS: dict[str, ec.EllipticCurvePrivateKey] = {}
 
 
-@dataclass(frozen=True)
-class CA:
-    cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-    @property
-    def sha256(self) -> str:
-        return self.cert.fingerprint(hashes.SHA256()).hex()
-
-    @property
-    def der(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.DER)
+#: a CA is the kit's Authority (certificate, key, parent)
+CA = pki.Authority
 
 
 def _key(label: str | None) -> ec.EllipticCurvePrivateKey:
+    """The same key for the same label: a cross-sign is an intermediate with a root's key."""
     if label is None:
         return ec.generate_private_key(ec.SECP256R1())
     if label not in _KEYS:
@@ -56,48 +47,17 @@ def _key(label: str | None) -> ec.EllipticCurvePrivateKey:
     return _KEYS[label]
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _ski(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> x509.SubjectKeyIdentifier:
-    return x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-
-
 def make_root(cn: str, *, key_label: str | None = None, not_before: datetime = T0 - timedelta(days=3650),
               days: int = 9000) -> CA:
-    key = _key(key_label or cn)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn)).issuer_name(_name(cn))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_before + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(_ski(key), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return CA(cert, key)
+    return pki.make_root(cn, key=_key(key_label or cn), not_before=not_before, days=days)
 
 
 def make_intermediate(parent: CA, cn: str, *, key_label: str | None = None,
                       not_before: datetime = T0 - timedelta(days=1000), days: int = 5000,
                       ekus: Sequence[x509.ObjectIdentifier] | None = None) -> CA:
     """An intermediate; with ``key_label`` of an existing root this is a cross-sign."""
-    key = _key(key_label or cn)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn)).issuer_name(parent.cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_before + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(_ski(key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)
-    )
-    if ekus is not None:
-        b = b.add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
-    return CA(b.sign(parent.key, hashes.SHA256()), key)
+    return pki.make_intermediate(parent, cn, key=_key(key_label or cn), not_before=not_before,
+                                 days=days, path_length=None, ekus=ekus)
 
 
 def sct_extension(times: Sequence[datetime]) -> x509.UnrecognizedExtension:
@@ -115,26 +75,12 @@ def make_leaf(issuer: CA, names: Sequence[str] = ("www.example.test",), *,
               not_before: datetime = T0, days: int = 90, scts: Sequence[datetime] | None = None,
               ekus: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.SERVER_AUTH,),
               rsa_key: bool = False) -> x509.Certificate:
-    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
-        rsa.generate_private_key(65537, 2048) if rsa_key else _key("leaf-key")
-    )
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(_name(names[0])).issuer_name(issuer.cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_before + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
-    )
-    if scts is not None:
-        b = b.add_extension(sct_extension(scts), critical=False)
-    return b.sign(issuer.key, hashes.SHA256())
-
-
-def pem(*certs: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    """The kit's leaf, with an SCT list (`scts`: their timestamps) and a reused key."""
+    key = rsa.generate_private_key(65537, 2048) if rsa_key else _key("leaf-key")
+    leaf, _ = pki.make_leaf(issuer, names, key=key, not_before=not_before,
+                            not_after=not_before + timedelta(days=days), ekus=ekus,
+                            extensions=[sct_extension(scts)] if scts is not None else ())
+    return leaf
 
 
 # -- test program data in upstream formats --------------------------------------------------
@@ -300,18 +246,3 @@ def build_lab() -> Lab:
     snap = build_snapshot([moz, chrome, micro, apple], built=datetime(2024, 1, 1, tzinfo=UTC), pool=pool)
     return Lab(snap, TrustEngine(snap), plain, entrust, trustobj, allafter, validity, names, ms,
                ms_eku, blocked, root_a, root_b)
-
-
-
-
-def material(leaf: x509.Certificate, chain: Sequence[x509.Certificate], *, ca: str = "test",
-             state: CertState = CertState.STANDBY, site: str = "www") -> CertMaterial:
-    serial = f"{leaf.serial_number:x}"
-    cert = Cert(
-        id=f"{site}/{ca}/{serial}", site=site, ca=ca, serial=serial,
-        not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
-        sha256=leaf.fingerprint(hashes.SHA256()).hex(), key_type="ec-p256",
-        issuer_dn=leaf.issuer.rfc4514_string(), state=state, created=leaf.not_valid_before_utc,
-        path="/nonexistent",
-    )
-    return CertMaterial(cert=cert, leaf=leaf, chain=tuple(chain), key_matches=True)
