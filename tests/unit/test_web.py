@@ -138,6 +138,11 @@ def test_overview_sorted_by_risk_and_escaped(serve: Any) -> None:
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&#34;&#39;" in html
     assert "script-src 'self'" in headers["content-security-policy"]
+    # live updates: one same-origin script polling the status JSON; none inline
+    assert '<script src="/static/live.js" defer></script>' in html and html.count("<script") == 1
+    status, headers, js = get(srv, "/static/live.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    assert 'fetch("/status.json"' in js
     # the row of shaky: active CA b, a standby from a that is not healthy, worst finding
     shaky = html.split('<tr data-site="shaky"')[1].split("</tr>")[0]
     assert '<td class="active-ca">b</td>' in shaky and "0/1 healthy" in shaky

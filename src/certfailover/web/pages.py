@@ -28,15 +28,15 @@ class Pages:
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters["when"] = _when
         self.refresh = refresh
-        self._rows: tuple[int, list[Row]] | None = None
+        self._rows: tuple[Mapping[str, Any], list[Row]] | None = None
 
     def rows(self, doc: Mapping[str, Any], renew_fractions: Mapping[str, float]) -> list[Row]:
         """Sorted rows of a snapshot, computed once per snapshot (the page is asked often)."""
         cached = self._rows
-        if cached is not None and cached[0] == id(doc):
+        if cached is not None and cached[0] is doc:
             return cached[1]
         rows = overview_rows(doc, renew_fractions=renew_fractions)
-        self._rows = (id(doc), rows)
+        self._rows = (doc, rows)
         return rows
 
     def overview(self, doc: Mapping[str, Any], *, ca: str = "", state: str = "",

@@ -167,9 +167,12 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         if urlsplit(self.path).path != "/login" or app.settings.token is None:
             return self._message(HTTPStatus.METHOD_NOT_ALLOWED, "This page changes nothing.")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 4096:
-            return self._message(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Too large.")
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= 4096:
+            return self._message(HTTPStatus.BAD_REQUEST, "A sign-in form is short.")
         form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
         given = form.get("token", [""])[0]
         if not hmac.compare_digest(given.encode(), app.settings.token.value.encode()):
