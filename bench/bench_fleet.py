@@ -1,7 +1,7 @@
 """Fleet scale: what a daemon tick costs when nothing is due, against a full tick (issue 6).
 
 N sites (default 1000), each with two stored certificates from two CAs. Test PKI
-(certfailover_lab.pki): one root + intermediate per CA shared by all sites, a fresh leaf and
+(certfailover.testing.pki): one root + intermediate per CA shared by all sites, a fresh leaf and
 key per site and CA. Trust is a PEM bundle of the two roots; no [[server]] (an activation only
 flips the live link); SQLite store in a temporary directory. The CAs' ACME directories point at
 a closed loopback port, so the ARI directory look-up is a refused connection and nothing
@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +54,8 @@ from certfailover.daemon import Daemon
 from certfailover.engine import TickReport
 from certfailover.model import CertState
 from certfailover.schedule import Scheduler
+from certfailover.testing import FakeClock, pki
 from certfailover.wiring import Runtime, build
-from certfailover_lab import pki
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 class Probe:
@@ -165,7 +157,7 @@ def run(n: int, idle_ticks: int, workdir: Path) -> dict[str, Any]:
                   "cas": ["a", "b"] if i % 2 == 0 else ["b", "a"], "trust": [str(bundle)]}
                  for i in range(n)],
     }
-    clock = Clock()
+    clock = FakeClock()
     rt = build(config_mod.parse(raw, file=str(workdir / "bench.toml"), base=workdir, env={}),
                clock=clock)
     for site in rt.config.sites:

@@ -4,11 +4,10 @@ certificates from a CA without ARI (or unreachable) must not cost one fetch each
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 
 from certfailover.checks import CertMaterial, CheckContext
-from certfailover.model import Cert, CertState
 from certfailover.revocation import CASources, RevocationCheck, RevocationConfig
 from certfailover.testing import pki
 from certfailover_lab.httpd import quiet, serving
@@ -23,10 +22,7 @@ def _materials(n: int) -> list[CertMaterial]:
     out = []
     for i in range(n):
         leaf, _ = pki.make_leaf(inter, [f"w{i}.example.test"])
-        c = Cert(id=f"s{i}/ca/{i}", site=f"s{i}", ca="ca", serial=str(i), not_before=NOW,
-                 not_after=NOW + timedelta(days=9), sha256="", key_type="ec-p256", issuer_dn="",
-                 state=CertState.STANDBY, created=NOW, path="")
-        out.append(CertMaterial(c, leaf, (inter.cert,), True))
+        out.append(pki.material(leaf, [inter.cert], site=f"s{i}", ca="ca"))
     return out
 
 

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from trustpki import Lab, make_intermediate, make_leaf
 
-from certfailover.checks import CertMaterial, Check, CheckContext
-from certfailover.model import Cert, CertState, Severity
+from certfailover.checks import Check, CheckContext
+from certfailover.model import Severity
+from certfailover.testing.pki import material
 from certfailover.trust import KNOWN_PROGRAMS, ProgramTrustCheck
-
-
-def _material(leaf: x509.Certificate, chain: list[x509.Certificate]) -> CertMaterial:
-    cert = Cert(
-        id=f"site/test/{leaf.serial_number:x}", site="site", ca="test", serial=f"{leaf.serial_number:x}",
-        not_before=leaf.not_valid_before_utc, not_after=leaf.not_valid_after_utc,
-        sha256=leaf.fingerprint(hashes.SHA256()).hex(), key_type="ec-p256",
-        issuer_dn=leaf.issuer.rfc4514_string(), state=CertState.ACTIVE,
-        created=leaf.not_valid_before_utc, path="/nonexistent",
-    )
-    return CertMaterial(cert=cert, leaf=leaf, chain=tuple(chain), key_matches=True)
 
 
 def _ctx(now: datetime, trust: tuple[str, ...], days: int | None = None) -> CheckContext:
@@ -40,7 +28,7 @@ def test_ok_fail_and_unknown_names(lab: Lab) -> None:
     ica = make_intermediate(lab.entrust, "Check CA 1")
     leaf = make_leaf(ica, not_before=datetime(2024, 11, 20, tzinfo=UTC), scts=[datetime(2024, 11, 20, tzinfo=UTC)])
     check = ProgramTrustCheck(lab.snap)
-    found = check.run(_material(leaf, [ica.cert]),
+    found = check.run(material(leaf, [ica.cert]),
                       _ctx(datetime(2024, 12, 1, tzinfo=UTC), ("chrome", "mozilla", "system", "/etc/b.pem")))
     by = {f.detail["program"]: f for f in found if f.check == "trust"}
     assert set(by) == {"chrome", "mozilla"}  # "system" and bundle paths are left to other checks
@@ -50,14 +38,14 @@ def test_ok_fail_and_unknown_names(lab: Lab) -> None:
     assert by["chrome"].severity is Severity.FAIL and by["chrome"].check == "trust"
     assert by["chrome"].detail["reason"] == "sct_constraint" and "chrome" in by["chrome"].reason
     assert by["mozilla"].severity is Severity.OK  # notBefore before Mozilla's 2024-11-30 date
-    assert check.run(_material(leaf, [ica.cert]), _ctx(datetime(2024, 12, 1, tzinfo=UTC), ("system",))) == []
+    assert check.run(material(leaf, [ica.cert]), _ctx(datetime(2024, 12, 1, tzinfo=UTC), ("system",))) == []
 
 
 def test_forecast_inside_horizon_warns_with_date(lab: Lab) -> None:
     ica = make_intermediate(lab.entrust, "Check CA 2")
     leaf = make_leaf(ica, not_before=datetime(2024, 9, 1, tzinfo=UTC), scts=[datetime(2024, 9, 1, tzinfo=UTC)])
     check = ProgramTrustCheck(lab.snap)
-    mat = _material(leaf, [ica.cert])
+    mat = material(leaf, [ica.cert])
     near = check.run(mat, _ctx(datetime(2024, 9, 2, tzinfo=UTC), ("chrome",)))  # 70 days ahead
     assert [f.severity for f in near] == [Severity.WARN]
     assert near[0].detail["date"] == "2024-11-11T23:59:59+00:00" and near[0].detail["kind"] == "issuance"
@@ -67,6 +55,6 @@ def test_forecast_inside_horizon_warns_with_date(lab: Lab) -> None:
 
 def test_program_missing_from_snapshot_warns(lab: Lab) -> None:
     ica = make_intermediate(lab.plain, "Check CA 3")
-    found = ProgramTrustCheck(lab.snap).run(_material(make_leaf(ica), [ica.cert]),
+    found = ProgramTrustCheck(lab.snap).run(material(make_leaf(ica), [ica.cert]),
                                             _ctx(datetime(2024, 1, 2, tzinfo=UTC), ("android",)))
     assert [f.severity for f in found] == [Severity.WARN] and found[0].detail["reason"] == "no_data"
