@@ -258,3 +258,17 @@ def test_log_list_errors_name_the_source_and_field() -> None:
     data["operators"][0]["logs"][0]["log_id"] = base64.b64encode(log.log_id).decode()  # type: ignore[index]
     (info,) = loglist.parse(json.loads(json.dumps(data)), "list.json")
     assert info.url == "http://127.0.0.1:1/" and info.log_id == log.log_id
+
+
+def test_prefilter_never_drops_an_entry_that_names_a_site(lab: Lab) -> None:
+    idx = NameIndex(SITES, subdomains=("shop",))
+    hits = [["WWW.Shop.Example.TEST"], ["*.example.test"], ["deep.api.shop.example.test"],
+            ["blog.example.test", "x.example.org"]]
+    for names in hits:
+        c, _ = pki.make_leaf(lab.rogue, names)
+        lab.log.add_chain([c, lab.rogue.cert])
+    miss, _ = pki.make_leaf(lab.rogue, ["example.org", "shop.example.org"])
+    lab.log.add_chain([miss, lab.rogue.cert])
+    leaves = [leaf for leaf, _ in lab.log._entries]
+    assert [idx.may_match(leaf) for leaf in leaves] == [True] * 4 + [False]
+    assert all(idx.sites(n) for n in hits) and not idx.sites(["example.org", "shop.example.org"])

@@ -72,8 +72,19 @@ def parse_entry(index: int, leaf_input: bytes) -> Entry:
     return Entry(index, True, asn1x509.TbsCertificate.load(leaf.der))
 
 
+#: DER of the subjectAltName extension's OID (2.5.29.17)
+_SAN_OID_DER = bytes.fromhex("0603551d11")
+
+
 class NameIndex:
-    """The sites' names, for matching a certificate's names fast."""
+    """The sites' names, for matching a certificate's names fast.
+
+    `may_match(leaf_input)` is a sound prefilter on the raw entry: DNS names are IA5Strings, so
+    a certificate naming a site domain, a wildcard covering one or a name under an asked-for
+    zone holds the domain's parent (or the zone) as bytes. An entry holding none of them, and
+    a subjectAltName extension (without one, the name comes from the subject CN, which may be
+    encoded otherwise), names no site and is not parsed at all.
+    """
 
     def __init__(self, sites: Mapping[str, Iterable[str]], subdomains: Iterable[str] = ()) -> None:
         self.exact: dict[str, set[str]] = {}
@@ -91,6 +102,12 @@ class NameIndex:
                     self.parents.setdefault(d.split(".", 1)[1], set()).add(site)
                 if site in wanted:
                     self.zones.setdefault(d, set()).add(site)
+        keys = {d.split(".", 1)[1] if "." in d else d for d in self.exact} | set(self.zones)
+        self._keys = tuple(k.encode() for k in sorted(keys))
+
+    def may_match(self, raw: bytes) -> bool:
+        low = raw.lower()
+        return _SAN_OID_DER not in raw or any(k in low for k in self._keys)
 
     def sites(self, names: Iterable[str]) -> set[str]:
         hit: set[str] = set()

@@ -183,6 +183,8 @@ class Watch:
                 index = tree.size
                 tree.add(leaf_hash(leaf_input))
                 res.entries += 1
+                if not self.names.may_match(leaf_input):
+                    continue
                 try:
                     entry = parse_entry(index, leaf_input)
                     sites = self.names.sites(entry.names())
