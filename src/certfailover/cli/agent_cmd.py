@@ -18,10 +18,6 @@ import signal
 import threading
 from typing import Any
 
-from ..fleet import sealed
-from ..fleet.controller import progress
-from ..fleet.coord import make_engine
-from ..fleet.setup import agent_from_config, fleet_of
 from .common import emit, load_config, table
 
 log = logging.getLogger(__name__)
@@ -46,7 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rot.set_defaults(func=run_rotate)
 
 
+# the fleet modules are imported by the commands that use them: the rest of the CLI starts
+# without the PostgreSQL driver (an optional dependency)
+
+
 def run_agent(args: argparse.Namespace) -> int:
+    from ..fleet.setup import agent_from_config, fleet_of
+
     config = load_config(args)
     agent = agent_from_config(config, args.host)
     try:
@@ -80,6 +82,10 @@ def _short(sha: str | None) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from ..fleet.controller import progress
+    from ..fleet.coord import make_engine
+    from ..fleet.setup import fleet_of
+
     config = load_config(args)
     fleet = fleet_of(config)
     engine = make_engine(fleet.database, "certfailover fleet status")
@@ -101,6 +107,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_rotate(args: argparse.Namespace) -> int:
+    from ..fleet import sealed
+    from ..fleet.coord import make_engine
+    from ..fleet.setup import fleet_of
+
     config = load_config(args)
     fleet = fleet_of(config)
     engine = make_engine(fleet.database, "certfailover fleet rotate-kek")
