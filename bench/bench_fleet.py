@@ -187,7 +187,7 @@ def run(n: int, idle_ticks: int, workdir: Path) -> dict[str, Any]:
     out["full_tick_s"] = round(full, 3)
     out["full_ticks_s"] = [round(x, 3) for x in fulls]
     out["full_tick_io"] = snap
-    ari_outcome = {f.detail.get("status"): f.reason for h in rep.health.values()
+    ari_outcome = {f.known: f.reason for h in rep.health.values()
                    for f in h.findings if f.check == "ari"}
     reason = next(iter(ari_outcome.values()), None)
     out["ari_finding"] = reason if reason is None or len(reason) < 140 else reason[:137] + "..."

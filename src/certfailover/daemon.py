@@ -25,7 +25,6 @@ SIGTERM/SIGINT stop after the current step.
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import threading
 import time
@@ -35,43 +34,32 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Protocol
 
-from .config import Config
+from .checks import Check
+from .ct.job import WatchJob
 from .engine import Engine, RunPlan, TickReport
-from .errors import CertFailoverError, ConfigError
-from .health import Stamp, file_stamp, store_path
+from .errors import CertFailoverError
+from .events import EventKind
+from .health import Stamp, file_stamp
 from .issuance import Outcome
-from .metrics import Metrics, MetricsServer, listen_from_config
-from .model import Action, Cert, CertState, Clock, Health, Severity
+from .metrics import Metrics, MetricsServer
+from .model import Action, Cert, CertState, Clock, Health, Signal
 from .notify.background import Background
-from .policy import flagged, switch_margin, unprotected
+from .policy import healthy_standbys, switch_margin
 from .remote import CheckJob, CheckResult, RemoteChecks
-from .schedule import SIGNALS, Intervals, Scheduler
+from .schedule import SIGNALS, Scheduler
+from .sitetrust import bundles
+from .status import program_trust
 from .trust.refresh import Refresher
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Daemon", "build_daemon", "checks_for", "intervals_from_config", "signal_result",
-           "update_metrics"]
-
-REMOTE_CHECKS: Mapping[str, str] = {"crl": "revocation", "ocsp": "revocation",
-                                    "ari": "revocation", "trust": "trust"}
+__all__ = ["Daemon", "checks_for", "signal_result", "update_metrics"]
 
 
-def checks_for(signal_name: str, all_checks: Iterable[str]) -> frozenset[str]:
-    """The check names that answer `signal_name` ("expiry": every local check)."""
-    if signal_name in REMOTE_CHECKS:
-        return frozenset({REMOTE_CHECKS[signal_name]})
-    return frozenset(c for c in all_checks if c not in set(REMOTE_CHECKS.values()))
-
-
-def _parse(ts: object) -> datetime | None:
-    if not isinstance(ts, str):
-        return None
-    try:
-        out = datetime.fromisoformat(ts)
-    except ValueError:
-        return None
-    return out if out.tzinfo is not None else None
+def checks_for(signal_name: str, checks: Iterable[Check]) -> frozenset[str]:
+    """The names of the checks that answer `signal_name`."""
+    sig = Signal(signal_name)
+    return frozenset(k.name for k in checks if sig in k.signals)
 
 
 class HeldLock(Protocol):
@@ -85,65 +73,31 @@ class SignalResult:
     known: bool
 
 
-def signal_result(signal_name: str, health: Health, now: datetime, *,
+def signal_result(signal_name: str, health: Health, now: datetime, checks: Iterable[Check], *,
                   switch_at: datetime | None = None, not_after: datetime | None = None) -> SignalResult:
-    """What the findings say about when `signal_name` is next worth checking, and whether the
-    signal could be obtained at all. Expiry is due at the certificate's own times: the renewal
-    point, the latest switch before expiry (`switch_at`) and notAfter."""
-    fs = health.findings
-    if signal_name == "expiry":
-        hints = [_parse(f.detail.get("renew_at")) for f in fs if f.check == "validity"]
+    """What the findings that answer `signal_name` (as `checks` declare) say about when it is
+    next worth checking (their `next_due` hints), and whether it could be obtained at all
+    (every one `known`). Expiry is also due at the certificate's own times: the latest switch
+    before expiry (`switch_at`) and notAfter."""
+    sig = Signal(signal_name)
+    names = {n for k in checks for n in k.signals.get(sig, ())}
+    found = [f for f in health.findings if f.check in names]
+    hints = [f.next_due.get(sig) for f in found]
+    if sig is Signal.EXPIRY:
         hints += [switch_at, not_after]
-        return SignalResult(min((h for h in hints if h and h > now), default=None), True)
-    if signal_name == "trust":
-        trust = [f for f in fs if f.check == "trust"]
-        dates = [_parse(f.detail.get("date")) for f in trust]
-        known = not any(f.detail.get("reason") == "no_data" for f in trust)
-        return SignalResult(min((d for d in dates if d and d > now), default=None), known)
-    if signal_name == "ari":
-        ari = [f for f in fs if f.check == "ari"]
-        polls = [_parse(f.detail.get("next_poll")) for f in ari]
-        known = not any(f.detail.get("status") == "unknown" for f in ari)
-        return SignalResult(min((p for p in polls if p and p > now), default=None), known)
-    rev = [f for f in fs if f.check == "revocation"]
-    key = "crl_next_update" if signal_name == "crl" else "ocsp_next_update"
-    updates = [_parse(f.detail.get(key)) for f in rev]
-    return SignalResult(min((u for u in updates if u and u > now), default=None),
-                        not any(f.detail.get("status") == "unknown" for f in rev))
-
-
-def intervals_from_config(config: Config) -> Intervals:
-    raw = config.raw.get("schedule", {})
-    if not isinstance(raw, Mapping):
-        raise ConfigError(str(config.path), "[schedule]", "must be a table")
-    return Intervals.from_mapping(raw, file=str(config.path), table="[schedule]")
+    return SignalResult(min((h for h in hints if h is not None and h > now), default=None),
+                        all(f.known for f in found))
 
 
 def standbys_healthy(certs: Iterable[Cert], health: Mapping[str, Health],
                      distrusted: Iterable[str]) -> dict[str, int]:
-    """Per site: healthy, unflagged standbys from a CA other than the active one's."""
-    bad = set(distrusted)
+    """Per site: how many healthy independent standbys it has (policy.healthy_standbys)."""
+    bad = frozenset(distrusted)
     by_site: dict[str, list[Cert]] = {}
     for c in certs:
         by_site.setdefault(c.site, []).append(c)
-    out: dict[str, int] = {}
-    for site, cs in by_site.items():
-        active = next((c for c in cs if c.state is CertState.ACTIVE), None)
-        out[site] = sum(
-            1 for c in cs if active is not None and c.state is CertState.STANDBY
-            and c.ca != active.ca and c.ca not in bad and c.id in health
-            and health[c.id].findings and health[c.id].healthy and not flagged(health[c.id]))
-    return out
-
-
-def program_trust(health: Health) -> dict[str, bool]:
-    """Root program -> trusted, from "trust" findings (programs without data are left out)."""
-    out: dict[str, bool] = {}
-    for f in health.findings:
-        program = f.detail.get("program")
-        if f.check == "trust" and isinstance(program, str) and f.detail.get("reason") != "no_data":
-            out[program] = f.severity is not Severity.FAIL
-    return out
+    return {site: len(healthy_standbys(cs, health, distrusted=bad))
+            for site, cs in by_site.items()}
 
 
 def update_metrics(metrics: Metrics, report: TickReport, certs: Iterable[Cert],
@@ -163,7 +117,8 @@ def update_metrics(metrics: Metrics, report: TickReport, certs: Iterable[Cert],
             continue
         metrics.observe_cert(site=c.site, cert_id=c.id, ca=c.ca, not_after=c.not_after, now=now,
                              severity=h.severity.value, active=c.state is CertState.ACTIVE,
-                             programs=program_trust(h))
+                             programs={p: t.trusted for p, t in program_trust(h).items()
+                                       if t.trusted is not None})
         current.add(c.id)
     for gone in known - current:
         metrics.forget_cert(gone)
@@ -202,6 +157,7 @@ class Daemon:
         self._checked: list[CheckResult] = []
         self._ended_lock = threading.Lock()
         self.remote: RemoteChecks | None = None
+        self.ct_watch: WatchJob | None = None  # the CT watch's own thread (wiring starts it)
         self.lock: HeldLock | None = None  # the store's daemon lock, checked before each tick
 
     # -- network checks ---------------------------------------------------------------------
@@ -258,6 +214,8 @@ class Daemon:
             self.engine.orders.close()
         if self.remote is not None:
             self.remote.close()
+        if self.ct_watch is not None:
+            self.ct_watch.close()
         if self.background is not None:
             self.background.close(timeout)
         if self.metrics_server is not None:
@@ -282,10 +240,10 @@ class Daemon:
         try:
             summary = self.refresher.run(now)
         except CertFailoverError as exc:
-            self.engine.record(None, "*", "trust_update_failed",
+            self.engine.record(None, "*", EventKind.TRUST_UPDATE_FAILED,
                                f"root-program data refresh failed (keeping the current data): {exc}")
             return False
-        self.engine.record(None, "*", "trust_updated", f"root-program data refreshed: {summary}")
+        self.engine.record(None, "*", EventKind.TRUST_UPDATED, f"root-program data refreshed: {summary}")
         return True
 
     def tick(self) -> TickReport:
@@ -311,36 +269,10 @@ class Daemon:
         return report
 
     def _scheduled_tick(self, sched: Scheduler, now: datetime) -> TickReport:
-        db = self.engine.db
-        certs = {c.id: c for c in db.certs()}
-        for cid in list(self._scheduled):
-            if cid not in certs:
-                sched.remove(cid)
-                self._scheduled.discard(cid)
-        for cid in certs:
-            if cid not in self._scheduled:
-                sched.add(cid, now)
-                self._scheduled.add(cid)
-        names = [k.name for k in self.engine.checks]
-        plan: dict[str, set[str]] = {}
+        certs = {c.id: c for c in self.engine.db.certs()}
+        self._follow(sched, certs, now)
         due = sched.due(now)
-        for cid, sig in due:
-            plan.setdefault(cid, set()).update(checks_for(sig, names))
-        distrusted = frozenset(db.distrusted())
-        if self._distrusted is not None and distrusted != self._distrusted:
-            changed = distrusted ^ self._distrusted
-            for c in certs.values():  # the operator's switch acts at once, not at next expiry
-                if c.ca in changed:
-                    plan.setdefault(c.id, set()).update(checks_for("expiry", names))
-        self._distrusted = distrusted
-        if self._trust_changed:  # new root-program data: judge every certificate again now
-            self._trust_changed = False
-            for c in certs.values():
-                plan.setdefault(c.id, set()).update(checks_for("trust", names))
-        for site_name in self._bundles_changed():  # a trust store file changed: re-check at once
-            for c in certs.values():
-                if c.site == site_name:
-                    plan.setdefault(c.id, set()).update(checks_for("expiry", names))
+        plan = self._plan(due, certs)
         for result in self._take_checked():  # network checks that ended: decide those sites
             self.pending.add(result.job.site)
             self._health.update(result.health)
@@ -351,26 +283,70 @@ class Daemon:
         run: RunPlan = {cid: frozenset(v) for cid, v in plan.items()}
         report = self.engine.tick(sites, run=run) if sites else TickReport()
         self._done(sched, due, report.health, certs, now)
-        for ev in report.events:  # orders run inline (no workers): same bookkeeping
+        self._orders_inline(sched, report)
+        self.pending = self._undecided(report)
+        self._alerts(sched, now, certs)
+        return report
+
+    def _follow(self, sched: Scheduler, certs: Mapping[str, Cert], now: datetime) -> None:
+        """The schedule follows the store: new certificates are due at once, gone ones leave."""
+        for cid in list(self._scheduled):
+            if cid not in certs:
+                sched.remove(cid)
+                self._scheduled.discard(cid)
+        for cid in certs:
+            if cid not in self._scheduled:
+                sched.add(cid, now)
+                self._scheduled.add(cid)
+
+    def _plan(self, due: Iterable[tuple[str, str]],
+              certs: Mapping[str, Cert]) -> dict[str, set[str]]:
+        """The checks to run now per certificate: what is due, and what a change made due."""
+        checks = self.engine.checks
+        plan: dict[str, set[str]] = {}
+        for cid, sig in [*due, *self._changed(certs)]:
+            plan.setdefault(cid, set()).update(checks_for(sig, checks))
+        return plan
+
+    def _changed(self, certs: Mapping[str, Cert]) -> list[tuple[str, Signal]]:
+        """Signals due at once, whatever the schedule says: the operator's distrust list changed
+        (acts at once, not at next expiry), new root-program data, a trust store file changed."""
+        out: list[tuple[str, Signal]] = []
+        distrusted = frozenset(self.engine.db.distrusted())
+        if self._distrusted is not None and distrusted != self._distrusted:
+            changed = distrusted ^ self._distrusted
+            out += [(c.id, Signal.EXPIRY) for c in certs.values() if c.ca in changed]
+        self._distrusted = distrusted
+        if self._trust_changed:
+            self._trust_changed = False
+            out += [(c.id, Signal.TRUST) for c in certs.values()]
+        bundles = self._bundles_changed()
+        out += [(c.id, Signal.EXPIRY) for c in certs.values() if c.site in bundles]
+        return out
+
+    def _orders_inline(self, sched: Scheduler, report: TickReport) -> None:
+        """Orders that ran inside the tick (no workers): the same CA bookkeeping as workers'."""
+        for ev in report.events:
             ca = ev.data.get("ca")
             if ev.kind == "issuance_failed" and isinstance(ca, str) and ev.data.get("transient"):
                 sched.failure(ca, ev.time)
             elif ev.kind == "issued" and isinstance(ca, str):
                 sched.success(ca)
-        # decided again next tick: what changed, or needs a certificate some CA could still give
-        self.pending = {d.site for d in report.decisions
-                        if d.action is not Action.KEEP or (d.need and d.replenish_from)
-                        or d.retire}
-        self.pending |= {ev.site for ev in report.events if ev.kind in ("rollback", "deploy_failed")}
-        self._alerts(sched, now, certs)
-        return report
+
+    def _undecided(self, report: TickReport) -> set[str]:
+        """Sites decided again next tick: what changed, or needs a certificate some CA could
+        still give."""
+        pending = {d.site for d in report.decisions
+                   if d.action is not Action.KEEP or (d.need and d.replenish_from) or d.retire}
+        pending |= {ev.site for ev in report.events if ev.kind in ("rollback", "deploy_failed")}
+        return pending
 
     def _hand_off(self, plan: dict[str, set[str]], due: list[tuple[str, str]],
                   certs: Mapping[str, Cert], now: datetime) -> list[tuple[str, str]]:
         """Move the network checks out of `plan` into background jobs (one per site); returns
         the due pairs the tick itself answers."""
         assert self.remote is not None
-        slow = Engine.SLOW_CHECKS
+        slow = self.engine.slow_checks
         busy = self.remote.in_flight()
         jobs: dict[str, dict[str, frozenset[str]]] = {}
         for cid, wanted in plan.items():
@@ -378,8 +354,8 @@ class Daemon:
                 if cid not in busy:  # one in flight answers for it
                     jobs.setdefault(certs[cid].site, {})[cid] = frozenset(wanted & slow)
                 wanted -= slow
-        names = [k.name for k in self.engine.checks]
-        remote_pairs = [(cid, sig) for cid, sig in due if checks_for(sig, names) <= slow]
+        remote_pairs = [(cid, sig) for cid, sig in due
+                        if checks_for(sig, self.engine.checks) <= slow]
         for site, run in jobs.items():
             pairs = tuple(p for p in remote_pairs if p[0] in run)
             self.remote.submit(CheckJob(site, run, pairs, now))
@@ -397,7 +373,7 @@ class Daemon:
             switch_at = None
             if c is not None and c.site in self._sites:
                 switch_at = c.not_after - switch_margin(c, self._sites[c.site], margin)
-            r = signal_result(sig, h, now, switch_at=switch_at,
+            r = signal_result(sig, h, now, self.engine.checks, switch_at=switch_at,
                               not_after=c.not_after if c else None)
             sched.done(cid, sig, now, next_hint=r.next_hint, known=r.known)
 
@@ -406,10 +382,8 @@ class Daemon:
         stamps: dict[str, Stamp | None] = {}
         changed: set[str] = set()
         for site in self.engine.config.sites:
-            for name in site.trust:
-                path = store_path(name)
-                if path is None:
-                    continue
+            for bundle in bundles(site.trust):
+                path = bundle.path
                 try:
                     stamp: Stamp | None = file_stamp(path)
                 except OSError:
@@ -426,12 +400,12 @@ class Daemon:
             if a.kind == "ca_unreachable":
                 for site in self.engine.config.sites:
                     if a.subject in site.cas:
-                        self.engine.record(None, site.name, "ca_unreachable",
+                        self.engine.record(None, site.name, EventKind.CA_UNREACHABLE,
                                            f"CA {a.subject} has been failing since {since}",
                                            ca=a.subject, since=since)
             else:
                 c = certs.get(a.subject)
-                self.engine.record(None, c.site if c else a.subject, "signal_unknown",
+                self.engine.record(None, c.site if c else a.subject, EventKind.SIGNAL_UNKNOWN,
                                    f"{a.signal} for {a.subject} unknown since {since}",
                                    cert=a.subject, signal=a.signal, since=since)
 
@@ -459,7 +433,7 @@ class Daemon:
             if self.lock is not None and not self.lock.held:
                 log.error("the daemon lock on %s was lost; stopping (another daemon may act)",
                           getattr(self.lock, "where", "the store"))
-                self.engine.record(None, "*", "lock_lost", "the daemon lock was lost; the "
+                self.engine.record(None, "*", EventKind.LOCK_LOST, "the daemon lock was lost; the "
                                    "daemon stopped so that two daemons never act at once")
                 return 3
             try:
@@ -479,36 +453,4 @@ class Daemon:
         return 0
 
 
-def build_daemon(engine: Engine, config: Config, *, interval: float,
-                 metrics_listen: tuple[str, int] | None = None, scheduled: bool = True,
-                 rng: random.Random | None = None, clock: Clock | None = None) -> Daemon:
-    """The daemon as `certfailover run` starts it: `[schedule]` intervals, notifications and
-    orders in the background, metrics on `metrics_listen` or `[metrics] listen` (None and no
-    table: off). Unscheduled (`run --once`): orders run inline, the tick waits for them."""
-    scheduler = Scheduler(rng=rng or random.Random(), intervals=intervals_from_config(config)) \
-        if scheduled else None
-    listen = metrics_listen or listen_from_config(config.raw.get("metrics", {}),
-                                                  file=str(config.path))
-    metrics = Metrics() if listen is not None else None
-    from .trust.refresh import settings_from_config
-    d = Daemon(engine, interval=interval, scheduler=scheduler, metrics=metrics, clock=clock)
-    refresher = Refresher(settings_from_config(config.raw.get("trust", {}), file=str(config.path),
-                                               store=config.store))
-    d.refresher = refresher if refresher.enabled else None
-    for c in engine.db.certs():  # said at start too: the schedule cannot protect these
-        site = d._sites.get(c.site)
-        why = site and unprotected(c, site, interval=interval,
-                                   issue_timeout=config.daemon.issue_timeout)
-        if why:
-            log.warning("%s: %s", c.id, why)
-    d.notify_in_background()
-    if scheduled:
-        d.orders_in_background()
-        d.checks_in_background()
-    if metrics is not None and listen is not None:
-        d.metrics_server = metrics.serve(*listen)
-        log.info("metrics at %s", d.metrics_server.url)
-    return d
-
-
-assert set(REMOTE_CHECKS) < set(SIGNALS)
+assert {s.value for s in Signal} == set(SIGNALS)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from . import keys, policy
 from .checks import CertMaterial, Check, CheckContext
 from .config import Config, SiteConfig
 from .errors import CertFailoverError, InputError, IssuanceError, TransientIssuanceError
+from .events import EventKind
 from .health import run_checks
 from .issuance import Budget, Hold, Job, Outcome, Workers, hold
 from .model import (
@@ -38,11 +39,13 @@ from .model import (
     Finding,
     Health,
     Order,
+    RevocationMode,
     RevokedFact,
     Severity,
     utcnow,
 )
 from .names import cert_names, name_matches
+from .sitetrust import programs
 from .store.db import Database
 from .store.vault import Vault, load_key, load_pem_certs
 
@@ -77,22 +80,35 @@ class SwitchResult:
 DeployPort = Callable[[str | None, Sequence[Switch]], list[SwitchResult]]
 Notify = Callable[[Event], None]
 
-#: findings whose `check` differs from the Check that produced them (RevocationCheck -> "ari")
-FINDING_OWNERS: Mapping[str, str] = {"ari": "revocation", "ca_issuance": "trust"}
-
 #: which checks to run now, per certificate id; certificates not named reuse stored findings
 RunPlan = Mapping[str, frozenset[str]]
 
 
-def finding_owner(check: str) -> str:
-    """Name of the Check that produces findings named `check`."""
-    return FINDING_OWNERS.get(check, check)
-
-
 def forecasts(findings: Iterable[Finding]) -> set[tuple[str, str]]:
-    """(program, date) of every distrust forecast: a "trust" WARN finding with a date."""
-    return {(str(f.detail.get("program", "")), str(f.detail["date"])) for f in findings
-            if f.check == "trust" and f.severity is Severity.WARN and "date" in f.detail}
+    """(program, date) of every distrust forecast: a root program's verdict with a date."""
+    return {(f.program, f.forecast.isoformat()) for f in findings
+            if f.program is not None and f.forecast is not None}
+
+
+#: the findings the engine itself makes: a certificate the vault cannot load, and a verified
+#: revocation kept as a fact (it replaces the revocation check's finding of the same name)
+STORE = "store"
+REVOKED = "revocation"
+
+
+def _unknown_changes(cert_id: str, checks: Iterable[Check], fresh: Sequence[Finding],
+                     ctx: CheckContext) -> dict[tuple[str, str], datetime | None]:
+    """Unknown streaks of the findings `checks` produce that start now (ctx.now) or end (None),
+    compared with the stored ones in `ctx.unknown_since`."""
+    out: dict[tuple[str, str], datetime | None] = {}
+    for name in {n for k in checks for n in k.findings}:
+        key = (cert_id, name)
+        unknown = any(f.check == name and not f.known for f in fresh)
+        if unknown and key not in ctx.unknown_since:
+            out[key] = ctx.now
+        elif not unknown and key in ctx.unknown_since:
+            out[key] = None
+    return out
 
 
 @dataclass
@@ -160,7 +176,7 @@ class Engine:
         self._materials: dict[str, CertMaterial] | None = None  # loaded once per tick
 
     # -- recording -------------------------------------------------------------------------
-    def record(self, report: TickReport | None, site: str, kind: str, message: str,
+    def record(self, report: TickReport | None, site: str, kind: EventKind, message: str,
                **data: Any) -> Event:
         ev = Event(self.clock(), site, kind, message, data)
         self.db.add_events([ev])
@@ -191,9 +207,18 @@ class Engine:
         return CheckContext(
             now=self.clock(), domains=site.domains, trust=site.trust,
             distrusted_cas=frozenset(self.db.distrusted()),
-            options={"renew_fraction": site.renew_fraction, "revocation": site.revocation,
-                     "forecast_days": site.forecast_days, "site": site.name},
+            renew_fraction=site.renew_fraction, revocation=RevocationMode(site.revocation),
+            forecast_days=site.forecast_days, unknown_since=self.db.unknown_since(site.name),
         )
+
+    def finding_owner(self, finding: str) -> str:
+        """Name of the Check that produces findings named `finding` (itself when none does)."""
+        return next((k.name for k in self.checks if finding in k.findings), finding)
+
+    @property
+    def slow_checks(self) -> frozenset[str]:
+        """The checks that wait on remote parties (responders): run after the first switch."""
+        return frozenset(k.name for k in self.checks if k.remote)
 
     def check_site(self, site: SiteConfig, certs: Sequence[Cert] | None = None, *,
                    run: RunPlan | None = None,
@@ -210,6 +235,7 @@ class Engine:
         # all); a partial run replaces only its own, so the daemon's fast pass and a background
         # network check of the same certificate never overwrite each other's findings
         ran: dict[str, tuple[tuple[Finding, ...], frozenset[str] | None]] = {}
+        unknown: dict[tuple[str, str], datetime | None] = {}  # unknown streaks that start or end
         revoked = self.db.revoked(site.name) if revoked is None else revoked
         for c in certs:
             stored = self.db.findings(c.id)
@@ -222,18 +248,19 @@ class Engine:
             try:
                 mat = self.material(c)
             except CertFailoverError as exc:
-                out[c.id] = Health(c.id, (Finding("store", Severity.FAIL, str(exc)),))
+                out[c.id] = Health(c.id, (Finding(STORE, Severity.FAIL, str(exc)),))
                 ran[c.id] = (out[c.id].findings, None)
                 continue
             checks = self.checks if only is None else [k for k in self.checks if k.name in only]
             fresh = run_checks(mat, ctx, checks).findings
+            unknown.update(_unknown_changes(c.id, checks, fresh, ctx))
             names: frozenset[str] | None = None
             if only is not None:
-                kept = tuple(f for f in stored if finding_owner(f.check) not in only
-                             and f.check != "store")
+                kept = tuple(f for f in stored if self.finding_owner(f.check) not in only
+                             and f.check != STORE)
                 full = self._keep_revoked(site, c, kept + fresh, revoked)
-                names = frozenset({f.check for f in stored if finding_owner(f.check) in only}
-                                  | {f.check for f in full if f not in kept} | {"store"})
+                names = frozenset({f.check for f in stored if self.finding_owner(f.check) in only}
+                                  | {f.check for f in full if f not in kept} | {STORE})
                 ran[c.id] = (tuple(f for f in full if f.check in names), names)
             else:
                 full = self._keep_revoked(site, c, fresh, revoked)
@@ -243,6 +270,7 @@ class Engine:
             self._announce_cannot_issue(site, c, full)
         for cid, (found, replaces) in ran.items():
             self.db.save_findings(cid, ctx.now, found, checks=replaces)
+        self.db.set_unknown(site.name, unknown)
         return out
 
     def _keep_revoked(self, site: SiteConfig, cert: Cert, found: tuple[Finding, ...],
@@ -252,35 +280,34 @@ class Engine:
         whose CRL and OCSP go dark cannot bring a revoked certificate back)."""
         fact = revoked.get(cert.id)
         if fact is None:
-            hit = next((f for f in found if f.check == "revocation" and f.severity is Severity.FAIL
-                        and f.detail.get("status") == "revoked"), None)
+            hit = next((f for f in found if f.revoked and f.severity is Severity.FAIL), None)
             if hit is None:
                 return found
             revoked[cert.id] = RevokedFact(cert.id, self.clock(), hit.reason)
             if self.db.mark_revoked(cert.id, site.name, self.clock(), hit.reason):
-                self.record(None, site.name, "revoked",
+                self.record(None, site.name, EventKind.REVOKED,
                             f"{cert.id} ({cert.ca}) is revoked: {hit.reason}; it will never be "
                             "served again", cert=cert.id, ca=cert.ca)
             return found
-        kept = tuple(f for f in found if f.check != "revocation" or f.detail.get("status") == "revoked")
-        if any(f.check == "revocation" for f in kept):
+        kept = tuple(f for f in found if f.check != REVOKED or f.revoked)
+        if any(f.revoked for f in kept):
             return kept
-        return (Finding("revocation", Severity.FAIL,
+        return (Finding(REVOKED, Severity.FAIL,
                         f"revoked (recorded {fact.at:%Y-%m-%d %H:%M:%S}Z): {fact.reason}",
-                        {"status": "revoked", "recorded": fact.at.isoformat()}),) + kept
+                        {"recorded": fact.at.isoformat()}, revoked=True),) + kept
 
     def _announce_cannot_issue(self, site: SiteConfig, cert: Cert,
                                found: Sequence[Finding]) -> None:
         """A `ca_cannot_issue` event once per CA and program (per process)."""
         for f in found:
-            program = f.detail.get("program")
-            if f.check != "ca_issuance" or not isinstance(program, str):
+            program = f.cannot_issue_for
+            if program is None:
                 continue
             with self._said_lock:
                 if (cert.ca, program) in self._cannot_said:
                     continue
                 self._cannot_said.add((cert.ca, program))
-            self.record(None, site.name, "ca_cannot_issue", f.reason + "; no order goes to it "
+            self.record(None, site.name, EventKind.CA_CANNOT_ISSUE, f.reason + "; no order goes to it "
                         f"for sites that require {program}", ca=cert.ca, program=program)
 
     def cannot_issue(self, ca: str) -> dict[str, str]:
@@ -291,16 +318,15 @@ class Engine:
         out: dict[str, str] = {}
         for c in mine:
             for f in self.db.findings(c.id):
-                program = f.detail.get("program")
-                if f.check == "ca_issuance" and isinstance(program, str):
-                    out.setdefault(program, f.reason)
+                if f.cannot_issue_for is not None:
+                    out.setdefault(f.cannot_issue_for, f.reason)
         return out
 
     def _announce_forecasts(self, site: SiteConfig, cert: Cert, before: Sequence[Finding],
                             after: Sequence[Finding]) -> None:
         """A `distrust_forecast` event the first time a root program's forecast appears."""
         for program, date in sorted(forecasts(after) - forecasts(before)):
-            self.record(None, site.name, "distrust_forecast",
+            self.record(None, site.name, EventKind.DISTRUST_FORECAST,
                         f"{cert.id} ({cert.ca}): {program} stops trusting it from {date}",
                         cert=cert.id, ca=cert.ca, program=program, date=date)
 
@@ -371,13 +397,13 @@ class Engine:
                                  transient=isinstance(exc, (TransientIssuanceError, OSError)))
             raise
         self.db.finish_order(order_id, self.clock(), "issued", cert_id=cert.id)
-        self.record(report, site.name, "issued",
+        self.record(report, site.name, EventKind.ISSUED,
                     f"issued {cert.id} from {ca}, expires {cert.not_after:%Y-%m-%d %H:%M}Z",
                     cert=cert.id, ca=ca, serial=cert.serial, seconds=round(time.monotonic() - started, 3))
         short = policy.unprotected(cert, site, interval=self.config.daemon.interval,
                                    issue_timeout=self.config.daemon.issue_timeout)
         if short:
-            self.record(report, site.name, "short_lifetime", f"{cert.id}: {short}", cert=cert.id,
+            self.record(report, site.name, EventKind.SHORT_LIFETIME, f"{cert.id}: {short}", cert=cert.id,
                         ca=ca)
         return cert, order_id
 
@@ -392,7 +418,7 @@ class Engine:
             cert, order_id = self._issue(site, ca, report=report, replaces=replaces,
                                          cancelled=cancelled)
         except (CertFailoverError, OSError) as exc:
-            self.record(report, site.name, "issuance_failed", f"could not issue from {ca}: {exc}",
+            self.record(report, site.name, EventKind.ISSUANCE_FAILED, f"could not issue from {ca}: {exc}",
                         ca=ca, transient=isinstance(exc, (TransientIssuanceError, OSError)))
             return None
         health = self.check_site(site, [cert])[cert.id]
@@ -404,7 +430,7 @@ class Engine:
         self.db.finish_order(order_id, self.clock(), "unusable", reason=why, cert_id=cert.id)
         last = max(earlier, key=lambda o: (o.finished, o.id), default=None)
         if last is None or last.outcome != "unusable":
-            self.record(report, site.name, "standby_unusable",
+            self.record(report, site.name, EventKind.STANDBY_UNUSABLE,
                         f"new certificate {cert.id} from {ca} is unusable: {why}; backing off "
                         f"{ca} for this site", cert=cert.id, ca=ca, reason=why)
         else:
@@ -432,7 +458,7 @@ class Engine:
         for o in self._recent_orders(job.ca):
             if o.site == job.site and o.outcome == "pending":
                 self.db.finish_order(o.id, self.clock(), "failed", reason=why, transient=True)
-        self.record(None, job.site, "issuance_failed", f"could not issue from {job.ca}: {why}",
+        self.record(None, job.site, EventKind.ISSUANCE_FAILED, f"could not issue from {job.ca}: {why}",
                     ca=job.ca, transient=True)
         return Outcome(job, False, True, self.clock(), why)
 
@@ -495,9 +521,6 @@ class Engine:
                 self._apply(self._decide_all(again, report, distrusted, run), report)
         return report
 
-    #: checks that wait on remote parties (responders); run after the first switch
-    SLOW_CHECKS = frozenset({"revocation"})
-
     @staticmethod
     def _site_of(cert_id: str) -> str:
         return cert_id.split("/", 1)[0]
@@ -507,8 +530,9 @@ class Engine:
         if run is None:
             everything = frozenset(k.name for k in self.checks)
             run = {c.id: everything for s in sites for c in self.db.certs(s.name)}
-        fast = {cid: v - self.SLOW_CHECKS for cid, v in run.items()}
-        slow = {cid: v & self.SLOW_CHECKS for cid, v in run.items() if v & self.SLOW_CHECKS}
+        slow_checks = self.slow_checks
+        fast = {cid: v - slow_checks for cid, v in run.items()}
+        slow = {cid: v & slow_checks for cid, v in run.items() if v & slow_checks}
         return fast, slow
 
     def _decide_all(self, sites: Sequence[SiteConfig], report: TickReport,
@@ -544,18 +568,18 @@ class Engine:
         message = f"{step} failed: {type(exc).__name__}: {exc}"
         if self._site_errors.get(site.name) != message:
             self._site_errors[site.name] = message
-            self.record(None, site.name, "site_error", message, step=step)
+            self.record(None, site.name, EventKind.SITE_ERROR, message, step=step)
 
     def _apply(self, decisions: Sequence[tuple[SiteConfig, Decision]], report: TickReport) -> None:
         batches: dict[str | None, list[Switch]] = {}
         for site, d in decisions:
             for cid in d.retire:
                 self.db.set_state(cid, CertState.RETIRED)
-                self.record(report, site.name, "retired", f"retired {cid}", cert=cid)
+                self.record(report, site.name, EventKind.RETIRED, f"retired {cid}", cert=cid)
             if d.action is Action.NONE_HEALTHY:  # said once per situation, not every tick
                 if self._none_said.get(site.name) != d.reason:
                     self._none_said[site.name] = d.reason
-                    self.record(report, site.name, "none_healthy", d.reason, active=d.active)
+                    self.record(report, site.name, EventKind.NONE_HEALTHY, d.reason, active=d.active)
             else:
                 self._none_said.pop(site.name, None)
             if d.target is None:
@@ -581,7 +605,7 @@ class Engine:
                 d = by_site[sw.site.name]
                 if r is not None and r.ok:
                     self.db.set_active(sw.site.name, sw.target.id)
-                    kind = "failover" if d.action is Action.FAILOVER else "activated"
+                    kind = EventKind.FAILOVER if d.action is Action.FAILOVER else EventKind.ACTIVATED
                     self.record(report, sw.site.name, kind,
                                 f"{'failed over' if kind == 'failover' else 'activated'} to "
                                 f"{sw.target.id} ({d.reason}); verified by handshake in {r.seconds:.2f}s",
@@ -589,7 +613,7 @@ class Engine:
                                 reason=d.reason, seconds=r.seconds)
                 else:
                     msg = r.message if r else "deploy returned no result"
-                    self.record(report, sw.site.name, "rollback" if r and r.rolled_back else "deploy_failed",
+                    self.record(report, sw.site.name, EventKind.ROLLBACK if r and r.rolled_back else EventKind.DEPLOY_FAILED,
                                 f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
 
     def hold(self, site: SiteConfig, ca: str, book: OrderBook) -> Hold | None:
@@ -598,7 +622,7 @@ class Engine:
         a query, per CA, for one tick."""
         if ca not in book.dead:
             book.dead[ca] = self.cannot_issue(ca)
-        dead = [why for program, why in book.dead[ca].items() if program in site.trust]
+        dead = [why for program, why in book.dead[ca].items() if program in programs(site.trust)]
         if dead:
             return Hold("ca_dead", None, dead[0])
         now = self.clock()
@@ -643,7 +667,7 @@ class Engine:
                 text = "; ".join(f"{ca}: {h.message}" for ca, h in held)
             else:
                 text = "will retry"
-            self.record(report, site.name, "standby_missing",
+            self.record(report, site.name, EventKind.STANDBY_MISSING,
                         f"needs {d.need} new certificate(s), got {got}; {text}",
                         need=d.need, got=got, candidates=list(d.replenish_from),
                         held={ca: h.kind for ca, h in held})
@@ -660,7 +684,7 @@ class Engine:
             active = next((c for c in certs if c.state is CertState.ACTIVE), None)
             if match is not None and (active is None or active.id != match.id):
                 self.db.set_active(site.name, match.id)
-                self.record(None, site.name, "reconciled",
+                self.record(None, site.name, EventKind.RECONCILED,
                             f"store now agrees with live link: {match.id} is active",
                             cert=match.id, previous=active.id if active else None)
 
@@ -670,8 +694,8 @@ class Engine:
             h = report.health.get(c.id)
             if c.ca == ca and h is not None:
                 for f in h.findings:
-                    if f.detail.get("replace") and f.detail.get("ari_id"):
-                        return str(f.detail["ari_id"])
+                    if f.replace and f.ari_id:
+                        return f.ari_id
         return None
 
     # -- operator actions ------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,8 +20,9 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from .checks import CertMaterial, Check, CheckContext
-from .model import Finding, Health, Severity
+from .model import Finding, Health, Severity, Signal
 from .names import cert_names, name_matches
+from .sitetrust import TrustAnchor, bundles
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def run_checks(material: CertMaterial, ctx: CheckContext, checks: Sequence[Check
         except Exception as exc:  # a broken check is an unknown, never a crash of the daemon
             log.exception("check %s crashed on %s", check.name, material.cert.id)
             found.append(Finding(check.name, Severity.WARN, f"check failed to run: {exc}",
-                                 {"status": "unknown"}))
+                                 known=False))
     return Health(material.cert.id, tuple(found))
 
 
@@ -44,6 +45,9 @@ class ValidityCheck:
     """Not yet valid, expired, or inside the renewal window (last `renew_fraction` of life)."""
 
     name: ClassVar[str] = "validity"
+    findings: ClassVar[frozenset[str]] = frozenset({name})
+    signals: ClassVar[Mapping[Signal, frozenset[str]]] = {Signal.EXPIRY: findings}
+    remote: ClassVar[bool] = False
 
     def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:
         leaf = material.leaf
@@ -52,19 +56,21 @@ class ValidityCheck:
             return [Finding(self.name, Severity.FAIL, f"not valid before {nb.isoformat()}")]
         if ctx.now >= na:
             return [Finding(self.name, Severity.FAIL, f"expired at {na.isoformat()}")]
-        fraction = float(ctx.options.get("renew_fraction", 1 / 3))
-        renew_at = na - timedelta(seconds=(na - nb).total_seconds() * fraction)
+        renew_at = na - timedelta(seconds=(na - nb).total_seconds() * ctx.renew_fraction)
         days = (na - ctx.now).total_seconds() / 86400
         if ctx.now >= renew_at:
             return [Finding(self.name, Severity.WARN,
                             f"inside renewal window since {renew_at.isoformat()} ({days:.1f} days left)",
-                            {"renew": True, "renew_at": renew_at.isoformat()})]
+                            {"renew_at": renew_at.isoformat()}, renew=True)]
         return [Finding(self.name, Severity.OK, f"valid, {days:.1f} days left",
-                        {"renew_at": renew_at.isoformat()})]
+                        {"renew_at": renew_at.isoformat()}, next_due={Signal.EXPIRY: renew_at})]
 
 
 class KeyCheck:
     name: ClassVar[str] = "key"
+    findings: ClassVar[frozenset[str]] = frozenset({name})
+    signals: ClassVar[Mapping[Signal, frozenset[str]]] = {Signal.EXPIRY: findings}
+    remote: ClassVar[bool] = False
 
     def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:
         if not material.key_matches:
@@ -74,6 +80,9 @@ class KeyCheck:
 
 class NameCheck:
     name: ClassVar[str] = "names"
+    findings: ClassVar[frozenset[str]] = frozenset({name})
+    signals: ClassVar[Mapping[Signal, frozenset[str]]] = {Signal.EXPIRY: findings}
+    remote: ClassVar[bool] = False
 
     def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:
         names = cert_names(material.leaf)
@@ -88,6 +97,9 @@ class DistrustCheck:
     """The operator's "stop using CA X now" switch."""
 
     name: ClassVar[str] = "distrust"
+    findings: ClassVar[frozenset[str]] = frozenset({name})
+    signals: ClassVar[Mapping[Signal, frozenset[str]]] = {Signal.EXPIRY: findings}
+    remote: ClassVar[bool] = False
 
     def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:
         if material.cert.ca in ctx.distrusted_cas:
@@ -138,15 +150,6 @@ class BundleStores:
         return loaded.store, loaded.error
 
 
-def store_path(name: str) -> Path | None:
-    """'system' or a PEM bundle path -> file; root-program names -> None (trust engine's job)."""
-    if name == "system":
-        return SYSTEM_BUNDLE
-    if "/" in name or name.endswith(".pem"):
-        return Path(name)
-    return None
-
-
 def verify_chain(store: Store, leaf: x509.Certificate, chain: Sequence[x509.Certificate],
                  host: str, at: datetime) -> str | None:
     """None if leaf+chain validate for `host` at `at` in `store`, else the reason."""
@@ -162,23 +165,25 @@ class StoreTrustCheck:
     """The chain validates (cryptography's verifier) in each PEM trust store the site names."""
 
     name: ClassVar[str] = "chain"
+    findings: ClassVar[frozenset[str]] = frozenset({name})
+    signals: ClassVar[Mapping[Signal, frozenset[str]]] = {Signal.EXPIRY: findings}
+    remote: ClassVar[bool] = False
 
     def __init__(self, stores: BundleStores | None = None) -> None:
         self.stores = stores or BundleStores()
 
     def validate(self, leaf: x509.Certificate, chain: Sequence[x509.Certificate],
-                 trust: Sequence[str], host: str, at: datetime) -> list[tuple[str, str | None]]:
-        """[(store name, error or None)] for each file-based store in `trust`."""
+                 trust: Sequence[TrustAnchor], host: str, at: datetime
+                 ) -> list[tuple[str, str | None]]:
+        """[(store name, error or None)] for each PEM bundle in `trust` (root programs are
+        the trust check's)."""
         out: list[tuple[str, str | None]] = []
-        for name in trust:
-            path = store_path(name)
-            if path is None:
-                continue
-            store, err = self.stores.get(path)
+        for bundle in bundles(trust):
+            store, err = self.stores.get(bundle.path)
             if store is None:
-                out.append((name, err))
+                out.append((str(bundle), err))
                 continue
-            out.append((name, verify_chain(store, leaf, chain, host, at)))
+            out.append((str(bundle), verify_chain(store, leaf, chain, host, at)))
         return out
 
     def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:

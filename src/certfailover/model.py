@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,14 +33,50 @@ class CertState(str, enum.Enum):
     RETIRED = "retired"
 
 
+class Signal(str, enum.Enum):
+    """What the scheduler checks on its own clock (schedule.SIGNALS)."""
+
+    CRL = "crl"
+    OCSP = "ocsp"
+    ARI = "ari"
+    TRUST = "trust"
+    EXPIRY = "expiry"
+
+
+class RevocationMode(str, enum.Enum):
+    """A site's `revocation` setting: how long "unknown" may last."""
+
+    SOFT_FAIL = "soft-fail"  # unknown stays a warning
+    HARD_FAIL = "hard-fail"  # unknown for the revocation check's `hard_fail_after`: FAIL
+
+
 @dataclass(frozen=True)
 class Finding:
-    """One check's verdict on one certificate."""
+    """One check's verdict on one certificate.
+
+    The typed fields are what the policy, the scheduler, the engine and status read; `detail`
+    is free-form display data that only the producing check writes and nobody else reads.
+    """
 
     check: str
     severity: Severity
     reason: str
     detail: dict[str, Any] = field(default_factory=dict)
+    _: KW_ONLY
+    renew: bool = False  # inside its renewal window: to be replaced in time
+    replace: bool = False  # its CA (ARI) or a root program's forecast asks for a replacement
+    revoked: bool = False  # a verified source says it is revoked
+    known: bool = True  # False: the signal could not be obtained (unknown, never "good")
+    next_due: Mapping[Signal, datetime] = field(default_factory=dict)  # scheduler hints
+    program: str | None = None  # the root program this finding is the verdict of
+    forecast: datetime | None = None  # when that program stops trusting it (or new issuance)
+    cannot_issue_for: str | None = None  # a root program the CA can no longer issue for
+    ari_id: str | None = None  # RFC 9773 certificate id (the `replaces` of the next order)
+
+    @property
+    def flagged(self) -> bool:
+        """To be replaced: inside its renewal window, or a replacement was asked for."""
+        return self.renew or self.replace
 
 
 @dataclass(frozen=True)
@@ -148,8 +184,9 @@ def to_jsonable(obj: Any) -> Any:
         return obj.value
     if isinstance(obj, datetime):
         return obj.isoformat()
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, Mapping):
+        return {k.value if isinstance(k, enum.Enum) else str(k): to_jsonable(v)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [to_jsonable(v) for v in obj]
     return obj

@@ -20,7 +20,8 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .config import SiteConfig
@@ -28,8 +29,8 @@ from .model import Action, Cert, CertState, Decision, Health, Severity
 
 
 def flagged(h: Health) -> bool:
-    """Inside its renewal window, or its CA asked for it to be replaced (ARI)."""
-    return any(f.detail.get("renew") or f.detail.get("replace") for f in h.findings)
+    """Inside its renewal window, or a replacement was asked for (ARI, a trust forecast)."""
+    return any(f.flagged for f in h.findings)
 
 
 def warning_checks(h: Health) -> set[str]:
@@ -43,7 +44,31 @@ def no_new_warnings(candidate: Health, active: Health) -> bool:
 
 
 def replace_requested(h: Health) -> bool:
-    return any(f.detail.get("replace") for f in h.findings)
+    return any(f.replace for f in h.findings)
+
+
+def healthy_standby(c: Cert, h: Health | None, serving: Cert | None, *,
+                    distrusted: Collection[str] = frozenset(),
+                    revoked: Collection[str] = frozenset()) -> bool:
+    """The one rule for a healthy independent standby of `serving`: another live certificate
+    from another CA, not distrusted or revoked, checked, healthy and not flagged."""
+    return (serving is not None and h is not None and c.id != serving.id
+            and c.ca != serving.ca and c.state is not CertState.RETIRED
+            and c.ca not in distrusted and c.id not in revoked
+            and bool(h.findings) and h.healthy and not flagged(h))
+
+
+def healthy_standbys(certs: Iterable[Cert], health: Mapping[str, Health], *,
+                     distrusted: Collection[str] = frozenset(),
+                     revoked: Collection[str] = frozenset(),
+                     serving: Cert | None = None) -> list[Cert]:
+    """The healthy independent standbys among `certs` (one site's) of `serving` (default: the
+    active certificate among them)."""
+    certs = list(certs)
+    if serving is None:
+        serving = next((c for c in certs if c.state is CertState.ACTIVE), None)
+    return [c for c in certs if healthy_standby(c, health.get(c.id), serving,
+                                                distrusted=distrusted, revoked=revoked)]
 
 
 def _rank(c: Cert, h: Health, site: SiteConfig, now: datetime,
@@ -70,94 +95,111 @@ def unprotected(cert: Cert, site: SiteConfig, *, interval: float, issue_timeout:
     return None
 
 
+@dataclass(frozen=True)
+class _Site:
+    """What the three steps of `decide` share: one site's live certificates and their health."""
+
+    config: SiteConfig
+    live: list[Cert]  # not retired, with health
+    health: Mapping[str, Health]
+    healthy: list[Cert]  # no FAIL and not revoked
+    active: Cert | None
+    now: datetime
+
+    def best(self, pool: Sequence[Cert], avoid_ca: str | None) -> Cert | None:
+        return min(pool, key=lambda c: _rank(c, self.health[c.id], self.config, self.now, avoid_ca),
+                   default=None)
+
+
 def decide(site: SiteConfig, certs: Sequence[Cert], health: Mapping[str, Health], *,
            distrusted: frozenset[str] | set[str], now: datetime,
            expiry_margin: timedelta = timedelta(0),
            revoked: frozenset[str] | set[str] = frozenset()) -> Decision:
     live = [c for c in certs if c.state is not CertState.RETIRED and c.id in health]
-    active = next((c for c in live if c.state is CertState.ACTIVE), None)
-    healthy = [c for c in live if health[c.id].healthy and c.id not in revoked]
+    s = _Site(site, live, health, [c for c in live if health[c.id].healthy and c.id not in revoked],
+              next((c for c in live if c.state is CertState.ACTIVE), None), now)
+    action, target, reason = _choose(s, expiry_margin)
+    serving = target or s.active
+    need, candidates = _replenish(s, serving, distrusted)
+    return Decision(
+        site=site.name, action=action, active=s.active.id if s.active else None,
+        target=target.id if target else None, reason=reason,
+        replenish_from=tuple(candidates) if need else (), need=need,
+        retire=_retire(s, serving, revoked),
+    )
 
-    def best(pool: Sequence[Cert], avoid_ca: str | None) -> Cert | None:
-        return min(pool, key=lambda c: _rank(c, health[c.id], site, now, avoid_ca), default=None)
 
-    action, target, reason = Action.KEEP, None, "active certificate is healthy"
+def _choose(s: _Site, expiry_margin: timedelta) -> tuple[Action, Cert | None, str]:
+    """Which certificate to serve: keep, activate the first, or fail over (and why)."""
+    active, health = s.active, s.health
     if active is None:
-        choice = best(healthy, None)
+        choice = s.best(s.healthy, None)
         if choice is not None:
-            action, target, reason = Action.ACTIVATE, choice, "no certificate active yet"
-        elif live:
-            action, reason = Action.NONE_HEALTHY, "no healthy certificate to activate"
-        else:
-            reason = "no certificate yet"
-    else:
-        ah = health[active.id]
-        others = [c for c in healthy if c.id != active.id]
-        if not ah.healthy:
-            choice = best(others, active.ca)
-            why = "; ".join(ah.reasons(Severity.FAIL))
-            if choice is not None:
-                action, target, reason = Action.FAILOVER, choice, f"active failed: {why}"
-            else:
-                action, reason = Action.NONE_HEALTHY, f"active failed and no healthy standby: {why}"
-        elif active.not_after - now <= switch_margin(active, site, expiry_margin):
-            lasting = [c for c in others if c.not_after > active.not_after]
-            choice = best(lasting, None)
-            when = f"{active.not_after:%Y-%m-%d %H:%M:%S}Z"
-            if choice is not None:
-                action, target, reason = Action.FAILOVER, choice, \
-                    f"active expires at {when}: switching before it does"
-            else:
-                reason = f"active expires at {when} and no healthy certificate lasts longer"
-        elif flagged(ah):
-            better = [c for c in others
-                      if not flagged(health[c.id]) and no_new_warnings(health[c.id], ah)]
-            choice = best(better, active.ca if replace_requested(ah) else None)
-            why = "; ".join(f.reason for f in ah.findings if f.detail.get("renew") or f.detail.get("replace"))
-            if choice is not None:
-                action, target, reason = Action.FAILOVER, choice, f"active must be replaced: {why}"
-            else:
-                reason = f"active must be replaced ({why}) but no better standby yet"
-        elif site.switch_back:
-            choice = best([c for c in others if not flagged(health[c.id])
-                           and no_new_warnings(health[c.id], ah)], None)
-            if choice is not None and site.cas.index(choice.ca) < site.cas.index(active.ca):
-                action, target, reason = Action.FAILOVER, choice, f"switch back to preferred CA {choice.ca}"
+            return Action.ACTIVATE, choice, "no certificate active yet"
+        if s.live:
+            return Action.NONE_HEALTHY, None, "no healthy certificate to activate"
+        return Action.KEEP, None, "no certificate yet"
+    ah = health[active.id]
+    others = [c for c in s.healthy if c.id != active.id]
+    if not ah.healthy:
+        choice = s.best(others, active.ca)
+        why = "; ".join(ah.reasons(Severity.FAIL))
+        if choice is not None:
+            return Action.FAILOVER, choice, f"active failed: {why}"
+        return Action.NONE_HEALTHY, None, f"active failed and no healthy standby: {why}"
+    if active.not_after - s.now <= switch_margin(active, s.config, expiry_margin):
+        choice = s.best([c for c in others if c.not_after > active.not_after], None)
+        when = f"{active.not_after:%Y-%m-%d %H:%M:%S}Z"
+        if choice is not None:
+            return Action.FAILOVER, choice, f"active expires at {when}: switching before it does"
+        return Action.KEEP, None, f"active expires at {when} and no healthy certificate lasts longer"
+    better = [c for c in others if not flagged(health[c.id]) and no_new_warnings(health[c.id], ah)]
+    if flagged(ah):
+        choice = s.best(better, active.ca if replace_requested(ah) else None)
+        why = "; ".join(f.reason for f in ah.findings if f.flagged)
+        if choice is not None:
+            return Action.FAILOVER, choice, f"active must be replaced: {why}"
+        return Action.KEEP, None, f"active must be replaced ({why}) but no better standby yet"
+    if s.config.switch_back:
+        choice = s.best(better, None)
+        if choice is not None and s.config.cas.index(choice.ca) < s.config.cas.index(active.ca):
+            return Action.FAILOVER, choice, f"switch back to preferred CA {choice.ca}"
+    return Action.KEEP, None, "active certificate is healthy"
 
-    serving = target or active
-    good_standbys = [
-        c for c in healthy
-        if serving is not None and c.id != serving.id and c.ca != serving.ca
-        and c.ca not in distrusted and not flagged(health[c.id])
-    ]
-    have_cas = {c.ca for c in good_standbys}
+
+def _replenish(s: _Site, serving: Cert | None,
+               distrusted: frozenset[str] | set[str]) -> tuple[int, list[str]]:
+    """How many new certificates the site needs, and the CAs to ask, in order."""
+    site, health = s.config, s.health
     if serving is None:
         # nothing to serve: one certificate to activate plus the standbys
-        have_ok = [c for c in healthy if c.ca not in distrusted and not flagged(health[c.id])]
-        need = max(0, 1 + site.min_standbys - len({c.ca for c in have_ok}))
-        candidates = [ca for ca in site.cas if ca not in distrusted and ca not in {c.ca for c in have_ok}]
-    else:
-        need = max(0, site.min_standbys - len(good_standbys))
-        candidates = [ca for ca in site.cas
-                      if ca != serving.ca and ca not in distrusted and ca not in have_cas]
-        # the serving certificate itself will need a successor from its CA when flagged
-        if flagged(health[serving.id]) and serving.ca not in distrusted and not any(
-                c.ca == serving.ca and c.id != serving.id and not flagged(health[c.id])
-                and health[c.id].healthy for c in live):
-            candidates.append(serving.ca)
-            need = max(need, 1)
+        have = {c.ca for c in s.healthy if c.ca not in distrusted and not flagged(health[c.id])}
+        return (max(0, 1 + site.min_standbys - len(have)),
+                [ca for ca in site.cas if ca not in distrusted and ca not in have])
+    good = healthy_standbys(s.healthy, health, distrusted=distrusted, serving=serving)
+    have_cas = {c.ca for c in good}
+    need = max(0, site.min_standbys - len(good))
+    candidates = [ca for ca in site.cas
+                  if ca != serving.ca and ca not in distrusted and ca not in have_cas]
+    # the serving certificate itself will need a successor from its CA when flagged
+    if flagged(health[serving.id]) and serving.ca not in distrusted and not any(
+            c.ca == serving.ca and c.id != serving.id and not flagged(health[c.id])
+            and health[c.id].healthy for c in s.live):
+        candidates.append(serving.ca)
+        need = max(need, 1)
+    return need, candidates
 
-    retire = tuple(
-        c.id for c in live
-        if c is not serving and c.state is not CertState.ACTIVE and (
-            c.not_after <= now or c.id in revoked
-            or (flagged(health[c.id]) and any(
-                o.ca == c.ca and o.created > c.created and health[o.id].healthy
-                and not flagged(health[o.id]) for o in live))
-        )
-    )
-    return Decision(
-        site=site.name, action=action, active=active.id if active else None,
-        target=target.id if target else None, reason=reason,
-        replenish_from=tuple(candidates) if need else (), need=need, retire=retire,
-    )
+
+def _retire(s: _Site, serving: Cert | None, revoked: frozenset[str] | set[str]) -> tuple[str, ...]:
+    """Certificates no longer worth keeping: expired, revoked, or flagged and superseded by a
+    newer healthy, unflagged one from the same CA."""
+    health = s.health
+
+    def superseded(c: Cert) -> bool:
+        return flagged(health[c.id]) and any(
+            o.ca == c.ca and o.created > c.created and health[o.id].healthy
+            and not flagged(health[o.id]) for o in s.live)
+
+    return tuple(c.id for c in s.live
+                 if c is not serving and c.state is not CertState.ACTIVE
+                 and (c.not_after <= s.now or c.id in revoked or superseded(c)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -9,27 +10,32 @@ from typing import Any
 from .config import DaemonConfig, SiteConfig
 from .errors import CertFailoverError
 from .model import Cert, CertState, Health, Severity, to_jsonable
-from .policy import flagged, unprotected
+from .policy import healthy_standbys, unprotected
+from .sitetrust import programs as program_names
 from .store.db import Database
 from .store.vault import Vault
 
 
-def program_trust(h: Health) -> dict[str, str]:
-    """Root program -> "trusted", "not trusted", "until <date>" (forecast) or "no data"."""
-    out: dict[str, str] = {}
-    for f in h.findings:
-        program = f.detail.get("program")
-        if f.check != "trust" or not isinstance(program, str):
-            continue
-        if f.detail.get("reason") == "no_data":
-            out[program] = "no data"
-        elif f.severity is Severity.FAIL:
-            out[program] = "not trusted"
-        elif "date" in f.detail:
-            out[program] = f"until {str(f.detail['date'])[:10]}"
-        else:
-            out[program] = "trusted"
-    return out
+@dataclass(frozen=True)
+class ProgramTrust:
+    """One root program's verdict on a certificate."""
+
+    trusted: bool | None  # None: the program's data is missing (cannot verify)
+    until: datetime | None = None  # a forecast: it stops trusting the certificate (or its CA)
+
+    def __str__(self) -> str:
+        if self.trusted is None:
+            return "no data"
+        if not self.trusted:
+            return "not trusted"
+        return f"until {self.until.date().isoformat()}" if self.until else "trusted"
+
+
+def program_trust(h: Health) -> dict[str, ProgramTrust]:
+    """Root program -> its verdict, from the findings that carry one (status and metrics)."""
+    return {f.program: ProgramTrust(f.severity is not Severity.FAIL if f.known else None,
+                                    f.forecast)
+            for f in h.findings if f.program is not None}
 
 
 def independence(vault: Vault, site: SiteConfig, active: Cert, other: Cert) -> list[str]:
@@ -43,8 +49,7 @@ def independence(vault: Vault, site: SiteConfig, active: Cert, other: Cert) -> l
         return [f"cannot compare chains: {exc}"]
     chain_a, chain_b = [a.leaf, *a.chain], [b.leaf, *b.chain]
     out: list[str] = []
-    from .trust.programs import KNOWN_PROGRAMS
-    programs = [p for p in site.trust if p in KNOWN_PROGRAMS]
+    programs = list(program_names(site.trust))
     if programs:
         from .trust.evaluate import engine_for, shares_root
         eng = engine_for()
@@ -69,7 +74,6 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
     revoked = db.revoked(site.name)
     rows: list[dict[str, Any]] = []
     active = None
-    healthy_standbys = 0
     healths = {c.id: Health(c.id, tuple(db.findings(c.id))) for c in certs}
     for c in certs:
         h = healths[c.id]
@@ -86,14 +90,11 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
             "findings": [to_jsonable(f) for f in h.findings],
             "distrusted": c.ca in distrusted,
             "revoked": c.id in revoked,
-            "trust": program_trust(h),
+            "trust": {p: str(t) for p, t in program_trust(h).items()},
             "independence": [],
         })
-    for r, c in zip(rows, certs):
-        h = healths[c.id]
-        if c.state is CertState.STANDBY and h.findings and h.healthy and not flagged(h) \
-                and active is not None and c.ca != active.ca and c.ca not in distrusted:
-            healthy_standbys += 1
+    standbys = len(healthy_standbys(certs, healths, distrusted=distrusted.keys(),
+                                    revoked=revoked.keys()))
     if vault is not None and active is not None:
         for r, c in zip(rows, certs):
             if c.id != active.id:
@@ -101,12 +102,12 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
     notes = []
     if active is None:
         notes.append("no active certificate")
-    if healthy_standbys < site.min_standbys:
-        notes.append(f"only {healthy_standbys} healthy standby(s) from another CA; "
+    if standbys < site.min_standbys:
+        notes.append(f"only {standbys} healthy standby(s) from another CA; "
                      f"want {site.min_standbys}")
     if distrusted:
         notes.append("distrusted CAs: " + ", ".join(sorted(distrusted)))
-    dead = {f.reason for h in healths.values() for f in h.findings if f.check == "ca_issuance"}
+    dead = {f.reason for h in healths.values() for f in h.findings if f.cannot_issue_for}
     notes += sorted(dead)  # per CA: "CA X can no longer issue certificates trusted by P: ..."
     if daemon is not None:
         for c in certs:
@@ -114,5 +115,5 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
             if why:
                 notes.append(f"{c.id}: {why}")
     return {"site": site.name, "domains": list(site.domains), "active": active.id if active else None,
-            "min_standbys": site.min_standbys, "standbys_healthy": healthy_standbys,
+            "min_standbys": site.min_standbys, "standbys_healthy": standbys,
             "certs": rows, "notes": notes}

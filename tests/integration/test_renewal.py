@@ -44,7 +44,7 @@ def test_certificates_in_their_renewal_window_are_replaced_with_new_keys(
         time.sleep(max(0.0, (old_active.not_before.timestamp() + LIFETIME * 2 / 3 + 0.5)
                        - time.time()))
         report = lab.rt.engine.tick()
-        renewal = [f for f in report.health[old_active.id].findings if f.detail.get("renew")]
+        renewal = [f for f in report.health[old_active.id].findings if f.renew]
         assert renewal, "the active certificate is flagged for renewal"
         ticks = 0
         while lab.active().id in first and ticks < 4:  # a fresh certificate takes over

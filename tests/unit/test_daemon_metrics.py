@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from certfailover.daemon import program_trust, standbys_healthy, update_metrics
+from certfailover.daemon import standbys_healthy, update_metrics
 from certfailover.engine import TickReport
 from certfailover.metrics import Metrics
 from certfailover.model import Cert, CertState, Event, Finding, Health, Severity
@@ -29,14 +29,12 @@ def value(m: Metrics, name: str, **labels: str) -> float | None:
 def test_update_metrics_from_report_and_health() -> None:
     a, b = cert("a", CertState.ACTIVE, 10), cert("b", CertState.STANDBY)
     hs = {
-        a.id: health(a.id, Finding("trust", Severity.OK, "ok", {"program": "mozilla"}),
-                     Finding("trust", Severity.FAIL, "no", {"program": "chrome"}),
-                     Finding("trust", Severity.WARN, "?", {"program": "apple",
-                                                           "reason": "no_data"})),
-        b.id: health(b.id, Finding("trust", Severity.WARN, "forecast",
-                                   {"program": "mozilla", "date": "2026-07-01T00:00:00+00:00"})),
+        a.id: health(a.id, Finding("trust", Severity.OK, "ok", program="mozilla"),
+                     Finding("trust", Severity.FAIL, "no", program="chrome"),
+                     Finding("trust", Severity.WARN, "?", program="apple", known=False)),
+        b.id: health(b.id, Finding("trust", Severity.WARN, "forecast", program="mozilla",
+                                   forecast=datetime(2026, 7, 1, tzinfo=UTC))),
     }
-    assert program_trust(hs[a.id]) == {"mozilla": True, "chrome": False}
     m = Metrics()
     report = TickReport(events=[Event(NOW, "www", "failover", "x"),
                                 Event(NOW, "www", "issuance_failed", "y", {"ca": "c"})])
@@ -68,5 +66,10 @@ def test_standbys_healthy_counts_independent_unflagged_standbys() -> None:
     ok = {c.id: health(c.id) for c in (a, b, same)}
     assert standbys_healthy([a, b, same], ok, []) == {"www": 1}
     assert standbys_healthy([a, b, same], ok, ["b"]) == {"www": 0}
-    flagged = {**ok, b.id: health(b.id, Finding("ari", Severity.WARN, "r", {"replace": True}))}
+    flagged = {**ok, b.id: health(b.id, Finding("ari", Severity.WARN, "r", replace=True))}
     assert standbys_healthy([a, b], flagged, []) == {"www": 0}
+    failed = {**ok, b.id: health(b.id, Finding("key", Severity.FAIL, "r"))}
+    assert standbys_healthy([a, b], failed, []) == {"www": 0}
+    unchecked = {a.id: ok[a.id], b.id: Health(b.id, ())}
+    assert standbys_healthy([a, b], unchecked, []) == {"www": 0}
+    assert standbys_healthy([b], ok, []) == {"www": 0}, "no active: nothing to stand by for"

@@ -14,13 +14,13 @@ from cryptography.hazmat.primitives import serialization
 
 from certfailover import config as config_mod
 from certfailover import keys
-from certfailover.daemon import Daemon, build_daemon, checks_for, intervals_from_config
+from certfailover.daemon import Daemon, checks_for
 from certfailover.engine import TickReport
 from certfailover.errors import ConfigError, TransientIssuanceError
 from certfailover.model import Health
 from certfailover.schedule import Intervals, Scheduler
 from certfailover.testing import FakeClock, pki
-from certfailover.wiring import Runtime, build
+from certfailover.wiring import Runtime, build, build_daemon
 
 T0 = datetime.now(UTC).replace(microsecond=0)
 PEM = serialization.Encoding.PEM
@@ -218,7 +218,7 @@ def test_a_failing_ca_is_backed_off_not_hammered(tmp_path: Path) -> None:
 def test_schedule_table_overrides_and_errors_name_the_key(tmp_path: Path) -> None:
     clock = FakeClock(T0)
     rt, _ = make_runtime(tmp_path, clock, schedule={"expiry": "2h", "jitter": 0})
-    iv = intervals_from_config(rt.config)
+    iv = rt.config.schedule
     assert iv.expiry == timedelta(hours=2) and iv.jitter == 0
     d = build_daemon(rt.engine, rt.config, interval=1)
     try:
@@ -227,17 +227,23 @@ def test_schedule_table_overrides_and_errors_name_the_key(tmp_path: Path) -> Non
     finally:
         d.close()
     (tmp_path / "x").mkdir()
-    rt2, _ = make_runtime(tmp_path / "x", clock, schedule={"expiri": "2h"})
     with pytest.raises(ConfigError, match=r"\[schedule\]\.expiri"):
-        intervals_from_config(rt2.config)
+        make_runtime(tmp_path / "x", clock, schedule={"expiri": "2h"})
+    assert not (tmp_path / "x" / "store").exists(), "rejected before anything is created"
 
 
 def test_checks_per_signal() -> None:
-    names = ["validity", "key", "names", "chain", "distrust", "revocation", "trust"]
-    assert checks_for("crl", names) == {"revocation"}
-    assert checks_for("ari", names) == {"revocation"}
-    assert checks_for("trust", names) == {"trust"}
-    assert checks_for("expiry", names) == {"validity", "key", "names", "chain", "distrust"}
+    """Each check declares the signals it answers; the daemon reads them from the checks."""
+    from certfailover.health import local_checks
+    from certfailover.revocation import RevocationCheck
+    from certfailover.trust.check import ProgramTrustCheck
+    checks = [*local_checks(), RevocationCheck(), ProgramTrustCheck()]
+    assert checks_for("crl", checks) == {"revocation"}
+    assert checks_for("ari", checks) == {"revocation"}
+    assert checks_for("trust", checks) == {"trust"}
+    assert checks_for("expiry", checks) == {"validity", "key", "names", "chain", "distrust"}
+    assert [k.name for k in checks if k.remote] == ["revocation"]
+    assert checks_for("ocsp", checks[:5]) == frozenset(), "no check, nothing to run"
 
 
 def test_full_tick_without_scheduler_keeps_engine_behaviour(
@@ -271,26 +277,30 @@ def test_a_site_with_no_ca_left_to_ask_is_reported_once_not_every_tick(tmp_path:
 
 
 def test_signal_hints_come_from_the_certificate_and_its_revocation_data() -> None:
-    from certfailover.daemon import signal_result
-    from certfailover.model import Finding, Severity
+    from certfailover.daemon import SignalResult, signal_result
+    from certfailover.model import Finding, Severity, Signal
     now = T0
     soon, later = now + timedelta(minutes=3), now + timedelta(days=7)
-    rev = Finding("revocation", Severity.OK, "good", {
-        "status": "good", "crl_next_update": later.isoformat(),
-        "ocsp_next_update": soon.isoformat()})
-    h = Health("x", (rev, Finding("validity", Severity.WARN, "renew", {
-        "renew": True, "renew_at": (now - timedelta(days=1)).isoformat()})))
-    assert signal_result("crl", h, now).next_hint == later
-    assert signal_result("ocsp", h, now).next_hint == soon
+    from certfailover.health import ValidityCheck
+    from certfailover.revocation import RevocationCheck
+    checks = [ValidityCheck(), RevocationCheck()]
+    rev = Finding("revocation", Severity.OK, "good",
+                  next_due={Signal.CRL: later, Signal.OCSP: soon})
+    ari = Finding("ari", Severity.WARN, "?", known=False)
+    h = Health("x", (rev, ari, Finding("validity", Severity.WARN, "renew", renew=True)))
+    assert signal_result("crl", h, now, checks) == SignalResult(later, True)
+    assert signal_result("ocsp", h, now, checks) == SignalResult(soon, True)
+    assert signal_result("ari", h, now, checks) == SignalResult(None, False)
     # inside the renewal window: the next expiry check is the switch margin, then notAfter
     na = now + timedelta(hours=2)
-    r = signal_result("expiry", h, now, switch_at=na - timedelta(minutes=10), not_after=na)
-    assert r.next_hint == na - timedelta(minutes=10)
-    r = signal_result("expiry", h, na - timedelta(minutes=5), switch_at=na - timedelta(minutes=10),
+    r = signal_result("expiry", h, now, checks, switch_at=na - timedelta(minutes=10),
                       not_after=na)
+    assert r.next_hint == na - timedelta(minutes=10)
+    r = signal_result("expiry", h, na - timedelta(minutes=5), checks,
+                      switch_at=na - timedelta(minutes=10), not_after=na)
     assert r.next_hint == na
-    unknown = Health("x", (Finding("revocation", Severity.WARN, "?", {"status": "unknown"}),))
-    r = signal_result("crl", unknown, now)
+    unknown = Health("x", (Finding("revocation", Severity.WARN, "?", known=False),))
+    r = signal_result("crl", unknown, now, checks)
     assert not r.known and r.next_hint is None
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -7,7 +8,7 @@ import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
-from certfailover.model import Cert, CertState, Event, Finding, Severity
+from certfailover.model import Cert, CertState, Event, Finding, Severity, Signal
 from certfailover.store import db as dbmod
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -36,8 +37,9 @@ def test_old_store_is_upgraded_in_place_keeping_data(db_url: Callable[[], str]) 
     d = dbmod.Database(url)
     d.add_cert(cert(1))
     assert not sa.inspect(d.engine).has_table("distrust")
-    assert d.migrate() == dbmod.SCHEMA_VERSION == 3
+    assert d.migrate() == dbmod.SCHEMA_VERSION >= 4
     assert sa.inspect(d.engine).has_table("orders") and sa.inspect(d.engine).has_table("revoked")
+    assert sa.inspect(d.engine).has_table("unknown")
     assert d.certs("www")[0].id == "www/a/1"
     d.distrust("a", NOW, "news")
     assert d.distrusted() == {"a": "news"}
@@ -69,6 +71,61 @@ def test_findings_replace_and_events_filter(db_url: Callable[[], str]) -> None:
     assert [e.message for e in d.events(site="www")] == ["m1"]
     assert [e.message for e in d.events(since=NOW + timedelta(minutes=1))] == ["m2"]
     assert d.events()[0].time.tzinfo is not None
+
+
+def test_typed_findings_round_trip(db_url: Callable[[], str]) -> None:
+    d = dbmod.Database(db_url())
+    d.migrate()
+    full = Finding("ari", Severity.WARN, "replace me", {"window_start": "x"}, renew=True,
+                   replace=True, revoked=True, known=False,
+                   next_due={Signal.CRL: NOW, Signal.ARI: NOW + timedelta(hours=6)},
+                   program="mozilla", forecast=NOW + timedelta(days=3),
+                   cannot_issue_for="chrome", ari_id="aki.serial")
+    plain = Finding("key", Severity.OK, "matches")
+    d.save_findings("c", NOW, [full, plain])
+    assert d.findings("c") == [full, plain]
+    assert all(isinstance(k, Signal) for k in d.findings("c")[0].next_due)
+
+
+def test_findings_stored_before_typed_fields_still_load(db_url: Callable[[], str]) -> None:
+    """Rows of schema <= 3 hold a plain detail dict: the flags that matter until the next
+    check are kept, hints drop to none (the next check recomputes them), junk loads empty."""
+    d = dbmod.Database(db_url())
+    d.migrate()
+    old = [("validity", "warn", {"renew": True, "renew_at": "2026-03-01T00:00:00+00:00"}),
+           ("ari", "warn", {"replace": True, "ari_id": "x.y", "next_poll": "bad"}),
+           ("revocation", "fail", {"status": "revoked", "source": "crl"}),
+           ("revocation", "warn", {"status": "unknown", "since": "2026-01-01T00:00:00+00:00"}),
+           ("trust", "ok", {"program": "mozilla"}),
+           ("names", "ok", "not a dict"),
+           ("key", "ok", None)]
+    with d.engine.begin() as conn:
+        for check, sev, detail in old:
+            conn.execute(dbmod.findings.insert().values(
+                cert_id="c", time=NOW, check=check, severity=sev, reason="r",
+                detail=json.dumps(detail)))
+        conn.execute(dbmod.findings.insert().values(
+            cert_id="c", time=NOW, check="chain", severity="ok", reason="r", detail="{nope"))
+    got = d.findings("c")
+    assert [(f.check, f.renew, f.replace, f.revoked, f.known) for f in got] == [
+        ("validity", True, False, False, True), ("ari", False, True, False, True),
+        ("revocation", False, False, True, True), ("revocation", False, False, False, False),
+        ("trust", False, False, False, True), ("names", False, False, False, True),
+        ("key", False, False, False, True), ("chain", False, False, False, True)]
+    assert all(not f.next_due and f.program is None and f.ari_id is None for f in got)
+    assert got[1].detail["ari_id"] == "x.y", "the old dict stays, as display data"
+
+
+def test_unknown_streaks_keep_their_start(db_url: Callable[[], str]) -> None:
+    d = dbmod.Database(db_url())
+    d.migrate()
+    d.set_unknown("www", {("www/a/1", "revocation"): NOW, ("www/a/2", "ari"): NOW})
+    d.set_unknown("www", {("www/a/1", "revocation"): NOW + timedelta(hours=1)})
+    d.set_unknown("api", {("api/a/1", "revocation"): NOW})
+    assert d.unknown_since("www") == {("www/a/1", "revocation"): NOW, ("www/a/2", "ari"): NOW}
+    d.set_unknown("www", {("www/a/2", "ari"): None, ("www/a/9", "ari"): None})
+    assert d.unknown_since("www") == {("www/a/1", "revocation"): NOW}
+    assert d.unknown_since("api") == {("api/a/1", "revocation"): NOW}
 
 
 def test_the_table_definitions_equal_the_schema_the_migrations_produce(

@@ -16,15 +16,16 @@ from certfailover.health import (
     local_checks,
     run_checks,
 )
-from certfailover.model import Finding, Severity
+from certfailover.model import Finding, Severity, Signal
 from certfailover.names import name_matches
+from certfailover.sitetrust import PemBundle, TrustAnchor
 from certfailover.testing import pki
 from certfailover.testing.pki import material
 
 NOW = dt.datetime.now(dt.UTC)
 
 
-def ctx(trust: tuple[str, ...] = (), **kw) -> CheckContext:  # type: ignore[no-untyped-def]
+def ctx(trust: tuple[TrustAnchor, ...] = (), **kw) -> CheckContext:  # type: ignore[no-untyped-def]
     return CheckContext(now=kw.pop("now", NOW), domains=("www.example.test",), trust=trust, **kw)
 
 
@@ -40,8 +41,15 @@ def test_validity_states() -> None:
     assert check.run(material(future), ctx())[0].severity is Severity.FAIL
     assert "expired" in check.run(material(expired), ctx())[0].reason
     late_f = check.run(material(late), ctx())[0]
-    assert late_f.severity is Severity.WARN and late_f.detail["renew"] is True
-    assert check.run(material(fresh), ctx())[0].severity is Severity.OK
+    assert late_f.severity is Severity.WARN and late_f.renew and late_f.flagged
+    assert not late_f.next_due, "inside the window: expiry is due at the switch margin"
+    fresh_f = check.run(material(fresh), ctx())[0]
+    assert fresh_f.severity is Severity.OK and not fresh_f.flagged
+    renew_at = fresh.not_valid_after_utc - (fresh.not_valid_after_utc
+                                            - fresh.not_valid_before_utc) / 3
+    assert fresh_f.next_due == {Signal.EXPIRY: renew_at}
+    half = check.run(material(fresh), ctx(renew_fraction=0.5))[0]
+    assert half.next_due[Signal.EXPIRY] < renew_at, "a site's renew_fraction is honoured"
 
 
 def test_names_and_wildcards() -> None:
@@ -60,17 +68,17 @@ def test_chain_check_follows_bundle_changes_without_restart(tmp_path: Path) -> N
     leaf, _ = pki.make_leaf(inter, ["www.example.test"])
     bundle = pki.write_bundle(tmp_path / "clients.pem", root_a, root_b)
     check = StoreTrustCheck(BundleStores())
-    assert check.run(material(leaf, [inter.cert]), ctx((str(bundle),)))[0].severity is Severity.OK
+    assert check.run(material(leaf, [inter.cert]), ctx((PemBundle(bundle),)))[0].severity is Severity.OK
     pki.write_bundle(bundle, root_b)  # the root program drops root A
     os.utime(bundle, ns=(bundle.stat().st_atime_ns, bundle.stat().st_mtime_ns + 1_000_000))
-    f = check.run(material(leaf, [inter.cert]), ctx((str(bundle),)))[0]
+    f = check.run(material(leaf, [inter.cert]), ctx((PemBundle(bundle),)))[0]
     assert f.severity is Severity.FAIL and "does not validate" in f.reason
     # a missing intermediate fails too
     pki.write_bundle(bundle, root_a)
     os.utime(bundle, ns=(bundle.stat().st_atime_ns, bundle.stat().st_mtime_ns + 2_000_000))
-    assert check.run(material(leaf, []), ctx((str(bundle),)))[0].severity is Severity.FAIL
+    assert check.run(material(leaf, []), ctx((PemBundle(bundle),)))[0].severity is Severity.FAIL
     # an unreadable bundle is a named failure, not a crash
-    f = check.run(material(leaf, [inter.cert]), ctx((str(tmp_path / "gone.pem"),)))[0]
+    f = check.run(material(leaf, [inter.cert]), ctx((PemBundle(tmp_path / "gone.pem"),)))[0]
     assert f.severity is Severity.FAIL and "gone.pem" in f.reason
 
 

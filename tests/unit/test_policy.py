@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from certfailover.config import ChallengeConfig, SiteConfig
 from certfailover.model import Action, Cert, CertState, Finding, Health, Severity
-from certfailover.policy import decide
+from certfailover.policy import decide, healthy_standby, healthy_standbys
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 SITE = SiteConfig(name="www", domains=("www.example.test",), cas=("a", "b", "c"), server="web",
@@ -19,8 +20,9 @@ def cert(ca: str, state: CertState = CertState.STANDBY, *, days_left: float = 60
                 created=NOW - timedelta(days=age), path="/x")
 
 
-def h(c: Cert, sev: Severity = Severity.OK, **detail: object) -> Health:
-    return Health(c.id, (Finding("t", sev, f"{sev.value} reason", dict(detail)),))
+def h(c: Cert, sev: Severity = Severity.OK, **signals: Any) -> Health:
+    """One finding with the typed signals given (renew=True, replace=True, known=False...)."""
+    return Health(c.id, (Finding("t", sev, f"{sev.value} reason", **signals),))
 
 
 def test_keeps_a_healthy_active_and_asks_for_nothing() -> None:
@@ -50,7 +52,7 @@ def test_never_fails_over_to_an_unhealthy_certificate() -> None:
 def test_warning_active_is_not_switched_to_a_warning_standby() -> None:
     a, b = cert("a", CertState.ACTIVE), cert("b")
     health = {a.id: hw(a, ("validity", Severity.WARN, {"renew": True})),
-              b.id: hw(b, ("revocation", Severity.WARN, {"status": "unknown"}))}
+              b.id: hw(b, ("revocation", Severity.WARN, {"known": False}))}
     d = decide(SITE, [a, b], health, distrusted=set(), now=NOW)
     assert d.action is Action.KEEP, "never fail over to something worse (or no better)"
 
@@ -106,14 +108,14 @@ def test_retires_expired_and_superseded_standbys_never_the_active() -> None:
     assert a.id not in d.retire
 
 
-def hw(c: Cert, *findings: tuple[str, Severity, dict[str, object]]) -> Health:
-    return Health(c.id, tuple(Finding(check, sev, "r", dict(d)) for check, sev, d in findings))
+def hw(c: Cert, *findings: tuple[str, Severity, dict[str, Any]]) -> Health:
+    return Health(c.id, tuple(Finding(check, sev, "r", **d) for check, sev, d in findings))
 
 
 def test_renewal_switches_despite_a_warning_every_certificate_shares() -> None:
     """A CA that publishes no revocation data: every certificate warns "unknown" alike."""
     a, b = cert("a", CertState.ACTIVE, days_left=2), cert("b")
-    unknown = ("revocation", Severity.WARN, {"status": "unknown"})
+    unknown = ("revocation", Severity.WARN, {"known": False})
     health = {a.id: hw(a, ("validity", Severity.WARN, {"renew": True}), unknown),
               b.id: hw(b, ("validity", Severity.OK, {}), unknown)}
     d = decide(SITE, [a, b], health, distrusted=set(), now=NOW)
@@ -123,7 +125,7 @@ def test_renewal_switches_despite_a_warning_every_certificate_shares() -> None:
 def test_renewal_never_switches_to_a_standby_with_a_new_warning() -> None:
     a, b = cert("a", CertState.ACTIVE, days_left=2), cert("b")
     health = {a.id: hw(a, ("validity", Severity.WARN, {"renew": True})),
-              b.id: hw(b, ("trust", Severity.WARN, {"program": "chrome", "date": "2027-01-01"}))}
+              b.id: hw(b, ("trust", Severity.WARN, {"program": "chrome", "forecast": datetime(2027, 1, 1, tzinfo=UTC)}))}
     d = decide(SITE, [a, b], health, distrusted=set(), now=NOW)
     assert d.action is Action.KEEP
 
@@ -134,7 +136,7 @@ def test_active_near_expiry_switches_even_to_a_warning_standby() -> None:
     a = cert("a", CertState.ACTIVE, days_left=2)
     b = cert("b", days_left=60)
     health = {a.id: h(a, Severity.WARN, renew=True), b.id: Health(b.id, (
-        Finding("revocation", Severity.WARN, "unknown", {"status": "unknown"}),))}
+        Finding("revocation", Severity.WARN, "unknown", known=False),))}
     margin = timedelta(minutes=10)
     d = decide(SITE, [a, b], health, distrusted=set(), now=NOW, expiry_margin=margin)
     assert d.action is Action.KEEP, "two days left: not yet"
@@ -175,3 +177,19 @@ def test_a_revoked_standby_is_never_activated_and_is_retired() -> None:
     d = decide(SITE, [a, b], {a.id: h(a, Severity.FAIL), b.id: h(b)}, distrusted=set(), now=NOW,
                revoked={b.id})
     assert d.action is Action.NONE_HEALTHY and d.target is None
+
+
+def test_one_rule_for_a_healthy_independent_standby() -> None:
+    a, b, a2 = cert("a", CertState.ACTIVE), cert("b"), cert("a", n=2)
+    c, retired = cert("c"), cert("c", CertState.RETIRED, n=2)
+    ok = {x.id: h(x) for x in (a, b, a2, c, retired)}
+    assert healthy_standbys([a, b, a2, c, retired], ok) == [b, c], "other CAs, live"
+    assert healthy_standbys([a, b, c], ok, distrusted={"b"}) == [c]
+    assert healthy_standbys([a, b, c], ok, revoked={c.id}) == [b]
+    assert healthy_standbys([a, b, c], {**ok, b.id: h(b, Severity.FAIL)}) == [c]
+    assert healthy_standbys([a, b, c], {**ok, b.id: h(b, Severity.WARN, replace=True)}) == [c]
+    assert healthy_standbys([a, b, c], {**ok, b.id: Health(b.id, ())}) == [c], "unchecked"
+    assert healthy_standbys([a, b, c], {a.id: ok[a.id], c.id: ok[c.id]}) == [c], "no health"
+    assert healthy_standbys([b, c], ok) == [], "no active: nothing to stand by for"
+    assert healthy_standbys([a, b, c], ok, serving=b) == [a, c], "the active stands by for b"
+    assert not healthy_standby(a, ok[a.id], a)

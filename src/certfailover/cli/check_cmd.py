@@ -13,7 +13,7 @@ import sys
 
 from ..errors import CertFailoverError, StoreError
 from ..model import CertState, Severity, to_jsonable, utcnow
-from ..policy import flagged
+from ..policy import healthy_standbys
 from .common import emit, runtime
 
 EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
             certs = rt.db.certs(site.name)
             health = rt.engine.check_site(site, certs)
             active = next((c for c in certs if c.state is CertState.ACTIVE), None)
-            standbys = [c for c in certs if active and c.id != active.id and c.ca != active.ca
-                        and health[c.id].healthy and not flagged(health[c.id])]
+            standbys = healthy_standbys(certs, health, distrusted=rt.db.distrusted().keys())
             site_state = "OK"
             if active is None or not health[active.id].healthy:
                 site_state = "CRITICAL"

@@ -2,13 +2,14 @@
 
 Findings (never exceptions):
 
-* check "revocation": FAIL when a verified source says revoked; OK when a verified source
-  says good; WARN "unknown" otherwise (FAIL once unknown for `hard_fail_after` on a site
-  with option `revocation = "hard-fail"`). Every revocation finding's detail also carries
-  "crl_next_update" / "ocsp_next_update" (ISO 8601): the earliest nextUpdate of the CRLs /
-  OCSP responses that gave a verdict, when there is one (the daemon's scheduling hints).
-* check "ari": WARN with detail["replace"] = True once the CA's suggested renewal window has
-  started; OK before; WARN (replace False) when renewal info cannot be read.
+* check "revocation": FAIL `revoked` when a verified source says revoked; OK when a verified
+  source says good; WARN `known=False` otherwise (FAIL once unknown for `hard_fail_after` on
+  a site with `revocation = "hard-fail"`; when it became unknown is the engine's stored
+  clock, `ctx.unknown_since`). Its `next_due` hints for the crl / ocsp signals: the earliest
+  nextUpdate of the CRLs / OCSP responses that gave a verdict, when there is one.
+* check "ari": WARN `replace` once the CA's suggested renewal window has started, with the
+  certificate's `ari_id`; OK before; WARN `known=False` when renewal info cannot be read.
+  Its ari `next_due` hint is Retry-After.
 
 The issuer used to verify CRLs and OCSP responses is `material.chain[0]`.
 
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from ..checks import CertMaterial, CheckContext
 from ..errors import FetchError
-from ..model import Finding, Severity
+from ..model import Finding, RevocationMode, Severity, Signal
 from .ari import RenewalInfo, ari_cert_id, parse_renewal_info
 from .cache import DEFAULT_FAILURE_BACKOFF, DEFAULT_REVALIDATE, CRLCache, TTLCache
 from .crl import cdp_urls
@@ -111,6 +112,11 @@ class RevocationCheck:
     """The revocation and CA-signal check; one instance shares its caches across calls."""
 
     name: ClassVar[str] = "revocation"
+    findings: ClassVar[frozenset[str]] = frozenset({name, "ari"})
+    signals: ClassVar[Mapping[Signal, frozenset[str]]] = {
+        Signal.CRL: frozenset({name}), Signal.OCSP: frozenset({name}),
+        Signal.ARI: frozenset({"ari"})}
+    remote: ClassVar[bool] = True
 
     def __init__(self, config: RevocationConfig | None = None, *,
                  fetcher: Fetcher | None = None, crl_cache: CRLCache | None = None) -> None:
@@ -127,7 +133,6 @@ class RevocationCheck:
         self._ocsp: TTLCache[OCSPAnswer] = TTLCache()
         self._ari: TTLCache[RenewalInfo] = TTLCache()
         self._dirs: TTLCache[tuple[str | None, str | None]] = TTLCache()  # (url, error)
-        self._unknown_since: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -267,12 +272,12 @@ class RevocationCheck:
             findings = [self._revocation_finding(material, ctx)]
         except Exception as e:  # noqa: BLE001 - a check never raises: unknown, never good
             findings = [Finding("revocation", Severity.WARN, f"revocation check failed: {e}",
-                                {"status": "unknown", "since": ctx.now.isoformat()})]
+                                known=False)]
         try:
             ari = self._ari_finding(material, ctx)
         except Exception as e:  # noqa: BLE001
             ari = Finding("ari", Severity.WARN, f"renewal information check failed: {e}",
-                          {"replace": False, "status": "unknown"})
+                          known=False)
         if ari is not None:
             findings.append(ari)
         return findings
@@ -297,66 +302,61 @@ class RevocationCheck:
         now = ctx.now
         timed = self._status(material, now)
         results = [r for r, _ in timed]
-        hints: dict[str, Any] = {}
-        for kind in ("crl", "ocsp"):
+        hints: dict[Signal, datetime] = {}
+        for kind, sig in (("crl", Signal.CRL), ("ocsp", Signal.OCSP)):
             nexts = [t for r, t in timed if r.source == kind and t is not None
                      and r.status is not Status.UNKNOWN]
             if nexts:
-                hints[f"{kind}_next_update"] = min(nexts).isoformat()
-        cid = material.cert.id
+                hints[sig] = min(nexts)
         revoked = next((r for r in results if r.status is Status.REVOKED), None)
         good = next((r for r in results if r.status is Status.GOOD), None)
-        if revoked is not None or good is not None:
-            with self._lock:
-                self._unknown_since.pop(cid, None)
         if revoked is not None:
             detail: dict[str, Any] = {
                 "status": "revoked", "source": revoked.source, "reason": revoked.reason,
                 "key_compromise": revoked.key_compromise, "url": revoked.url,
-                "revoked_at": _iso(revoked.revoked_at), **hints}
+                "revoked_at": _iso(revoked.revoked_at)}
             return Finding("revocation", Severity.FAIL,
                            f"revoked ({revoked.reason}) according to {revoked.source} "
-                           f"{revoked.url}", detail)
+                           f"{revoked.url}", detail, revoked=True, next_due=hints)
         if good is not None:
             return Finding("revocation", Severity.OK,
                            f"not revoked according to {good.source} {good.url}",
-                           {"status": "good", "source": good.source, "url": good.url,
-                            **hints})
-        with self._lock:
-            since = self._unknown_since.setdefault(cid, now)
+                           {"status": "good", "source": good.source, "url": good.url},
+                           next_due=hints)
+        since = ctx.unknown_since.get((material.cert.id, self.name), now)
         why = "; ".join(f"{r.source}: {r.reason}" for r in results) or "no CRL, OCSP or " \
             "configured revocation source"
         detail = {"status": "unknown", "since": since.isoformat(),
                   "sources": [{"source": r.source, "url": r.url, "reason": r.reason}
-                              for r in results], **hints}
-        hard = str(ctx.options.get("revocation", "")).lower() == "hard-fail"
-        limit = self.config.hard_fail_after
-        if hard and now - since >= limit:
+                              for r in results]}
+        hard = ctx.revocation is RevocationMode.HARD_FAIL
+        if hard and now - since >= self.config.hard_fail_after:
             return Finding("revocation", Severity.FAIL,
                            f"revocation status unknown since {since.isoformat()} (hard-fail): "
-                           f"{why}", detail)
-        return Finding("revocation", Severity.WARN, f"revocation status unknown: {why}", detail)
+                           f"{why}", detail, known=False, next_due=hints)
+        return Finding("revocation", Severity.WARN, f"revocation status unknown: {why}", detail,
+                       known=False, next_due=hints)
 
     def _ari_finding(self, material: CertMaterial, ctx: CheckContext) -> Finding | None:
         try:
             info = self.renewal_info(material, ctx.now)
         except ValueError as e:  # no AKI: ARI cannot name this certificate
-            return Finding("ari", Severity.WARN, f"no renewal information: {e}",
-                           {"replace": False, "status": "unknown"})
+            return Finding("ari", Severity.WARN, f"no renewal information: {e}", known=False)
         except (FetchError, InvalidRevocationData) as e:
             return Finding("ari", Severity.WARN, f"renewal information unavailable: {e}",
-                           {"replace": False, "status": "unknown"})
+                           known=False)
         if info is None:
             return None
         detail: dict[str, Any] = {
-            "replace": info.started(ctx.now), "window_start": info.window_start.isoformat(),
-            "window_end": info.window_end.isoformat(), "explanation_url": info.explanation_url,
-            "ari_id": info.ari_id, "next_poll": info.next_poll.isoformat()}
-        if info.started(ctx.now):
+            "window_start": info.window_start.isoformat(),
+            "window_end": info.window_end.isoformat(), "explanation_url": info.explanation_url}
+        replace = info.started(ctx.now)
+        if replace:
             why = f"; see {info.explanation_url}" if info.explanation_url else ""
-            return Finding("ari", Severity.WARN,
-                           f"CA suggests replacement since {info.window_start.isoformat()}{why}",
-                           detail)
-        return Finding("ari", Severity.OK,
-                       f"renewal window starts {info.window_start.isoformat()}", detail)
+            severity = Severity.WARN
+            text = f"CA suggests replacement since {info.window_start.isoformat()}{why}"
+        else:
+            severity, text = Severity.OK, f"renewal window starts {info.window_start.isoformat()}"
+        return Finding("ari", severity, text, detail, replace=replace, ari_id=info.ari_id,
+                       next_due={Signal.ARI: info.next_poll})
 

@@ -8,7 +8,7 @@ kept in the `schema_version` table, so a newer certfailover upgrades an existing
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 
 from ..errors import StoreError
-from ..model import Cert, CertState, Event, Finding, Order, RevokedFact, Severity
+from ..model import Cert, CertState, Event, Finding, Order, RevokedFact, Severity, Signal
 
 metadata = sa.MetaData()
 
@@ -81,7 +81,68 @@ revoked = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
 )
+unknown = sa.Table(
+    "unknown", metadata,
+    sa.Column("cert_id", sa.String(300), primary_key=True),
+    sa.Column("check", sa.String(50), primary_key=True),
+    sa.Column("site", sa.String(100), nullable=False, index=True),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+)
 
+# fleets (certfailover.fleet): sealed key material, the leader's epoch, work leases, and the
+# desired / served certificate of every site on every agent host
+fleet_sealed = sa.Table(
+    "fleet_sealed", metadata,
+    sa.Column("cert_id", sa.String(300), primary_key=True),
+    sa.Column("site", sa.String(100), nullable=False, index=True),
+    sa.Column("kek_id", sa.String(32), nullable=False, index=True),
+    sa.Column("nonce", sa.LargeBinary, nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("sealed_at", sa.DateTime(timezone=True), nullable=False),
+)
+fleet_epoch = sa.Table(
+    "fleet_epoch", metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+)
+fleet_leases = sa.Table(
+    "fleet_leases", metadata,
+    sa.Column("work", sa.String(300), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires", sa.DateTime(timezone=True), nullable=False),
+)
+fleet_desired = sa.Table(
+    "fleet_desired", metadata,
+    sa.Column("site", sa.String(100), primary_key=True),
+    sa.Column("cert_id", sa.String(300), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+)
+fleet_served = sa.Table(
+    "fleet_served", metadata,
+    sa.Column("host", sa.String(100), primary_key=True),
+    sa.Column("site", sa.String(100), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("reported", sa.DateTime(timezone=True), nullable=False),
+)
+
+# the CT watch (certfailover.ct): per log, the verified tree head and compact tree it reached
+ct_logs = sa.Table(
+    "ct_logs", metadata,
+    sa.Column("log_id", sa.String(44), primary_key=True),  # base64 of the SHA-256 log ID
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("tree_size", sa.BigInteger, nullable=False),
+    sa.Column("root_hash", sa.String(44), nullable=False),
+    sa.Column("sth_timestamp", sa.BigInteger, nullable=False),
+    sa.Column("nodes", sa.Text, nullable=False),  # JSON list of base64 compact-tree hashes
+    sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("problem", sa.Text, nullable=False),  # "" when the last poll verified
+)
 
 def _m1(op: Operations) -> None:
     """Schema 1: certificates, findings, events. Migrations are frozen: never edit one, add one."""
@@ -156,12 +217,141 @@ def _m3(op: Operations) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3)
+def _m4(op: Operations) -> None:
+    """Schema 4: since when a certificate's finding has been unknown (a revocation status no
+    source could give), so a hard-fail site's clock survives a restart."""
+    op.create_table(
+        "unknown",
+        sa.Column("cert_id", sa.String(300), primary_key=True),
+        sa.Column("check", sa.String(50), primary_key=True),
+        sa.Column("site", sa.String(100), nullable=False, index=True),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def _m5(op: Operations) -> None:
+    """Schema 5: fleets (certfailover.fleet): sealed key material, the leader's epoch (fencing),
+    work leases, and the desired / served certificate per site and agent host."""
+    op.create_table(
+        "fleet_sealed",
+        sa.Column("cert_id", sa.String(300), primary_key=True),
+        sa.Column("site", sa.String(100), nullable=False, index=True),
+        sa.Column("kek_id", sa.String(32), nullable=False, index=True),
+        sa.Column("nonce", sa.LargeBinary, nullable=False),
+        sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+        sa.Column("sealed_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "fleet_epoch",
+        sa.Column("name", sa.String(100), primary_key=True),
+        sa.Column("epoch", sa.BigInteger, nullable=False),
+        sa.Column("holder", sa.String(200), nullable=False),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "fleet_leases",
+        sa.Column("work", sa.String(300), primary_key=True),
+        sa.Column("holder", sa.String(200), nullable=False),
+        sa.Column("expires", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "fleet_desired",
+        sa.Column("site", sa.String(100), primary_key=True),
+        sa.Column("cert_id", sa.String(300), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("epoch", sa.BigInteger, nullable=False),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_table(
+        "fleet_served",
+        sa.Column("host", sa.String(100), primary_key=True),
+        sa.Column("site", sa.String(100), primary_key=True),
+        sa.Column("sha256", sa.String(64), nullable=True),
+        sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("error", sa.Text, nullable=False),
+        sa.Column("reported", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def _m6(op: Operations) -> None:
+    """Schema 6: the CT watch's verified position in each log (certfailover.ct.positions)."""
+    op.create_table(
+        "ct_logs",
+        sa.Column("log_id", sa.String(44), primary_key=True),
+        sa.Column("url", sa.Text, nullable=False),
+        sa.Column("tree_size", sa.BigInteger, nullable=False),
+        sa.Column("root_hash", sa.String(44), nullable=False),
+        sa.Column("sth_timestamp", sa.BigInteger, nullable=False),
+        sa.Column("nodes", sa.Text, nullable=False),
+        sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("problem", sa.Text, nullable=False),
+    )
+
+
+MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3, _m4, _m5, _m6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _encode(f: Finding) -> str:
+    """A finding's detail and typed signals as one JSON document (the `detail` column)."""
+    typed = {
+        "renew": f.renew, "replace": f.replace, "revoked": f.revoked, "known": f.known,
+        "next_due": {Signal(k).value: v.isoformat() for k, v in f.next_due.items()},
+        "program": f.program, "forecast": f.forecast.isoformat() if f.forecast else None,
+        "cannot_issue_for": f.cannot_issue_for, "ari_id": f.ari_id,
+    }
+    return json.dumps({"typed": typed, "detail": f.detail}, default=str)
+
+
+def _when(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return _aware(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _decode(check: str, severity: Severity, reason: str, text: str) -> Finding:
+    """Read back what `_encode` wrote. A row from before typed findings (schema <= 3: only a
+    detail dict) keeps its flags that matter until its next check (renew, replace, revoked,
+    unknown); its hints default to none: the next check recomputes them."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        return Finding(check, severity, reason)
+    detail = doc.get("detail")
+    typed = doc.get("typed")
+    if not (set(doc) == {"typed", "detail"} and isinstance(typed, dict)
+            and isinstance(detail, dict)):
+        return _legacy(check, severity, reason, doc)
+    raw_due = typed.get("next_due")
+    due = {Signal(k): t for k, v in (raw_due.items() if isinstance(raw_due, dict) else ())
+           if k in {s.value for s in Signal} and (t := _when(v)) is not None}
+    return Finding(check, severity, reason, detail,
+                   renew=typed.get("renew") is True, replace=typed.get("replace") is True,
+                   revoked=typed.get("revoked") is True, known=typed.get("known") is not False,
+                   next_due=due, program=_text(typed.get("program")),
+                   forecast=_when(typed.get("forecast")),
+                   cannot_issue_for=_text(typed.get("cannot_issue_for")),
+                   ari_id=_text(typed.get("ari_id")))
+
+
+def _legacy(check: str, severity: Severity, reason: str, old: dict[str, Any]) -> Finding:
+    status = old.get("status")
+    return Finding(check, severity, reason, old, renew=old.get("renew") is True,
+                   replace=old.get("replace") is True, revoked=status == "revoked",
+                   known=status != "unknown")
 
 
 def _cert(row: Any) -> Cert:
@@ -268,14 +458,14 @@ class Database:
             if items:
                 conn.execute(findings.insert(), [
                     {"cert_id": cert_id, "time": time, "check": f.check, "severity": f.severity.value,
-                     "reason": f.reason, "detail": json.dumps(f.detail, default=str)}
+                     "reason": f.reason, "detail": _encode(f)}
                     for f in items])
 
     def findings(self, cert_id: str) -> list[Finding]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(findings).where(findings.c.cert_id == cert_id)
                                 .order_by(findings.c.id))
-            return [Finding(r.check, Severity(r.severity), r.reason, json.loads(r.detail)) for r in rows]
+            return [_decode(r.check, Severity(r.severity), r.reason, r.detail) for r in rows]
 
     # -- events ---------------------------------------------------------------------------
     def add_events(self, items: Iterable[Event]) -> None:
@@ -362,3 +552,24 @@ class Database:
         with self.engine.connect() as conn:
             return {r.cert_id: RevokedFact(r.cert_id, _aware(r.at), r.reason)
                     for r in conn.execute(q)}
+
+    # -- unknown since --------------------------------------------------------------------
+    def unknown_since(self, site: str) -> dict[tuple[str, str], datetime]:
+        """(cert id, finding name) -> since when that finding has been unknown."""
+        q = sa.select(unknown).where(unknown.c.site == site)
+        with self.engine.connect() as conn:
+            return {(r.cert_id, r.check): _aware(r.since) for r in conn.execute(q)}
+
+    def set_unknown(self, site: str, changes: Mapping[tuple[str, str], datetime | None]) -> None:
+        """Start (a time) or end (None) unknown streaks; a streak already started keeps its
+        start."""
+        if not changes:
+            return
+        with self.engine.begin() as conn:
+            for (cert_id, name), since in changes.items():
+                key = (unknown.c.cert_id == cert_id) & (unknown.c.check == name)
+                if since is None:
+                    conn.execute(unknown.delete().where(key))
+                elif conn.execute(sa.select(unknown.c.since).where(key)).first() is None:
+                    conn.execute(unknown.insert().values(cert_id=cert_id, check=name, site=site,
+                                                         since=since))

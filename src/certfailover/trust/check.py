@@ -1,18 +1,19 @@
 """Health check: does every required root program trust what the site serves?
 
-One Finding per required program (``ctx.trust`` names in ``KNOWN_PROGRAMS``):
+One Finding per required program (``ctx.trust`` names in ``KNOWN_PROGRAMS``), its
+``program`` field naming the program:
 
-- FAIL  ``detail={"program", "reason", "path"}`` when the program does not trust the chain now;
-- WARN  ``detail={"program", "reason", "date", "kind"}`` when a forecast (distrust-after date,
-  removal date, Chrome version constraint) falls inside ``ctx.options["forecast_days"]``
-  (default 90); ``kind`` is ``certificate`` (this certificate stops being trusted on
-  ``date``) or ``issuance`` (certificates issued after ``date`` from the same root are not
-  trusted: get an independent standby before then); a ``certificate`` forecast also sets
-  ``detail["replace"] = True`` so the policy treats the certificate as one to replace;
-- WARN  when the snapshot has no data for the program (cannot verify);
-- WARN  check ``ca_issuance``, ``detail={"program", "reason", "ca", "cannot_issue": True}``,
-  when a certificate the same CA issued now (same chain) would not be trusted by the program
-  (a passed distrust-after or SCT cut-off): the CA cannot replace this certificate;
+- FAIL  when the program does not trust the chain now;
+- WARN  when a forecast (distrust-after date, removal date, Chrome version constraint) falls
+  inside ``ctx.forecast_days`` (default 90): ``forecast`` is its date (also the trust signal's
+  next-due hint); ``detail["kind"]`` is ``certificate`` (this certificate stops being trusted
+  then) or ``issuance`` (certificates issued after it from the same root are not trusted: get
+  an independent standby before then); a ``certificate`` forecast also sets ``replace`` so the
+  policy treats the certificate as one to replace;
+- WARN  ``known=False`` when the snapshot has no data for the program (cannot verify);
+- WARN  check ``ca_issuance``, ``cannot_issue_for`` naming the program, when a certificate the
+  same CA issued now (same chain) would not be trusted by the program (a passed
+  distrust-after or SCT cut-off): the CA cannot replace this certificate;
 - OK    otherwise.
 
 Names not in ``KNOWN_PROGRAMS`` ("system", PEM bundle paths) are left to other checks.
@@ -20,21 +21,25 @@ Names not in ``KNOWN_PROGRAMS`` ("system", PEM bundle paths) are left to other c
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
-from ..checks import CertMaterial, CheckContext
-from ..model import Finding, Severity
-from .evaluate import ForecastKind, Reason, TrustEngine, engine_for
-from .programs import KNOWN_PROGRAMS
-from .snapshot import Snapshot, load_snapshot
+from cryptography import x509
 
-DEFAULT_FORECAST_DAYS = 90
+from ..checks import CertMaterial, CheckContext
+from ..model import Finding, Severity, Signal
+from ..sitetrust import programs as program_names
+from .evaluate import ForecastKind, Reason, TrustEngine, engine_for
+from .snapshot import Snapshot, load_snapshot
 
 
 class ProgramTrustCheck:
     name: ClassVar[str] = "trust"
+    findings: ClassVar[frozenset[str]] = frozenset({name, "ca_issuance"})
+    signals: ClassVar[Mapping[Signal, frozenset[str]]] = {Signal.TRUST: findings}
+    remote: ClassVar[bool] = False  # the snapshot is local; refresh.py fetches upstream data
 
     def __init__(self, snapshot: Snapshot | None = None, *, path: Path | None = None) -> None:
         """`snapshot` fixed, or the file at `path` (re-read when it changes; the packaged
@@ -47,41 +52,49 @@ class ProgramTrustCheck:
             return engine_for(load_snapshot(self._path))
         return engine_for(self._snapshot)
 
+    def untrusted(self, leaf: x509.Certificate, chain: Sequence[x509.Certificate], *,
+                  programs: Sequence[str], at: datetime, name: str) -> list[str]:
+        """"program: not trusted (reason)" for each of `programs` that does not trust the
+        chain for `name`, by the rule of run() (no data is unknown, not a failure): the
+        post-deploy validator (wiring.ServerDeployer) asks this of the check the engine runs."""
+        ev = self._engine().evaluate(leaf, list(chain), at=at, programs=list(programs), name=name)
+        return [f"{v.program}: not trusted ({v.reason.value})" for v in ev.verdicts
+                if not v.trusted and v.reason is not Reason.NO_DATA]
+
     def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:
-        programs = [p for p in ctx.trust if p in KNOWN_PROGRAMS]
+        programs = list(program_names(ctx.trust))
         if not programs:
             return []
         ev = self._engine().evaluate(material.leaf, material.chain, at=ctx.now, programs=programs)
-        horizon = timedelta(days=float(ctx.options.get("forecast_days", DEFAULT_FORECAST_DAYS)))
+        horizon = timedelta(days=ctx.forecast_days)
         findings: list[Finding] = []
         for v in ev.verdicts:
             path = [p.subject for p in v.path]
             if v.reason is Reason.NO_DATA:
                 findings.append(Finding(self.name, Severity.WARN, f"{v.program}: {v.detail}",
-                                        {"program": v.program, "reason": v.reason.value}))
+                                        {"reason": v.reason.value}, program=v.program,
+                                        known=False))
             elif not v.trusted:
                 findings.append(Finding(
                     self.name, Severity.FAIL,
                     f"not trusted by {v.program}: {v.reason.value}: {v.detail}",
-                    {"program": v.program, "reason": v.reason.value, "path": path},
+                    {"reason": v.reason.value, "path": path}, program=v.program,
                 ))
             else:
                 soon = [f for f in v.forecasts if f.date - ctx.now <= horizon]
                 if soon:
                     f = min(soon, key=lambda f: f.date)
-                    detail: dict[str, object] = {
-                        "program": v.program, "reason": f.reason.value, "date": f.date.isoformat(),
-                        "kind": f.kind.value, "path": path,
-                    }
-                    if f.kind is ForecastKind.CERTIFICATE:
-                        detail["replace"] = True  # policy: move to an unflagged standby in time
                     findings.append(Finding(
                         self.name, Severity.WARN,
-                        f"{v.program} forecast {f.date.date().isoformat()}: {f.detail}", detail,
+                        f"{v.program} forecast {f.date.date().isoformat()}: {f.detail}",
+                        {"reason": f.reason.value, "kind": f.kind.value, "path": path},
+                        program=v.program, forecast=f.date, next_due={Signal.TRUST: f.date},
+                        # policy: move to an unflagged standby in time
+                        replace=f.kind is ForecastKind.CERTIFICATE,
                     ))
                 else:
                     findings.append(Finding(self.name, Severity.OK, f"trusted by {v.program}",
-                                            {"program": v.program, "path": path}))
+                                            {"path": path}, program=v.program))
         trusted = [v.program for v in ev.verdicts if v.trusted]
         findings += self._issuance(material, ctx, trusted)
         return findings
@@ -108,6 +121,5 @@ class ProgramTrustCheck:
                 "ca_issuance", Severity.WARN,
                 f"CA {ca} can no longer issue certificates trusted by {v.program}: "
                 f"{v.reason.value}: {v.detail}",
-                {"program": v.program, "reason": v.reason.value, "ca": ca,
-                 "cannot_issue": True}))
+                {"reason": v.reason.value, "ca": ca}, cannot_issue_for=v.program))
         return out

@@ -11,7 +11,7 @@ from cryptography.x509 import ocsp
 from revpki import NOW, PKI, Route, TestServer, context, make_ca, make_crl, make_ocsp
 
 from certfailover.checks import Check
-from certfailover.model import Severity
+from certfailover.model import RevocationMode, Severity, Signal
 from certfailover.revocation import CASources, RevocationCheck, RevocationConfig, ari_cert_id
 from certfailover.revocation.fetch import Fetcher, Response
 from certfailover.testing.pki import material
@@ -40,7 +40,7 @@ def test_crl_revoked_fails_with_reason(pki: PKI, server: TestServer) -> None:
     [f] = chk.run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert f.check == "revocation" and f.severity is Severity.FAIL
     assert "crl" in f.reason and "key_compromise" in f.reason
-    assert f.detail["status"] == "revoked" and f.detail["source"] == "crl"
+    assert f.revoked and f.known and f.detail["source"] == "crl"
     assert f.detail["reason"] == "key_compromise" and f.detail["key_compromise"] is True
 
 
@@ -48,9 +48,9 @@ def test_crl_from_certificate_cdp_good(pki: PKI, server: TestServer) -> None:
     server.routes["/dp.crl"] = Route(body=crl_bytes(pki, {1: None}))
     leaf = pki.leaf(serial=2, cdp=(server.url("/dp.crl"),))
     [f] = RevocationCheck().run(material(leaf, [pki.issuer], ca="ca-a"), context())
-    assert f.severity is Severity.OK and f.detail == {
-        "status": "good", "source": "crl", "url": server.url("/dp.crl"),
-        "crl_next_update": (NOW + timedelta(days=1)).isoformat()}  # the daemon's hint
+    assert f.severity is Severity.OK and not f.revoked and f.known and f.detail == {
+        "status": "good", "source": "crl", "url": server.url("/dp.crl")}
+    assert f.next_due == {Signal.CRL: NOW + timedelta(days=1)}  # the scheduler's hint
 
 
 def test_ocsp_revoked_and_good_by_get(pki: PKI, server: TestServer) -> None:
@@ -82,7 +82,7 @@ def test_ocsp_revoked_and_good_by_get(pki: PKI, server: TestServer) -> None:
     [g] = chk.run(material(good, [pki.issuer], ca="ca-a"), context())
     assert g.severity is Severity.OK
     assert all(r[0] == "GET" for r in server.requests)
-    assert g.detail["ocsp_next_update"] == (NOW + timedelta(hours=11)).isoformat()
+    assert g.next_due[Signal.OCSP] == NOW + timedelta(hours=11)
     n = len(server.requests)
     # valid 12 h (thisUpdate NOW-1h): reused until min(half its validity, ocsp_max_age 1 h)
     chk.run(material(good, [pki.issuer], ca="ca-a"), context(NOW + timedelta(minutes=59)))
@@ -128,7 +128,7 @@ def test_bad_crl_is_unknown_never_revoked_nor_good(pki: PKI, server: TestServer,
     chk = check_for(server, crl_urls=(server.url("/bad.crl"),))
     findings = chk.run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert [f.severity for f in findings] == [Severity.WARN]
-    assert findings[0].detail["status"] == "unknown"
+    assert not findings[0].known and not findings[0].revoked
     assert findings[0].detail["since"] == NOW.isoformat()
     assert server.url("/bad.crl") in findings[0].reason
 
@@ -155,7 +155,7 @@ def test_bad_ocsp_is_unknown(pki: PKI, server: TestServer, kind: str) -> None:
     server.routes["/o/*"] = Route(body=body)
     [f] = RevocationCheck(RevocationConfig(timeout=1.0)).run(material(leaf, [pki.issuer], ca="ca-a"),
                                                              context())
-    assert f.severity is Severity.WARN and f.detail["status"] == "unknown"
+    assert f.severity is Severity.WARN and not f.known
 
 
 def test_forged_crl_does_not_mask_a_good_ocsp(pki: PKI, server: TestServer) -> None:
@@ -168,30 +168,41 @@ def test_forged_crl_does_not_mask_a_good_ocsp(pki: PKI, server: TestServer) -> N
 
 
 def test_hard_fail_after_long_unknown(pki: PKI, server: TestServer) -> None:
+    """When the status became unknown is the stored clock handed in by the engine
+    (ctx.unknown_since), not the check's memory: a fresh check object judges alike."""
     server.routes["/e.crl"] = Route(status=503)
-    chk = RevocationCheck(RevocationConfig(cas={"ca-a": CASources(
-        crl_urls=(server.url("/e.crl"),))}, hard_fail_after=timedelta(hours=24),
-        failure_backoff=timedelta(0)))
+    cfg = RevocationConfig(cas={"ca-a": CASources(crl_urls=(server.url("/e.crl"),))},
+                           hard_fail_after=timedelta(hours=24), failure_backoff=timedelta(0))
     m = material(pki.leaf(), [pki.issuer], ca="ca-a")
-    assert chk.run(m, context(revocation="hard-fail"))[0].severity is Severity.WARN
+    hard = RevocationMode.HARD_FAIL
+    first = RevocationCheck(cfg).run(m, context(revocation=hard))[0]
+    assert first.severity is Severity.WARN and not first.known
+    assert first.detail["since"] == NOW.isoformat()
     later = NOW + timedelta(hours=25)
-    soft = chk.run(m, context(later))[0]
+    since = {(m.cert.id, "revocation"): NOW}
+    soft = RevocationCheck(cfg).run(m, context(later, unknown_since=since))[0]
     assert soft.severity is Severity.WARN and soft.detail["since"] == NOW.isoformat()
-    hard = chk.run(m, context(later, revocation="hard-fail"))[0]
-    assert hard.severity is Severity.FAIL and hard.detail["status"] == "unknown"
-    # a verified answer resets "since"
+    failed = RevocationCheck(cfg).run(m, context(later, revocation=hard, unknown_since=since))[0]
+    assert failed.severity is Severity.FAIL and not failed.known and not failed.revoked
+    # a streak younger than the limit, or another certificate's, is still a warning
+    young = {(m.cert.id, "revocation"): later - timedelta(hours=23)}
+    assert RevocationCheck(cfg).run(m, context(later, revocation=hard, unknown_since=young)
+                                    )[0].severity is Severity.WARN
+    other = {("site/ca-a/other", "revocation"): NOW}
+    assert RevocationCheck(cfg).run(m, context(later, revocation=hard, unknown_since=other)
+                                    )[0].severity is Severity.WARN
+    # a verified answer is good whatever the clock says
     server.routes["/e.crl"] = Route(body=crl_bytes(pki, {}, this_update=later,
                                                    next_update=later + timedelta(days=1)))
-    assert chk.run(m, context(later, revocation="hard-fail"))[0].severity is Severity.OK
-    again = chk.run(m, context(later + timedelta(days=3), revocation="hard-fail"))[0]
-    assert again.severity is Severity.WARN
+    ok = RevocationCheck(cfg).run(m, context(later, revocation=hard, unknown_since=since))[0]
+    assert ok.severity is Severity.OK and ok.known
 
 
 def test_no_issuer_or_no_source_is_unknown(pki: PKI) -> None:
     [f] = RevocationCheck().run(material(pki.leaf(), ca="ca-a"), context())
     assert f.severity is Severity.WARN and "issuer" in f.reason
     [g] = RevocationCheck().run(material(pki.leaf(), [pki.issuer], ca="ca-a"), context())
-    assert g.severity is Severity.WARN and g.detail["status"] == "unknown"
+    assert g.severity is Severity.WARN and not g.known
 
 
 def test_many_certificates_share_one_crl_download(pki: PKI, server: TestServer) -> None:
@@ -267,8 +278,8 @@ def test_ari_window_started_asks_for_replacement(pki: PKI, server: TestServer) -
     chk = check_for(server, directory_url=server.url("/dir"))
     findings = chk.run(material(leaf, [pki.issuer], ca="ca-a"), context())
     ari = next(f for f in findings if f.check == "ari")
-    assert ari.severity is Severity.WARN and ari.detail["replace"] is True
-    assert ari.detail["ari_id"] == aid and ari.detail["explanation_url"] == "https://ca/why"
+    assert ari.severity is Severity.WARN and ari.replace and ari.flagged
+    assert ari.ari_id == aid and ari.detail["explanation_url"] == "https://ca/why"
     assert ari.detail["window_start"] == (NOW - timedelta(hours=1)).isoformat()
     hits = server.routes[f"/ari/{aid}"].hits  # type: ignore[union-attr]
     chk.run(material(leaf, [pki.issuer], ca="ca-a"), context(NOW + timedelta(minutes=5)))
@@ -284,11 +295,11 @@ def test_ari_future_window_and_failures(pki: PKI, server: TestServer) -> None:
                                                        NOW + timedelta(days=32)))
     chk = check_for(server, ari_url=server.url("/ari"))
     ari = next(f for f in chk.run(material(leaf, [pki.issuer], ca="ca-a"), context()) if f.check == "ari")
-    assert ari.severity is Severity.OK and ari.detail["replace"] is False
+    assert ari.severity is Severity.OK and not ari.replace and ari.known
     other = pki.leaf()
     server.routes[f"/ari/{ari_cert_id(other)}"] = Route(body=b"{oops")
     bad = next(f for f in chk.run(material(other, [pki.issuer], ca="ca-a"), context()) if f.check == "ari")
-    assert bad.severity is Severity.WARN and bad.detail["replace"] is False
+    assert bad.severity is Severity.WARN and not bad.replace and not bad.known
     none = RevocationCheck().run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert [f.check for f in none] == ["revocation"]
 
@@ -305,7 +316,7 @@ def test_unexpected_errors_are_unknown_never_raised(pki: PKI) -> None:
     findings = chk.run(material(leaf, [pki.issuer], ca="ca-a"), context())
     assert [(f.check, f.severity) for f in findings] == [("revocation", Severity.WARN),
                                                          ("ari", Severity.WARN)]
-    assert findings[0].detail["status"] == "unknown" and findings[1].detail["replace"] is False
+    assert not findings[0].known and not findings[1].known and not findings[1].replace
 
 
 def test_public_names() -> None:

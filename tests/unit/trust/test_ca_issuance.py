@@ -9,6 +9,7 @@ from trustpki import Lab, make_intermediate, make_leaf
 
 from certfailover.checks import CheckContext
 from certfailover.model import Severity
+from certfailover.sitetrust import Program
 from certfailover.testing.pki import material
 from certfailover.trust.check import ProgramTrustCheck
 from certfailover.trust.evaluate import Reason
@@ -34,13 +35,13 @@ def test_the_trust_check_warns_that_the_ca_cannot_replace_the_certificate(lab: L
     early = make_leaf(ica, not_before=CUT - timedelta(days=10))
     check = ProgramTrustCheck(lab.snap)
     ctx = CheckContext(now=CUT + timedelta(days=2), domains=("www.example.test",),
-                       trust=("mozilla",))
+                       trust=(Program("mozilla"),))
     found = check.run(material(early, [ica.cert], ca="entrust"), ctx)
     trust = [f for f in found if f.check == "trust"]
     dead = [f for f in found if f.check == "ca_issuance"]
     assert trust and all(f.severity is Severity.OK for f in trust), "the certificate is trusted"
     assert len(dead) == 1 and dead[0].severity is Severity.WARN
-    assert dead[0].detail["program"] == "mozilla" and dead[0].detail["ca"] == "entrust"
+    assert dead[0].cannot_issue_for == "mozilla" and dead[0].detail["ca"] == "entrust"
     assert "can no longer issue" in dead[0].reason
     plain_ica = make_intermediate(lab.plain, "Plain CA")
     fine = check.run(material(make_leaf(plain_ica), [plain_ica.cert], ca="plain"), ctx)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from trustpki import Lab, make_intermediate, make_leaf
 
 from certfailover.checks import Check, CheckContext
-from certfailover.model import Severity
+from certfailover.config import SYSTEM
+from certfailover.model import Severity, Signal
+from certfailover.sitetrust import PemBundle, Program
 from certfailover.testing.pki import material
 from certfailover.trust import KNOWN_PROGRAMS, ProgramTrustCheck
 
 
-def _ctx(now: datetime, trust: tuple[str, ...], days: int | None = None) -> CheckContext:
-    opts = {} if days is None else {"forecast_days": days}
-    return CheckContext(now=now, domains=("www.example.test",), trust=trust, options=opts)
+def _ctx(now: datetime, names: tuple[str, ...], days: int | None = None) -> CheckContext:
+    trust = tuple(PemBundle(Path(n)) if "/" in n else SYSTEM if n == "system" else Program(n)
+                  for n in names)
+    if days is None:
+        return CheckContext(now=now, domains=("www.example.test",), trust=trust)
+    return CheckContext(now=now, domains=("www.example.test",), trust=trust, forecast_days=days)
 
 
 def test_is_a_check_and_names_known_programs() -> None:
@@ -30,11 +36,11 @@ def test_ok_fail_and_unknown_names(lab: Lab) -> None:
     check = ProgramTrustCheck(lab.snap)
     found = check.run(material(leaf, [ica.cert]),
                       _ctx(datetime(2024, 12, 1, tzinfo=UTC), ("chrome", "mozilla", "system", "/etc/b.pem")))
-    by = {f.detail["program"]: f for f in found if f.check == "trust"}
+    by = {f.program: f for f in found if f.check == "trust"}
     assert set(by) == {"chrome", "mozilla"}  # "system" and bundle paths are left to other checks
     # trusted by Mozilla (issued before 2024-11-30), but its CA cannot issue one trusted now
-    assert [(f.detail["program"], f.severity) for f in found if f.check == "ca_issuance"] == \
-        [("mozilla", Severity.WARN)]
+    assert [(f.cannot_issue_for, f.program, f.severity) for f in found
+            if f.check == "ca_issuance"] == [("mozilla", None, Severity.WARN)]
     assert by["chrome"].severity is Severity.FAIL and by["chrome"].check == "trust"
     assert by["chrome"].detail["reason"] == "sct_constraint" and "chrome" in by["chrome"].reason
     assert by["mozilla"].severity is Severity.OK  # notBefore before Mozilla's 2024-11-30 date
@@ -48,7 +54,9 @@ def test_forecast_inside_horizon_warns_with_date(lab: Lab) -> None:
     mat = material(leaf, [ica.cert])
     near = check.run(mat, _ctx(datetime(2024, 9, 2, tzinfo=UTC), ("chrome",)))  # 70 days ahead
     assert [f.severity for f in near] == [Severity.WARN]
-    assert near[0].detail["date"] == "2024-11-11T23:59:59+00:00" and near[0].detail["kind"] == "issuance"
+    cutoff = datetime(2024, 11, 11, 23, 59, 59, tzinfo=UTC)
+    assert near[0].forecast == cutoff and near[0].detail["kind"] == "issuance"
+    assert near[0].next_due == {Signal.TRUST: cutoff} and not near[0].replace
     far = check.run(mat, _ctx(datetime(2024, 9, 2, tzinfo=UTC), ("chrome",), days=30))
     assert [f.severity for f in far] == [Severity.OK]
 
@@ -58,3 +66,4 @@ def test_program_missing_from_snapshot_warns(lab: Lab) -> None:
     found = ProgramTrustCheck(lab.snap).run(material(make_leaf(ica), [ica.cert]),
                                             _ctx(datetime(2024, 1, 2, tzinfo=UTC), ("android",)))
     assert [f.severity for f in found] == [Severity.WARN] and found[0].detail["reason"] == "no_data"
+    assert not found[0].known and found[0].program == "android"

@@ -11,16 +11,19 @@ from certfailover.checks import CertMaterial, CheckContext
 from certfailover.config import ChallengeConfig, SiteConfig
 from certfailover.model import Action, CertState, Health, Severity
 from certfailover.policy import decide
+from certfailover.sitetrust import Program
 from certfailover.testing.pki import material
 from certfailover.trust import ProgramTrustCheck
 
 SITE = SiteConfig(name="www", domains=("www.example.test",), cas=("a", "b"), server="web",
-                  endpoints=(), challenge=ChallengeConfig(), trust=("chrome", "microsoft", "mozilla"))
+                  endpoints=(), challenge=ChallengeConfig(),
+                  trust=(Program("chrome"), Program("microsoft"), Program("mozilla")))
 
 
 def _health(check: ProgramTrustCheck, mats: list[CertMaterial], now: datetime,
             trust: tuple[str, ...]) -> dict[str, Health]:
-    ctx = CheckContext(now=now, domains=SITE.domains, trust=trust, options={"forecast_days": 90})
+    ctx = CheckContext(now=now, domains=SITE.domains, trust=tuple(Program(p) for p in trust),
+                       forecast_days=90)
     return {m.cert.id: Health(m.cert.id, tuple(check.run(m, ctx))) for m in mats}
 
 
@@ -48,7 +51,7 @@ def test_issuance_forecast_asks_for_an_independent_standby(lab: Lab) -> None:
     (finding,) = [f for f in health[active.cert.id].findings if f.check == "trust"]
     assert not [f for f in health[active.cert.id].findings if f.check == "ca_issuance"], \
         "the cut-off is ahead: a forecast, the CA can still issue"
-    assert finding.severity is Severity.WARN and finding.detail["date"] == "2024-11-11T23:59:59+00:00"
+    assert finding.severity is Severity.WARN and finding.forecast == datetime(2024, 11, 11, 23, 59, 59, tzinfo=UTC)
     d = decide(SITE, [active.cert], health, distrusted=set(), now=now)
     assert d.action is Action.KEEP and d.replenish_from == ("b",)
 
@@ -63,8 +66,8 @@ def test_certificate_forecast_moves_to_the_standby_before_the_date(lab: Lab) -> 
     health = _health(ProgramTrustCheck(lab.snap), [active, standby], now, ("microsoft",))
     (finding,) = [f for f in health[active.cert.id].findings if f.check == "trust"]
     # the MS root takes no certificate issued after 2024-06-01: the CA cannot replace it
-    assert [f.detail["program"] for f in health[active.cert.id].findings
+    assert [f.cannot_issue_for for f in health[active.cert.id].findings
             if f.check == "ca_issuance"] == ["microsoft"]
-    assert finding.detail["kind"] == "certificate" and finding.detail["replace"] is True
+    assert finding.detail["kind"] == "certificate" and finding.replace
     d = decide(SITE, [active.cert, standby.cert], health, distrusted=set(), now=now)
     assert d.action is Action.FAILOVER and d.target == standby.cert.id
