@@ -129,42 +129,64 @@ def decide(site: SiteConfig, certs: Sequence[Cert], health: Mapping[str, Health]
     )
 
 
-def _choose(s: _Site, expiry_margin: timedelta) -> tuple[Action, Cert | None, str]:
+Choice = tuple[Action, Cert | None, str]
+
+
+def _choose(s: _Site, expiry_margin: timedelta) -> Choice:
     """Which certificate to serve: keep, activate the first, or fail over (and why)."""
-    active, health = s.active, s.health
+    active = s.active
     if active is None:
-        choice = s.best(s.healthy, None)
-        if choice is not None:
-            return Action.ACTIVATE, choice, "no certificate active yet"
-        if s.live:
-            return Action.NONE_HEALTHY, None, "no healthy certificate to activate"
-        return Action.KEEP, None, "no certificate yet"
-    ah = health[active.id]
+        return _first(s)
+    ah = s.health[active.id]
     others = [c for c in s.healthy if c.id != active.id]
     if not ah.healthy:
-        choice = s.best(others, active.ca)
-        why = "; ".join(ah.reasons(Severity.FAIL))
-        if choice is not None:
-            return Action.FAILOVER, choice, f"active failed: {why}"
-        return Action.NONE_HEALTHY, None, f"active failed and no healthy standby: {why}"
+        return _failed(s, active, ah, others)
     if active.not_after - s.now <= switch_margin(active, s.config, expiry_margin):
-        choice = s.best([c for c in others if c.not_after > active.not_after], None)
-        when = f"{active.not_after:%Y-%m-%d %H:%M:%S}Z"
-        if choice is not None:
-            return Action.FAILOVER, choice, f"active expires at {when}: switching before it does"
-        return Action.KEEP, None, f"active expires at {when} and no healthy certificate lasts longer"
-    better = [c for c in others if not flagged(health[c.id]) and no_new_warnings(health[c.id], ah)]
+        return _expiring(s, active, others)
+    better = [c for c in others
+              if not flagged(s.health[c.id]) and no_new_warnings(s.health[c.id], ah)]
     if flagged(ah):
-        choice = s.best(better, active.ca if replace_requested(ah) else None)
-        why = "; ".join(f.reason for f in ah.findings if f.flagged)
-        if choice is not None:
-            return Action.FAILOVER, choice, f"active must be replaced: {why}"
-        return Action.KEEP, None, f"active must be replaced ({why}) but no better standby yet"
+        return _flagged(s, active, ah, better)
     if s.config.switch_back:
         choice = s.best(better, None)
         if choice is not None and s.config.cas.index(choice.ca) < s.config.cas.index(active.ca):
             return Action.FAILOVER, choice, f"switch back to preferred CA {choice.ca}"
     return Action.KEEP, None, "active certificate is healthy"
+
+
+def _first(s: _Site) -> Choice:
+    choice = s.best(s.healthy, None)
+    if choice is not None:
+        return Action.ACTIVATE, choice, "no certificate active yet"
+    if s.live:
+        return Action.NONE_HEALTHY, None, "no healthy certificate to activate"
+    return Action.KEEP, None, "no certificate yet"
+
+
+def _failed(s: _Site, active: Cert, ah: Health, others: list[Cert]) -> Choice:
+    choice = s.best(others, active.ca)
+    why = "; ".join(ah.reasons(Severity.FAIL))
+    if choice is not None:
+        return Action.FAILOVER, choice, f"active failed: {why}"
+    return Action.NONE_HEALTHY, None, f"active failed and no healthy standby: {why}"
+
+
+def _expiring(s: _Site, active: Cert, others: list[Cert]) -> Choice:
+    """Within its switch margin: anything healthy that lasts longer, warnings or not."""
+    choice = s.best([c for c in others if c.not_after > active.not_after], None)
+    when = f"{active.not_after:%Y-%m-%d %H:%M:%S}Z"
+    if choice is not None:
+        return Action.FAILOVER, choice, f"active expires at {when}: switching before it does"
+    return Action.KEEP, None, f"active expires at {when} and no healthy certificate lasts longer"
+
+
+def _flagged(s: _Site, active: Cert, ah: Health, better: list[Cert]) -> Choice:
+    """To be replaced: only by something not worse (another CA first when it was asked for)."""
+    choice = s.best(better, active.ca if replace_requested(ah) else None)
+    why = "; ".join(f.reason for f in ah.findings if f.flagged)
+    if choice is not None:
+        return Action.FAILOVER, choice, f"active must be replaced: {why}"
+    return Action.KEEP, None, f"active must be replaced ({why}) but no better standby yet"
 
 
 def _replenish(s: _Site, serving: Cert | None,
