@@ -357,3 +357,11 @@ def test_wiring_builds_a_dns_issuer_per_settings(tmp_path: Path) -> None:
     assert issuer.solver.journal is not None
     assert issuer.solver.journal.directory == cfg.store / "dns01"  # type: ignore[attr-defined]
     assert make(cfg.sites[0]) is issuer, "one issuer (and solver) per CA and settings"
+
+
+def test_zone_lookup_at_a_refusing_server_is_transient() -> None:
+    s = Rfc2136Solver(f"127.0.0.1:{closed_port()}", TsigKey("k.", SECRET), timeout=2)
+    started = time.monotonic()
+    with pytest.raises(TransientIssuanceError, match="finding the zone"):
+        s.present("example.test", "AAAA", deadline=time.monotonic() + 5)
+    assert time.monotonic() - started < 2.5

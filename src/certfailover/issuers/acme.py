@@ -61,7 +61,7 @@ from ..model import Clock, utcnow
 from ..store.files import fsync_dir
 from .base import Issued
 from .challenges import Http01Solver
-from .dns01 import Dns01Solver
+from .dns01 import DeadlineReached, Dns01Solver
 
 __all__ = ["TRANSIENT_PROBLEMS", "AcmeIssuer", "NewOrderWithReplaces"]
 
@@ -78,7 +78,7 @@ _CHALLENGE_TYPES: dict[str, type[acme_challenges.Challenge]] = {
 }
 
 
-class _DeadlineReached(TransientIssuanceError):
+class _DeadlineReached(DeadlineReached):
     """The deadline passed between steps (the cause worth reporting is the error before it)."""
 
 
@@ -256,7 +256,7 @@ class AcmeIssuer:
             except _RateLimited:
                 raise
             except TransientIssuanceError as e:
-                if cause is None or not isinstance(e, _DeadlineReached):
+                if cause is None or not isinstance(e, DeadlineReached):
                     cause = e
                 remaining = self._remaining(deadline)
                 logger.info(

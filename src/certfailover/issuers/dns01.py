@@ -52,6 +52,7 @@ from ..store.files import atomic_write
 
 __all__ = [
     "CommandSolver",
+    "DeadlineReached",
     "Dns01Solver",
     "Journal",
     "Rfc2136Solver",
@@ -87,10 +88,14 @@ class Dns01Solver(Protocol):
     def clean_leftovers(self) -> int: ...
 
 
+class DeadlineReached(TransientIssuanceError):
+    """The deadline passed before a DNS step (the error before it is the one to report)."""
+
+
 def _left(deadline: float, cap: float, what: str) -> float:
     left = min(cap, deadline - time.monotonic())
     if left <= 0:
-        raise TransientIssuanceError(f"DNS-01: {what}: deadline reached")
+        raise DeadlineReached(f"DNS-01: {what}: deadline reached")
     return left
 
 
@@ -324,9 +329,9 @@ class Rfc2136Solver(_Journaled):
             try:
                 zone = dns.resolver.zone_for_name(
                     name, resolver=res, lifetime=_left(deadline, self.timeout, "zone lookup"))
-            except dns.exception.Timeout as exc:
+            except (dns.exception.Timeout, dns.resolver.NoNameservers) as exc:
                 raise TransientIssuanceError(f"DNS-01: {self.where}: no answer finding the "
-                                             f"zone of {name}: {exc}") from exc
+                                             f"zone of {name}: {exc}") from None
             except dns.exception.DNSException as exc:
                 raise IssuanceError(f"DNS-01: {self.where}: cannot find the zone of {name} "
                                     f"(set `zone`): {exc}") from exc
@@ -413,9 +418,11 @@ class Rfc2136Solver(_Journaled):
         """One non-recursive query, UDP with TCP fallback; None if the server did not answer."""
         q = dns.message.make_query(name, rdtype)
         q.flags &= ~dns.flags.RD
+        left = min(self.timeout, 2.0, deadline - time.monotonic())
+        if left <= 0:
+            return None
         try:
-            resp, _ = dns.query.udp_with_fallback(
-                q, host, port=port, timeout=_left(deadline, min(self.timeout, 2.0), f"{host}"))
+            resp, _ = dns.query.udp_with_fallback(q, host, port=port, timeout=left)
         except (OSError, EOFError, dns.exception.DNSException):
             return None
         return resp

@@ -8,10 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -23,10 +25,10 @@ from certfailover.issuers.acme import AcmeIssuer
 from certfailover.issuers.challenges import StandaloneSolver
 from certfailover.issuers.dns01 import Journal, Rfc2136Solver, TsigKey
 from certfailover.issuers.dns_settings import journal_dir
-from certfailover.model import utcnow
+from certfailover.model import CertState, utcnow
 from certfailover.names import cert_names, name_matches
 from certfailover.probe import leaf_sha256, served_chain
-from certfailover.wiring import build
+from certfailover.wiring import build, build_daemon
 from certfailover_lab.bind import BindServer
 from certfailover_lab.pebble import PebbleCA
 from certfailover_lab.sitelab import DOMAIN, Lab, make_lab
@@ -252,3 +254,102 @@ os._exit(9)
     rt.startup()
     assert bind_dns.txt(RECORD) == []
     assert not list(journal_dir(store).glob("*.json"))
+
+
+# ------------------------------------------------------- a silent DNS server delays no failover
+
+
+class SilentDns:
+    """A TCP port that accepts connections and never answers (a DNS server gone quiet)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.accepted = 0
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.accepted += 1
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def _until(cond: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _events(lab: Lab, kind: str) -> list[Any]:
+    return [e for e in lab.rt.db.events(site="www") if e.kind == kind]
+
+
+def _switch_on_time_with_silent_dns(lab: Lab, bind: BindServer, silent: SilentDns,
+                                      a: PebbleCA, b: PebbleCA) -> None:
+    assert lab.rt.engine.order(lab.rt.config.site("www"), b.name) is not None
+    # from now on the DNS primary accepts and never answers
+    text = lab.config_path.read_text()
+    lab.config_path.write_text(text.replace(f'"{bind.address}"',
+                                            f'"127.0.0.1:{silent.port}"'))
+    rt = build(config_mod.load(lab.config_path))
+    assert rt.config.site("www").challenge.dns.server == f"127.0.0.1:{silent.port}"
+    daemon = build_daemon(rt.engine, rt.config, interval=rt.config.daemon.interval)
+    t = threading.Thread(target=daemon.run, daemon=True)
+    t.start()
+    try:
+        _until(lambda: any(c.state is CertState.ACTIVE for c in lab.rt.db.certs("www")),
+               "activation")
+        _until(lambda: silent.accepted > 0, "C's order to reach the DNS server")
+        lab.rt.db.distrust(a.name, lab.rt.engine.clock(), "test")
+        lab.rt.engine.record(None, "www", "distrust", "test distrusts A",
+                             ca=a.name)
+        _until(lambda: bool(_events(lab, "failover")), "the failover", 10)
+        took = (_events(lab, "failover")[0].time - _events(lab, "distrust")[0].time).total_seconds()
+        assert took <= 3, f"distrust -> verified switch took {took:.2f}s"
+        assert lab.active().ca == b.name
+        assert lab.wait_served(lab.active().sha256)
+        print(f"\nsilent DNS: distrust -> verified switch {took:.2f}s")
+    finally:
+        daemon.stop_event.set()
+        daemon._wake.set()
+        t.join(10)
+        daemon.close(5)
+
+
+def test_a_silent_dns_server_delays_no_failover(
+    tmp_path: Path, lab_dir: Path, bind_dns: BindServer, pebble_dns_a: PebbleCA,
+    pebble_dns_b: PebbleCA, http01_port: int
+) -> None:
+    """A active, B standby; C's order hangs on the DNS update (the server accepts and never
+    answers) when A is distrusted: the daemon's switch to B is on time all the same."""
+    ca_c = PebbleCA(tmp_path / "pebble-dns-c", name="pebble-dns-c", http_port=http01_port,
+                    dns_server=bind_dns.address, nonce_reject_percent=0)
+    silent = SilentDns()
+    cas = (pebble_dns_a, pebble_dns_b, ca_c)
+    try:
+        for lab in make_lab(
+            tmp_path, [LabCAEntry(c.name, c.directory_url, c.ca_bundle) for c in cas],
+            [c.root_pem() for c in cas], http01_port,
+            daemon={"verify_timeout": 5, "issue_timeout": 30, "interval": 1},
+            site_extra={"domains": [DOMAIN, *NAMES], "min_standbys": 2},
+            challenge={**_challenge(bind_dns), "zone": "example.test"},  # UPDATE at once
+        ):
+            _switch_on_time_with_silent_dns(lab, bind_dns, silent, pebble_dns_a, pebble_dns_b)
+    finally:
+        silent.close()
+        ca_c.stop()
