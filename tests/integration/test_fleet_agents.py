@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
 
@@ -18,12 +19,16 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certfailover import keys
+from certfailover.config import ChallengeConfig, SiteConfig
+from certfailover.engine import Switch
 from certfailover.errors import StoreError
 from certfailover.events import EventKind
 from certfailover.fleet import controller, coord
 from certfailover.fleet.agent import Agent, AgentSite
 from certfailover.fleet.coord import Deadlines, Leader
+from certfailover.fleet.deployer import FleetDeployer
 from certfailover.fleet.sealed import Kek, Keyring, Plain
+from certfailover.model import Cert, CertState, Event
 from certfailover.probe import leaf_sha256, served_chain
 from certfailover.servers import LiveChange, ServerAdapter, make_adapter
 from certfailover.store import db as dbmod
@@ -246,3 +251,57 @@ def test_an_agent_cut_off_keeps_serving_shows_stale_and_raises_an_alert(fleet: F
     cut.agent.sync()
     assert cut.agent.stale_since is None
     assert controller.laggards(f.engine, after=0) == []
+
+
+def controller_switches(f: Fleet, vault: Vault, ca: str) -> list[Switch]:
+    out = []
+    for s in SITES:
+        d = f.certs[(s, ca)]
+        _, ca_name, serial = d.cert_id.split("/")
+        path = vault.save(s, ca_name, serial, leaf_pem=d.plain.cert_pem,
+                          chain_pem=d.plain.chain_pem, key_pem=d.plain.key_pem)
+        now = datetime.now(UTC)
+        cert = Cert(d.cert_id, s, ca_name, serial, now, now, d.sha256, "ec-p256", "CN=x",
+                    CertState.STANDBY, now, str(path))
+        site = SiteConfig(s, (f"{s}.test",), ("ca-a", "ca-b"), None, (), ChallengeConfig())
+        out.append(Switch(site, cert, None))
+    return out
+
+
+def test_the_controllers_switch_is_done_when_every_host_reports_it(
+        fleet: Fleet, tmp_path: Path) -> None:
+    f = fleet
+    sync_all(f)
+    vault = Vault(tmp_path / "controller")
+    vault.ensure()
+    recorded: list[Event] = []
+    deployer = FleetDeployer(f.leader, f.ring, vault, converge_timeout=15.0,
+                             record=recorded.extend)
+    stops = [threading.Event() for _ in f.hosts]
+    threads = [threading.Thread(target=h.agent.run, args=(f.url, stop), kwargs={"poll": 30.0})
+               for h, stop in zip(f.hosts, stops, strict=True)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        results = deployer(None, controller_switches(f, vault, "ca-b"))
+        assert [(r.site, r.ok) for r in results] == [(s, True) for s in SITES], results
+        assert all(0 < r.seconds < 10 for r in results) and recorded == []
+        for h in f.hosts:
+            assert {s: h.served(s) for s in SITES} == {s: f.certs[(s, "ca-b")].sha256
+                                                       for s in SITES}
+        stops[2].set()  # web3's agent stops: it will not converge
+        threads[2].join(10)
+        deployer.converge_timeout = 2.0
+        results = deployer(None, controller_switches(f, vault, "ca-a"))
+        assert not any(r.ok or r.rolled_back for r in results)
+        assert all("web3" in r.message and "web1" not in r.message for r in results)
+        assert sorted((e.site, e.kind, e.data["host"]) for e in recorded) == \
+            sorted((s, EventKind.FLEET_NOT_CONVERGED, "web3") for s in SITES)
+        assert {s: f.hosts[0].served(s) for s in SITES} == {s: f.certs[(s, "ca-a")].sha256
+                                                            for s in SITES}
+    finally:
+        for stop in stops:
+            stop.set()
+        for t in threads:
+            t.join(40)

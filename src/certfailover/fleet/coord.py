@@ -127,6 +127,11 @@ class Leader:
         self._conn: sa.Connection | None = None
         self._engine = make_engine(url, f"certfailover {self.holder}", self.deadlines)
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The leader's engine for reads and `fenced()` writes (not the lock's session)."""
+        return self._engine
+
     def try_lead(self) -> bool:
         """Take the role if nobody holds it; on success the epoch is incremented. A lost session
         (database restart, network cut) gives the role up: `held` turns False."""
