@@ -79,18 +79,12 @@ def cert_dates(cert: Mapping[str, Any], renew_fraction: float) -> list[Risk]:
     out: list[Risk] = []
     nb, na = parse_time(cert.get("not_before")), parse_time(cert.get("not_after"))
     renew = None
-    for f in cert.get("findings", []):
-        detail = f.get("detail") or {}
-        if renew is None and isinstance(detail, Mapping):
-            renew = parse_time(detail.get("renew_at"))
+    for f in cert.get("findings", []):  # the typed fields of model.Finding, as JSON
         forecast = parse_time(f.get("forecast"))
-        if forecast is None and isinstance(detail, Mapping) and f.get("check") == "trust":
-            forecast = parse_time(detail.get("date"))
         if forecast is not None:
-            program = f.get("program") or (detail.get("program") if isinstance(detail, Mapping)
-                                           else None) or f.get("check")
+            program = f.get("program") or f.get("cannot_issue_for") or f.get("check")
             out.append(Risk(forecast, f"{program} cut-off ({cert.get('ca')})"))
-    if renew is None and nb is not None and na is not None:
+    if nb is not None and na is not None:  # the validity check's rule
         renew = na - timedelta(seconds=(na - nb).total_seconds() * renew_fraction)
     if renew is not None:
         out.append(Risk(renew, f"renewal point ({cert.get('ca')})"))
