@@ -1,0 +1,135 @@
+"""RFC 8659 / RFC 8657 evaluation (pure), the gate's verdicts, the `caa` check, and the engine
+sending no order to a CA that CAA forbids."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from test_engine_kit import World, make_world
+
+from certfailover.caa import CAARecord, evaluate, parse_issue, relevant
+from certfailover.caacheck import CAACheck, CAAGate, CAASettings, GateSite, SiteVerdict
+from certfailover.checks import CheckContext
+from certfailover.model import CertState, Severity
+
+LE = ("letsencrypt.org",)
+ACCT = "https://acme.example/acct/1"
+
+
+def ok(records: list[CAARecord], name: str = "www.example.com", *, ids: tuple[str, ...] = LE,
+       account: str | None = ACCT, method: str = "http-01") -> bool:
+    return evaluate(name, "example.com", records, identities=ids, account_uri=account,
+                    method=method).allowed
+
+
+def issue(value: str, tag: str = "issue", flags: int = 0) -> CAARecord:
+    return CAARecord(flags, tag, value)
+
+
+def test_no_records_or_no_issue_tags_do_not_restrict() -> None:
+    assert ok([])
+    assert ok([issue("mailto:sec@example.com", "iodef")])
+    assert ok([issue("x", "futuretag")])  # unknown, not critical: ignored
+
+
+def test_issue_names_the_permitted_cas() -> None:
+    assert ok([issue("letsencrypt.org")])
+    assert ok([issue("pki.goog"), issue(" LetsEncrypt.org ")])
+    assert not ok([issue("pki.goog")])
+    assert not ok([issue(";")])  # nobody may issue
+    assert not ok([issue("pki.goog")], ids=())
+
+
+def test_unknown_critical_tag_forbids_everyone() -> None:
+    v = evaluate("www.example.com", "example.com", [issue("letsencrypt.org"),
+                                                    issue("x", "tbs", flags=128)],
+                 identities=LE, account_uri=ACCT, method="http-01")
+    assert not v.allowed and "critical tag 'tbs'" in v.reason
+    assert ok([issue("letsencrypt.org"), issue("mailto:x@example.com", "iodef", flags=128)])
+
+
+def test_issuewild_governs_wildcards_and_only_wildcards() -> None:
+    recs = [issue("pki.goog"), issue("letsencrypt.org", "issuewild")]
+    assert ok(recs, "*.example.com") and not ok(recs, "www.example.com")
+    recs = [issue("letsencrypt.org"), issue(";", "issuewild")]
+    assert ok(recs, "www.example.com") and not ok(recs, "*.example.com")
+    assert ok([issue("letsencrypt.org")], "*.example.com")  # no issuewild: issue applies
+
+
+def test_rfc8657_accounturi_and_validationmethods() -> None:
+    assert ok([issue(f"letsencrypt.org; accounturi={ACCT}")])
+    v = evaluate("a.example.com", "example.com",
+                 [issue("letsencrypt.org; accounturi=https://acme.example/acct/2")],
+                 identities=LE, account_uri=ACCT, method="http-01")
+    assert not v.allowed and "requires account https://acme.example/acct/2" in v.reason
+    assert not ok([issue(f"letsencrypt.org; accounturi={ACCT}")], account=None)
+    assert ok([issue("letsencrypt.org; validationmethods=dns-01,http-01")])
+    assert not ok([issue("letsencrypt.org; validationmethods=dns-01")])
+    assert ok([issue("letsencrypt.org; validationmethods=dns-01")], method="dns-01")
+    # one record per account: any matching record permits
+    assert ok([issue("letsencrypt.org; accounturi=https://acme.example/acct/9"),
+               issue(f"letsencrypt.org; accounturi={ACCT}; validationmethods=http-01")])
+    assert ok([issue("letsencrypt.org; unknownparam=1")])
+
+
+def test_parse_issue() -> None:
+    assert parse_issue("ca.example.net; account=230123") == ("ca.example.net", {"account": "230123"})
+    assert parse_issue(";") == ("", {})
+    assert parse_issue("ca..example") is None
+    assert parse_issue("ca.example; novalue") is None
+    assert not ok([issue("letsencrypt.org; broken")])  # malformed: authorizes nobody
+
+
+def test_tree_climbing_stops_at_the_first_non_empty_set() -> None:
+    zone = {"example.com": [issue("pki.goog")], "shop.example.com": [issue("letsencrypt.org")]}
+    asked: list[str] = []
+
+    def query(name: str) -> list[CAARecord]:
+        asked.append(name)
+        return zone.get(name, [])
+
+    assert relevant("a.b.shop.example.com", query) == ("shop.example.com", [issue("letsencrypt.org")])
+    assert asked == ["a.b.shop.example.com", "b.shop.example.com", "shop.example.com"]
+    assert relevant("*.example.com", query)[0] == "example.com"
+    assert relevant("www.other.org", query) == ("", [])
+
+
+def _gate(zone: dict[str, list[CAARecord]], ids: dict[str, tuple[str, ...]]) -> CAAGate:
+    gate = CAAGate(CAASettings(identities=ids), [GateSite("www", ("www.example.test",),
+                                                          ("a", "b"), "http-01")], {})
+    for ca in ("a", "b"):
+        gate._verdicts[("www", ca)] = gate.check(gate.sites[0], ca, lambda n: zone.get(n, []))
+    return gate
+
+
+def test_gate_and_check_name_the_forbidden_ca(world: World) -> None:
+    world.tick()
+    b = next(c for c in world.certs() if c.ca == "b")
+    gate = _gate({"example.test": [issue("ca-a.test")]}, {"a": ("ca-a.test",), "b": ("ca-b.test",)})
+    assert gate.forbids("www", "a") is None
+    why = gate.forbids("www", "b")
+    assert why is not None and "CA b may not issue for www" in why and "ca-b.test" in why
+    mat = world.engine.material(b)
+    found = CAACheck(gate).run(mat, CheckContext(now=world.clock(), domains=("www.example.test",),
+                                                 trust=()))
+    assert [(f.check, f.severity) for f in found] == [("caa", Severity.WARN)]
+    assert "CAA forbids CA b" in found[0].reason
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    yield from make_world(tmp_path)
+
+
+def test_no_order_goes_to_a_ca_that_caa_forbids(world: World) -> None:
+    forbidden = SiteVerdict("www", "b", False, "CAA at example.test does not permit CA b")
+    world.engine.caa = lambda site, ca: forbidden.reason if (site, ca) == ("www", "b") else None
+    world.tick()
+    assert [len(world.cas[ca].orders) for ca in ("a", "b", "c")] == [1, 0, 1]
+    assert {c.ca for c in world.certs() if c.state is CertState.STANDBY} == {"c"}
+    for _ in range(3):  # later ticks: still never b
+        world.tick(after=timedelta(hours=1))
+    assert world.cas["b"].orders == []
