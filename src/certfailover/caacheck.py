@@ -121,6 +121,14 @@ class CAAGate:
         self._identities: dict[str, tuple[str, ...]] = dict(settings.identities)
         self._lock = threading.Lock()
 
+    def __call__(self, site: str, ca: str) -> str | None:
+        """The engine's hook (Engine.caa): why no order may go from `site` to `ca`."""
+        return self.forbids(site, ca)
+
+    def current(self) -> list[SiteVerdict]:
+        with self._lock:
+            return list(self._verdicts.values())
+
     def verdict(self, site: str, ca: str) -> SiteVerdict | None:
         with self._lock:
             return self._verdicts.get((site, ca))
@@ -211,13 +219,12 @@ class CAAGateJob:
         self._thread.start()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self) -> None:  # the gate was refreshed when it was built: wait first
+        while not self._stop.wait(self.gate.settings.interval):
             try:
                 self.gate.refresh()
             except Exception:
                 log.exception("CAA refresh failed")
-            self._stop.wait(self.gate.settings.interval)
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()

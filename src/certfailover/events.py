@@ -49,6 +49,7 @@ class EventKind(StrEnum):
     FLEET_NOT_CONVERGED = "fleet_not_converged"
     UNEXPECTED_CERTIFICATE = "unexpected_certificate"
     CT_LOG_INCONSISTENT = "ct_log_inconsistent"
+    CAA_FORBIDS = "caa_forbids"
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,9 @@ KINDS: MappingProxyType[EventKind, KindInfo] = MappingProxyType({
                                                "certificate in time (docs/fleet.md)"),
     _K.UNEXPECTED_CERTIFICATE: KindInfo(CRITICAL, "a CT log holds a certificate for a site's "
                                                   "name that certfailover did not obtain or import"),
+    _K.CAA_FORBIDS: KindInfo(WARNING, "CAA does not permit a site's CA (or its account or "
+                                      "challenge): that standby cannot be issued or renewed; no "
+                                      "order goes to it"),
     _K.CT_LOG_INCONSISTENT: KindInfo(CRITICAL, "a CT log's tree head does not extend the one it "
                                                "signed before (a forked or rewritten log): not "
                                                "trusted"),

@@ -133,3 +133,49 @@ def test_no_order_goes_to_a_ca_that_caa_forbids(world: World) -> None:
     for _ in range(3):  # later ticks: still never b
         world.tick(after=timedelta(hours=1))
     assert world.cas["b"].orders == []
+
+
+def test_check_and_status_name_the_forbidden_ca(world: World, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`check` (exit 1, WARNING) and `status` name CA b; DNS is replaced by a zone in memory
+    (the same lookups run through challtestsrv in tests/integration/test_caa_challtestsrv.py)."""
+    import json
+
+    from certfailover import caa
+    from certfailover.cli.main import main
+    world.tick()
+    assert {c.ca for c in world.certs()} == {"a", "b"}
+    cfg = world.engine.config.path
+    cfg.write_text(cfg.read_text() + '\n[caa]\nresolver = ["127.0.0.1:9"]\n'
+                   'identities = { a = ["ca-a.test"], b = ["ca-b.test"], c = ["ca-c.test"] }\n')
+    zone = {"example.test": [issue("ca-a.test"), issue("ca-c.test")]}
+    monkeypatch.setattr(caa, "lookup", lambda _resolver, name, _timeout: zone.get(name, []))
+    code = main(["--config", str(cfg), "--json", "check"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and out["state"] == "WARNING", out
+    assert "CAA forbids CA b" in out["summary"] and "ca-b.test" in out["summary"]
+    assert main(["--config", str(cfg), "--json", "status"]) == 0
+    assert "CAA forbids CA b" in capsys.readouterr().out
+
+
+def test_the_daemon_alerts_a_forbidden_ca_at_start(world: World,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from certfailover import caa
+    from certfailover import config as config_mod
+    from certfailover.model import Event
+    from certfailover.wiring import build, build_daemon
+    cfg = world.engine.config.path
+    cfg.write_text(cfg.read_text() + '\n[caa]\nresolver = ["127.0.0.1:9"]\ninterval = "1h"\n'
+                   'identities = { a = ["ca-a.test"], b = ["ca-b.test"], c = ["ca-c.test"] }\n')
+    zone = {"www.example.test": [issue("ca-a.test; validationmethods=dns-01"), issue("ca-b.test")]}
+    monkeypatch.setattr(caa, "lookup", lambda _resolver, name, _timeout: zone.get(name, []))
+    config = config_mod.load(cfg, env={})
+    alerts: list[Event] = []
+    rt = build(config, notify=alerts.append)
+    assert rt.engine.caa is not None and rt.engine.caa("www", "a") is not None
+    d = build_daemon(rt.engine, config, interval=60, scheduled=False)
+    d.close()
+    said = sorted((e.data["ca"], e.kind) for e in rt.engine.db.events(site="www"))
+    assert said == [("a", "caa_forbids"), ("c", "caa_forbids")]
+    assert "not http-01" in next(e.message for e in rt.engine.db.events(site="www")
+                                 if e.data["ca"] == "a")
