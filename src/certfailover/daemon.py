@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Protocol
 
+from .caacheck import CAAGateJob
 from .checks import Check
 from .ct.job import WatchJob
 from .engine import Engine, RunPlan, TickReport
@@ -158,6 +159,7 @@ class Daemon:
         self._ended_lock = threading.Lock()
         self.remote: RemoteChecks | None = None
         self.ct_watch: WatchJob | None = None  # the CT watch's own thread (wiring starts it)
+        self.caa_job: CAAGateJob | None = None  # CAA re-checked every [caa] interval
         self.lock: HeldLock | None = None  # the store's daemon lock, checked before each tick
 
     # -- network checks ---------------------------------------------------------------------
@@ -216,6 +218,8 @@ class Daemon:
             self.remote.close()
         if self.ct_watch is not None:
             self.ct_watch.close()
+        if self.caa_job is not None:
+            self.caa_job.close()
         if self.background is not None:
             self.background.close(timeout)
         if self.metrics_server is not None:

@@ -166,6 +166,8 @@ class Engine:
         self._none_said: dict[str, str] = {}  # none_healthy already said
         self._site_errors: dict[str, str] = {}  # site_error already said
         self._cannot_said: set[tuple[str, str]] = set()  # ca_cannot_issue already said
+        #: (site, CA) -> why CAA forbids the CA for the site, or None (caacheck.CAAGate.forbids)
+        self.caa: Callable[[str, str], str | None] | None = None
         self._said_lock = threading.Lock()
         d = config.daemon
         self.budget = Budget(max_orders=d.max_orders, window=timedelta(seconds=d.orders_window),
@@ -620,6 +622,9 @@ class Engine:
         """Why no order goes from `site` to `ca` now (see issuance.hold, and a CA whose new
         certificates a required root program would not trust); `book` caches what that costs
         a query, per CA, for one tick."""
+        caa_forbids = self.caa(site.name, ca) if self.caa is not None else None
+        if caa_forbids:
+            return Hold("caa_forbidden", None, caa_forbids)
         if ca not in book.dead:
             book.dead[ca] = self.cannot_issue(ca)
         dead = [why for program, why in book.dead[ca].items() if program in programs(site.trust)]
