@@ -2,7 +2,11 @@
 packaged for Debian): RFC 6962 `/ct/v1/` (get-sth, get-sth-consistency, get-proof-by-hash,
 get-entries, get-roots, add-chain, add-pre-chain) over a real Merkle tree (RFC 6962 2.1
 hashing, PROOF/PATH of 2.1.1-2.1.2), tree heads and SCTs signed with ECDSA P-256 as
-`digitally-signed` structs (RFC 6962 3.2, 3.5). The TLS-presentation encoding is written by
+`digitally-signed` structs (RFC 6962 3.2, 3.5); and the same tree through the static-ct-api
+read side: `/checkpoint` (a signed note with an RFC6962NoteSignature), `/tile/data/<N>`,
+`/tile/<L>/<N>` (full and `.p/<W>` partial tiles) and `/issuer/<fingerprint>`. (Lab
+simplification: one tree for both interfaces, so the TimestampedEntry carries no leaf_index
+extension.) The TLS-presentation encoding is written by
 hand with `struct`; the tree code here is independent of the product's verifier
 (certfailover.ct.merkle), so the two check each other, and certspotter checks both.
 
@@ -122,6 +126,8 @@ class CTLog:
         self.roots: list[bytes] = []  # get-roots; empty: any chain is accepted (a test log)
         self._tree = _Tree()
         self._entries: list[tuple[bytes, bytes]] = []  # (leaf_input, extra_data)
+        self._tile_extra: list[bytes] = []  # per entry: what follows it in a data tile
+        self._issuers: dict[str, bytes] = {}  # hex SHA-256 -> DER (chain certificates)
         self._seen: dict[bytes, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -136,7 +142,16 @@ class CTLog:
         sig = self.key.sign(data, ec.ECDSA(hashes.SHA256()))
         return struct.pack(">BB", 4, 3) + _vec(sig, 2)  # sha256, ecdsa
 
-    def _append(self, entry_type: int, signed_entry: bytes, extra: bytes, dedup: bytes) -> dict[str, Any]:
+    def _tile_chain(self, chain: Sequence[bytes]) -> bytes:
+        fps = []
+        for c in chain:
+            fp = hashlib.sha256(c).digest()
+            self._issuers[fp.hex()] = c
+            fps.append(fp)
+        return _vec(b"".join(fps), 2)
+
+    def _append(self, entry_type: int, signed_entry: bytes, extra: bytes, dedup: bytes,
+                tile_extra: bytes = b"") -> dict[str, Any]:
         with self._lock:
             if dedup in self._seen:
                 return self._seen[dedup]
@@ -147,6 +162,7 @@ class CTLog:
             leaf = b"\x00\x00" + tail
             sct_sig = self._sign(b"\x00\x00" + tail)  # v1, certificate_timestamp, ...
             self._entries.append((leaf, extra))
+            self._tile_extra.append(tile_extra)
             self._tree.leaves.append(_leaf_hash(leaf))
             sct = {"sct_version": 0, "id": base64.b64encode(self.log_id).decode(),
                    "timestamp": ts, "extensions": "",
@@ -161,7 +177,7 @@ class CTLog:
         if not ders:
             raise ValueError("empty chain")
         extra = _vec(b"".join(_vec(c, 3) for c in ders[1:]), 3)
-        return self._append(0, _vec(ders[0], 3), extra, ders[0])
+        return self._append(0, _vec(ders[0], 3), extra, ders[0], self._tile_chain(ders[1:]))
 
     def add_pre_chain(self, chain: Sequence[bytes | x509.Certificate]) -> dict[str, Any]:
         """Log a precertificate (chain[0], with the poison extension) issued directly by
@@ -175,7 +191,8 @@ class CTLog:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).digest()
         tbs = precert_tbs(ders[0])
         extra = _vec(ders[0], 3) + _vec(b"".join(_vec(c, 3) for c in ders[1:]), 3)
-        return self._append(1, ikh + _vec(tbs, 3), extra, ders[0])
+        return self._append(1, ikh + _vec(tbs, 3), extra, ders[0],
+                            _vec(ders[0], 3) + self._tile_chain(ders[1:]))
 
     def rewrite(self, index: int, chain: Sequence[bytes | x509.Certificate]) -> None:
         """Fork: replace entry `index` by another certificate (history rewritten); later tree
@@ -186,6 +203,7 @@ class CTLog:
             old_leaf = self._entries[index][0]
             leaf = old_leaf[:12] + _vec(ders[0], 3) + _vec(b"", 2)
             self._entries[index] = (leaf, _vec(b"".join(_vec(c, 3) for c in ders[1:]), 3))
+            self._tile_extra[index] = self._tile_chain(ders[1:])
             self._tree.leaves[index] = _leaf_hash(leaf)
             self._tree.forget_from(index)
 
@@ -201,6 +219,36 @@ class CTLog:
                 "sha256_root_hash": base64.b64encode(root).decode(),
                 "tree_head_signature": base64.b64encode(sig).decode()}
 
+    @property
+    def origin(self) -> str:
+        """The checkpoint origin: the log's URL without its scheme and trailing slash."""
+        return self.url.split("://", 1)[1].rstrip("/")
+
+    def checkpoint(self) -> str:
+        """The signed checkpoint (C2SP tlog-checkpoint, RFC6962NoteSignature)."""
+        sth = self.sth()
+        n, root = sth["tree_size"], base64.b64decode(sth["sha256_root_hash"])
+        key_id = hashlib.sha256(self.origin.encode() + b"\n\x05" + self.log_id).digest()[:4]
+        sig = key_id + struct.pack(">Q", sth["timestamp"]) + base64.b64decode(
+            sth["tree_head_signature"])
+        return (f"{self.origin}\n{n}\n{base64.b64encode(root).decode()}\n\n"
+                f"\u2014 {self.origin} {base64.b64encode(sig).decode()}\n")
+
+    def data_tile(self, n: int, width: int) -> bytes:
+        with self._lock:
+            if not 0 < width <= 256 or n * 256 + width > self.size:
+                raise ValueError(f"no data tile {n} of width {width} at size {self.size}")
+            return b"".join(self._entries[i][0][2:] + self._tile_extra[i]
+                            for i in range(n * 256, n * 256 + width))
+
+    def hash_tile(self, level: int, n: int, width: int) -> bytes:
+        span = 256 ** level
+        with self._lock:
+            if not 0 < width <= 256 or (n * 256 + width) * span > self.size:
+                raise ValueError(f"no tile {level}/{n} of width {width} at size {self.size}")
+            return b"".join(self._tree.mth(i * span, (i + 1) * span)
+                            for i in range(n * 256, n * 256 + width))
+
     def consistency(self, first: int, second: int) -> list[bytes]:
         with self._lock:
             if not 0 < first <= second <= self.size:
@@ -212,16 +260,21 @@ class CTLog:
             return self._tree.path(index, 0, size)
 
     # -- the log list --------------------------------------------------------------------
-    def log_list(self) -> dict[str, Any]:
-        """A CT log list v3 naming this log (certspotter -logs, certfailover [ct] log_list)."""
+    def log_list(self, *, tiled: bool = False) -> dict[str, Any]:
+        """A CT log list v3 naming this log (certspotter -logs, certfailover [ct] log_list):
+        under `logs` (RFC 6962), or with `tiled` under `tiled_logs` (static-ct-api)."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        entry: dict[str, Any] = {"description": self.description,
+                                 "log_id": base64.b64encode(self.log_id).decode(),
+                                 "key": base64.b64encode(self.key_der).decode(), "mmd": 86400,
+                                 "state": {"usable": {"timestamp": now}}}
+        if tiled:
+            entry |= {"submission_url": self.url, "monitoring_url": self.url}
+        else:
+            entry["url"] = self.url
         return {"version": "1.0", "log_list_timestamp": now, "operators": [{
             "name": "certfailover lab", "email": ["lab@example.invalid"],
-            "logs": [{"description": self.description,
-                      "log_id": base64.b64encode(self.log_id).decode(),
-                      "key": base64.b64encode(self.key_der).decode(),
-                      "url": self.url, "mmd": 86400,
-                      "state": {"usable": {"timestamp": now}}}]}]}
+            "tiled_logs" if tiled else "logs": [entry]}]}
 
     # -- HTTP ------------------------------------------------------------------------------
     @property
@@ -277,6 +330,20 @@ class CTLog:
                     return 404, {"error": "hash not in the tree"}
             return 200, {"leaf_index": index, "audit_path": [
                 base64.b64encode(p).decode() for p in self.inclusion(index, size)]}
+        if method == "GET" and path == "/checkpoint":
+            return 200, self.checkpoint()
+        if method == "GET" and path.startswith("/tile/"):
+            rest = path[len("/tile/"):]
+            level_s, _, tile = rest.partition("/")
+            tile, _, partial = tile.partition(".p/")
+            n = int("".join(part.removeprefix("x") for part in tile.split("/")))
+            width = int(partial) if partial else 256
+            if level_s == "data":
+                return 200, self.data_tile(n, width)
+            return 200, self.hash_tile(int(level_s), n, width)
+        if method == "GET" and path.startswith("/issuer/"):
+            der = self._issuers.get(path[len("/issuer/"):])
+            return (200, der) if der is not None else (404, {"error": "no such issuer"})
         if method == "GET" and path == "/ct/v1/get-roots":
             return 200, {"certificates": [base64.b64encode(r).decode() for r in self.roots]}
         if method == "POST" and path in ("/ct/v1/add-chain", "/ct/v1/add-pre-chain"):
@@ -297,9 +364,15 @@ def _handler(log: CTLog) -> type[BaseHTTPRequestHandler]:
                 status, data = log.handle(method, parts.path, parse_qs(parts.query), body)
             except (KeyError, ValueError, IndexError) as exc:
                 status, data = 400, {"error": str(exc)}
-            out = json.dumps(data).encode()
+            kind = "application/json"
+            if isinstance(data, bytes):
+                out, kind = data, "application/octet-stream"
+            elif isinstance(data, str):
+                out, kind = data.encode(), "text/plain; charset=utf-8"
+            else:
+                out = json.dumps(data).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", kind)
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()
             self.wfile.write(out)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +31,9 @@ from ..store.db import Database
 from . import loglist, positions
 from .client import STH, LogClient
 from .match import Entry, NameIndex, ct_tbs_digest, parse_entry
-from .merkle import CompactTree, leaf_hash, verify_consistency
+from .merkle import CompactTree, leaf_hash, node_hash, verify_consistency
 from .settings import CTSettings
+from .tiles import WIDTH, TiledClient
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Watch:
         self.names = NameIndex({s: tuple(d) for s, d in sites.items()}, settings.subdomains)
         self._logs = logs
         self._clients: dict[bytes, LogClient] = {}
+        self._tiled: dict[bytes, TiledClient] = {}
         self._known: dict[str, str] = {}  # cert id -> CT TBS digest
 
     # -- the log list and the store's certificates --------------------------------------
@@ -106,10 +108,6 @@ class Watch:
     def poll(self) -> list[LogResult]:
         out = []
         for info in self.logs():
-            if info.tiled:
-                out.append(LogResult(info.url, info.id_b64, problem="static-ct-api (tiled) logs "
-                                     "are not read yet; skipped"))
-                continue
             out.append(self.poll_log(info))
         return out
 
@@ -117,11 +115,19 @@ class Watch:
         t0 = time.monotonic()
         res = LogResult(info.url, info.id_b64)
         try:
-            client = self._clients.get(info.log_id)
-            if client is None:
-                client = LogClient(info, timeout=self.settings.timeout, batch=self.settings.batch)
-                self._clients[info.log_id] = client
-            self._poll(client, info, res)
+            if info.tiled:
+                tiled = self._tiled.get(info.log_id)
+                if tiled is None:
+                    tiled = TiledClient(info, timeout=self.settings.timeout)
+                    self._tiled[info.log_id] = tiled
+                self._poll_tiled(tiled, info, res)
+            else:
+                client = self._clients.get(info.log_id)
+                if client is None:
+                    client = LogClient(info, timeout=self.settings.timeout,
+                                       batch=self.settings.batch)
+                    self._clients[info.log_id] = client
+                self._poll(client, info, res)
         except _Inconsistent as exc:
             res.problem, res.inconsistent = f"inconsistent: {exc}", True
             prev = positions.set_problem(self.db, info.id_b64, res.problem, self.clock())
@@ -156,6 +162,14 @@ class Watch:
                                 f"of size {sth.tree_size}")
         return tree
 
+    @staticmethod
+    def _against(pos: positions.Position, sth: STH) -> None:
+        if sth.tree_size < pos.tree_size:
+            raise _Inconsistent(f"signed a tree of size {sth.tree_size}, smaller than the "
+                                f"{pos.tree_size} it signed before")
+        if sth.tree_size == pos.tree_size and sth.root != pos.root:
+            raise _Inconsistent(f"signed two different roots for size {sth.tree_size}")
+
     def _poll(self, client: LogClient, info: loglist.LogInfo, res: LogResult) -> None:
         sth = client.sth()
         pos = positions.load(self.db, info.id_b64)
@@ -163,42 +177,91 @@ class Watch:
             tree = self._start_tree(client, sth)
         else:
             tree = pos.tree()
-            if sth.tree_size < pos.tree_size:
-                raise _Inconsistent(f"signed a tree of size {sth.tree_size}, smaller than the "
-                                    f"{pos.tree_size} it signed before")
-            if sth.tree_size == pos.tree_size and sth.root != pos.root:
-                raise _Inconsistent(f"signed two different roots for size {sth.tree_size}")
+            self._against(pos, sth)
             if pos.tree_size < sth.tree_size and pos.tree_size > 0:
                 proof = client.consistency(pos.tree_size, sth.tree_size)
                 if not verify_consistency(pos.tree_size, sth.tree_size, pos.root, sth.root, proof):
                     raise _Inconsistent(f"the tree of size {sth.tree_size} does not extend the "
                                         f"verified tree of size {pos.tree_size} (consistency "
                                         "proof fails)")
+
+        def leaves() -> Iterator[bytes]:
+            while tree.size < sth.tree_size:
+                end = min(tree.size + self.settings.batch, sth.tree_size) - 1
+                for leaf_input, _extra in client.entries(tree.size, end):
+                    yield leaf_input
+        self._advance(info, res, sth, tree, leaves())
+
+    def _poll_tiled(self, client: TiledClient, info: loglist.LogInfo, res: LogResult) -> None:
+        """A static-ct-api log: the checkpoint, then data tiles from the stored size. Extending
+        the stored compact tree to the signed root is the proof the log only appended."""
+        sth = client.checkpoint().sth
+        pos = positions.load(self.db, info.id_b64)
+        if pos is None:
+            tree = self._start_tree_tiled(client, sth)
+        else:
+            tree = pos.tree()
+            self._against(pos, sth)
+        start = tree.size
+
+        def leaves() -> Iterator[bytes]:
+            for n in range(start // WIDTH, -(-sth.tree_size // WIDTH)):
+                width = min(WIDTH, sth.tree_size - n * WIDTH)
+                for i, leaf in enumerate(client.data_tile(n, width)):
+                    if n * WIDTH + i >= start:
+                        yield leaf
+        self._advance(info, res, sth, tree, leaves())
+
+    def _start_tree_tiled(self, client: TiledClient, sth: STH) -> CompactTree:
+        """The compact tree at the checkpoint's size, from hash tiles, checked against the
+        signed root (start = "end")."""
+        if self.settings.start == "beginning" or sth.tree_size == 0:
+            return CompactTree()
+        size, nodes, offset = sth.tree_size, [], 0
+        for k in reversed(range(size.bit_length())):
+            if not size >> k & 1:
+                continue
+            level, rest = divmod(k, 8)
+            first = offset >> (8 * level)  # index among level-`level` hashes
+            n = first // WIDTH
+            width = min(WIDTH, (size >> (8 * level)) - n * WIDTH)
+            hashes = client.hash_tile(level, n, width)[first - n * WIDTH:][:1 << rest]
+            while len(hashes) > 1:
+                hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+            nodes.append(hashes[0])
+            offset += 1 << k
+        tree = CompactTree(size, nodes)
+        if tree.root() != sth.root:
+            raise _Inconsistent(f"its hash tiles do not lead to the signed root of size {size}")
+        return tree
+
+    def _advance(self, info: loglist.LogInfo, res: LogResult, sth: STH, tree: CompactTree,
+                 leaves: Iterator[bytes]) -> None:
+        """Add `leaves` (from tree.size to sth.tree_size) to the tree, matching each; the root
+        must be the signed one; then the position moves and the events are recorded."""
         res.from_size = tree.size
         found: list[Unexpected] = []
         known: set[str] | None = None
-        while tree.size < sth.tree_size:
-            end = min(tree.size + self.settings.batch, sth.tree_size) - 1
-            for leaf_input, _extra in client.entries(tree.size, end):
-                index = tree.size
-                tree.add(leaf_hash(leaf_input))
-                res.entries += 1
-                if not self.names.may_match(leaf_input):
-                    continue
-                try:
-                    entry = parse_entry(index, leaf_input)
-                    sites = self.names.sites(entry.names())
-                except (CertFailoverError, ValueError, TypeError) as exc:
-                    log.warning("CT watch: %s entry %d does not parse: %s", info.url, index, exc)
-                    continue
-                if not sites:
-                    continue
-                res.matched += 1
-                if known is None:
-                    known = self.known()
-                digest = ct_tbs_digest(entry.tbs)
-                if digest not in known:
-                    found.extend(_unexpected(s, info.url, entry, digest) for s in sorted(sites))
+        for leaf_input in leaves:
+            index = tree.size
+            tree.add(leaf_hash(leaf_input))
+            res.entries += 1
+            if not self.names.may_match(leaf_input):
+                continue
+            try:
+                entry = parse_entry(index, leaf_input)
+                sites = self.names.sites(entry.names())
+            except (CertFailoverError, ValueError, TypeError) as exc:
+                log.warning("CT watch: %s entry %d does not parse: %s", info.url, index, exc)
+                continue
+            if not sites:
+                continue
+            res.matched += 1
+            if known is None:
+                known = self.known()
+            digest = ct_tbs_digest(entry.tbs)
+            if digest not in known:
+                found.extend(_unexpected(s, info.url, entry, digest) for s in sorted(sites))
         if tree.root() != sth.root:
             raise _Inconsistent(f"the entries it served do not hash to its signed root of size "
                                 f"{sth.tree_size}")
