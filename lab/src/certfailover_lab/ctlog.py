@@ -38,7 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-__all__ = ["CTLog", "make_precert", "precert_tbs", "submit"]
+__all__ = ["CTLog", "log_pem", "make_precert", "precert_tbs", "submit"]
 
 POISON_OID = "1.3.6.1.4.1.11129.2.4.3"
 MAX_ENTRIES = 1000  # per get-entries call, like production logs
@@ -418,3 +418,9 @@ def make_precert(issuer: x509.Certificate, issuer_key: ec.EllipticCurvePrivateKe
                            critical=False)
             .add_extension(x509.PrecertPoison(), critical=True)
             .sign(issuer_key, hashes.SHA256()))
+
+
+def log_pem(log_url: str, fullchain_pem: bytes, *, timeout: float = 10.0) -> dict[str, Any]:
+    """Log a certificate as a CA would: `fullchain_pem` (leaf first, then its chain, e.g. a
+    store's fullchain.pem or an ACME download) submitted with add-chain; the SCT."""
+    return submit(log_url, x509.load_pem_x509_certificates(fullchain_pem), timeout=timeout)
