@@ -26,6 +26,10 @@ from urllib.parse import urlsplit
 
 import idna
 
+from .caacheck import CAASettings
+from .caacheck import from_table as caa_settings
+from .ct.settings import CTSettings
+from .ct.settings import from_table as ct_settings
 from .errors import CertFailoverError, ConfigError
 from .health import SYSTEM_BUNDLE
 from .metrics import parse_listen
@@ -48,7 +52,7 @@ DEFAULT_PATH = Path("certfailover.toml")
 NAME_MAX = 100
 #: top-level tables, each parsed here into a typed part of Config
 TABLES = ("store", "daemon", "ca", "server", "site", "schedule", "metrics", "trust", "notify",
-          "web")
+          "web", "ct", "caa")
 #: the system trust bundle as a site's `trust = ["system"]` names it
 SYSTEM = PemBundle(SYSTEM_BUNDLE, "system")
 #: [schedule] periods that must be > 0 (Intervals itself accepts 0 for them)
@@ -156,6 +160,8 @@ class Config:
     trust: TrustSettings = field(default_factory=TrustSettings)
     notify: NotifySettings | None = None  # None: no [notify] table, events are only stored
     web: WebSettings = field(default_factory=WebSettings)  # the status page (web/settings.py)
+    ct: CTSettings | None = None  # None: no [ct] table, no CT watch (ct/settings.py)
+    caa: CAASettings | None = None  # None: no [caa] table, no CAA check (caacheck.py)
 
     def site(self, name: str) -> SiteConfig:
         for s in self.sites:
@@ -284,6 +290,9 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
         trust=_trust(Table(file, "[trust]", raw.get("trust", {})), base, store),
         notify=None if notify is None else _notify(Table(file, "[notify]", notify), env),
         web=web_settings(Table(file, "[web]", raw.get("web", {})), env),
+        ct=ct_settings(Table(file, "[ct]", raw.get("ct", {})), base=base,
+                       sites=[s.name for s in sites]),
+        caa=caa_settings(Table(file, "[caa]", raw.get("caa", {})), cas=cas),
     )
 
 

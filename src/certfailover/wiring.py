@@ -21,11 +21,15 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from . import deploy
+from .caacheck import CAACheck, CAAGate, CAAGateJob, GateSite, SiteVerdict, acme_method
 from .checks import Check
 from .config import SYSTEM, CAConfig, Config, SiteConfig
+from .ct.job import WatchJob
+from .ct.watch import Watch
 from .daemon import Daemon
 from .engine import Engine, IssuerPort, Notify, Switch, SwitchResult
 from .errors import StoreError
+from .events import EventKind
 from .health import SYSTEM_BUNDLE, BundleStores, StoreTrustCheck, local_checks
 from .issuers.acme import AcmeIssuer
 from .issuers.challenges import StandaloneSolver, WebrootSolver
@@ -300,6 +304,9 @@ def build(config: Config, *, clock: Clock = utcnow, notify: Notify | None = None
     db, vault = open_store(config)
     stores = BundleStores()
     checks = build_checks(config, stores)
+    gate = caa_gate(config)
+    if gate is not None:
+        checks.append(CAACheck(gate))
     validate = ChainValidator(config.sites, _the(checks, StoreTrustCheck),
                               _the(checks, ProgramTrustCheck), clock)
     deployer = ServerDeployer(config, vault, validate)
@@ -311,7 +318,21 @@ def build(config: Config, *, clock: Clock = utcnow, notify: Notify | None = None
         notify=notify if notify is not None else build_routes(config.notify),
         clock=clock,
     )
+    engine.caa = gate
     return Runtime(config, db, vault, engine, stores, deployer)
+
+
+def caa_gate(config: Config) -> CAAGate | None:
+    """The CAA gate of `[caa]` (None without it), refreshed once now (DNS, each lookup bounded
+    by `[caa] timeout`); the daemon re-checks it every `[caa] interval`."""
+    if config.caa is None:
+        return None
+    gate = CAAGate(config.caa, [GateSite(s.name, s.domains, s.cas, acme_method(s.challenge.type))
+                                for s in config.sites],
+                   {n: (ca.directory, str(ca.ca_bundle) if ca.ca_bundle else True)
+                    for n, ca in config.cas.items()})
+    gate.refresh()
+    return gate
 
 
 def build_daemon(engine: Engine, config: Config, *, interval: float,
@@ -338,6 +359,22 @@ def build_daemon(engine: Engine, config: Config, *, interval: float,
     if scheduled:
         d.orders_in_background()
         d.checks_in_background()
+        if config.ct is not None:  # the CT watch: its own thread, every [ct] interval
+            watch = Watch(config.ct, engine.db, {s.name: s.domains for s in config.sites},
+                          record=lambda site, kind, msg, data: engine.record(
+                              None, site, kind, msg, **data))
+            d.ct_watch = WatchJob(watch, interval=config.ct.interval).start()
+    if isinstance(engine.caa, CAAGate):  # a CA that CAA forbids: said at start, on change
+        gate = engine.caa
+
+        def said(v: SiteVerdict, _before: SiteVerdict | None) -> None:
+            if v.allowed is False:
+                engine.record(None, v.site, EventKind.CAA_FORBIDS, v.reason, ca=v.ca)
+        for v in gate.current():
+            said(v, None)
+        gate.on_change = said
+        if scheduled:
+            d.caa_job = CAAGateJob(gate).start()
     if metrics is not None and listen is not None:
         d.metrics_server = metrics.serve(*listen)
         log.info("metrics at %s", d.metrics_server.url)

@@ -171,6 +171,16 @@ CASES: list[tuple[str, tuple[str, str], str, str]] = [
      "[notify.webhook].secret", "NOT_SET_HERE"),
     ("daemon-max-orders-zero", _append("[daemon]\nmax_orders = 0"), "[daemon].max_orders",
      "at least 1"),
+    ("ct-log-list-missing", _append('[ct]\nlog_list = "nowhere/logs.json"'), "[ct].log_list",
+     "does not exist"),
+    ("ct-subdomains-unknown-site", _append('[ct]\nlog_list = "https://logs.test/list.json"\n'
+                                           'subdomains = ["nope"]'),
+     "[ct].subdomains", "is not a configured [[site]]"),
+    ("ct-unknown-key", _append('[ct]\nlog_list = "https://logs.test/list.json"\nbatchsize = 5'),
+     "[ct].batchsize", "unknown key"),
+    ("caa-identities-unknown-ca", _append('[caa]\nidentities = { nope = ["ca.test"] }'),
+     "[caa].identities.nope", "is not a configured [[ca]]"),
+    ("caa-zero-timeout", _append('[caa]\ntimeout = 0'), "[caa].timeout", "must be > 0"),
 ]
 
 
