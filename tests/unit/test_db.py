@@ -128,6 +128,40 @@ def test_unknown_streaks_keep_their_start(db_url: Callable[[], str]) -> None:
     assert d.unknown_since("api") == {("api/a/1", "revocation"): NOW}
 
 
+def test_racing_writers_of_unknown_and_revoked_never_fail(db_url: Callable[[], str]) -> None:
+    """The tick and a background check start the same streak / record the same revocation at
+    once: no IntegrityError, one row, the first writer's, and exactly one 'recorded'."""
+    import threading
+
+    d = dbmod.Database(db_url())
+    d.migrate()
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def write(i: int, cert_id: str, start: threading.Barrier) -> None:
+        try:
+            start.wait()
+            d.set_unknown("www", {(cert_id, "revocation"): NOW + timedelta(seconds=i)})
+            results.append(d.mark_revoked(cert_id, "www", NOW, f"writer {i}"))
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    for round_ in range(5):
+        cert_id = f"www/a/{round_}"
+        start = threading.Barrier(6)
+        results.clear()
+        threads = [threading.Thread(target=write, args=(i, cert_id, start)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sorted(results) == [False] * 5 + [True]
+        since = d.unknown_since("www")[(cert_id, "revocation")]
+        assert NOW <= since <= NOW + timedelta(seconds=5)
+        assert list(d.revoked("www")).count(cert_id) == 1
+
+
 def test_the_table_definitions_equal_the_schema_the_migrations_produce(
         db_url: Callable[[], str]) -> None:
     """The frozen migrations and `metadata` are written twice on purpose; alembic's autogenerate

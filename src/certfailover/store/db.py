@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import StoreError
 from ..model import Cert, CertState, Event, Finding, Order, RevokedFact, Severity, Signal
@@ -143,6 +144,27 @@ ct_logs = sa.Table(
     sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
     sa.Column("problem", sa.Text, nullable=False),  # "" when the last poll verified
 )
+
+def _insert_new(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
+    """Insert a row unless one with the same primary key exists; True when inserted. One
+    statement (INSERT ... ON CONFLICT DO NOTHING), so two writers racing (the tick and a
+    background check) never fail on the key: the first one's row stays."""
+    keys = [c.name for c in table.primary_key.columns]
+    stmt: Any
+    if conn.dialect.name == "postgresql":
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    elif conn.dialect.name == "sqlite":
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
+    else:  # another engine: a savepoint around a plain insert
+        try:
+            with conn.begin_nested():
+                conn.execute(table.insert().values(**values))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+    # RETURNING, not rowcount: psycopg reports -1 for a skipped ON CONFLICT row
+    return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
+
 
 def _m1(op: Operations) -> None:
     """Schema 1: certificates, findings, events. Migrations are frozen: never edit one, add one."""
@@ -540,10 +562,8 @@ class Database:
     def mark_revoked(self, cert_id: str, site: str, at: datetime, reason: str) -> bool:
         """Record a verified revocation; False when it was already recorded."""
         with self.engine.begin() as conn:
-            if conn.execute(sa.select(revoked.c.cert_id).where(revoked.c.cert_id == cert_id)).first():
-                return False
-            conn.execute(revoked.insert().values(cert_id=cert_id, site=site, at=at, reason=reason))
-            return True
+            return _insert_new(conn, revoked, {"cert_id": cert_id, "site": site, "at": at,
+                                                   "reason": reason})
 
     def revoked(self, site: str | None = None) -> dict[str, RevokedFact]:
         q = sa.select(revoked)
@@ -570,6 +590,6 @@ class Database:
                 key = (unknown.c.cert_id == cert_id) & (unknown.c.check == name)
                 if since is None:
                     conn.execute(unknown.delete().where(key))
-                elif conn.execute(sa.select(unknown.c.since).where(key)).first() is None:
-                    conn.execute(unknown.insert().values(cert_id=cert_id, check=name, site=site,
-                                                         since=since))
+                else:
+                    _insert_new(conn, unknown, {"cert_id": cert_id, "check": name, "site": site,
+                                                    "since": since})
