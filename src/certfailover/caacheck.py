@@ -161,10 +161,12 @@ class CAAGate:
 
     def check(self, site: GateSite, ca: str,
               query: Callable[[str], list[caa.CAARecord]]) -> SiteVerdict:
+        ids: tuple[str, ...] | None = None
+        no_ids = ""
         try:
             ids = self.identities(ca)
         except caa.CAALookupError as exc:
-            return SiteVerdict(site.name, ca, None, str(exc))
+            no_ids = str(exc)  # only matters where CAA restricts issuance
         account = self.settings.accounts.get(ca) or (
             self.account_uri(ca) if self.account_uri is not None else None)
         verdicts = []
@@ -173,8 +175,12 @@ class CAAGate:
                 at, records = caa.relevant(name, query)
             except caa.CAALookupError as exc:
                 return SiteVerdict(site.name, ca, None, f"CAA for {name}: {exc}")
-            verdicts.append(caa.evaluate(name, at, records, identities=ids, account_uri=account,
-                                         method=site.method))
+            v = caa.evaluate(name, at, records, identities=ids or (), account_uri=account,
+                             method=site.method)
+            if ids is None and not v.allowed and "critical tag" not in v.reason:
+                return SiteVerdict(site.name, ca, None, f"CAA at {at} restricts issuance for "
+                                   f"{name}, and {no_ids}")
+            verdicts.append(v)
         bad = [v for v in verdicts if not v.allowed]
         if bad:
             return SiteVerdict(site.name, ca, False, f"CA {ca} may not issue for {site.name}: "

@@ -179,3 +179,36 @@ def test_the_daemon_alerts_a_forbidden_ca_at_start(world: World,
     assert said == [("a", "caa_forbids"), ("c", "caa_forbids")]
     assert "not http-01" in next(e.message for e in rt.engine.db.events(site="www")
                                  if e.data["ca"] == "a")
+
+
+def test_identities_from_the_acme_directory() -> None:
+    import json
+    from http.server import BaseHTTPRequestHandler
+
+    from certfailover.caa import CAALookupError
+    from certfailover_lab.httpd import serving
+
+    class Directory(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            meta = {"caaIdentities": ["LetsEncrypt.org"]} if self.path == "/le" else {}
+            body = json.dumps({"newNonce": "x", "meta": meta}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    with serving(Directory) as srv:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        gate = CAAGate(CAASettings(identities={"conf": ("ca.example",)}), [],
+                       {"le": (f"{base}/le", True), "bare": (f"{base}/bare", True)})
+        assert gate.identities("le") == ("letsencrypt.org",)
+        assert gate.identities("conf") == ("ca.example",)  # config wins, no fetch
+        with pytest.raises(CAALookupError, match=r"lists no caaIdentities; set \[caa\] identities.bare"):
+            gate.identities("bare")
+        site = GateSite("www", ("www.example.test",), ("bare",), "http-01")
+        assert gate.check(site, "bare", lambda _n: []).allowed is True  # no CAA: no identity needed
+        v = gate.check(site, "bare", lambda n: [issue("ca.example")] if n == "example.test" else [])
+        assert v.allowed is None and "restricts issuance" in v.reason and "caaIdentities" in v.reason
