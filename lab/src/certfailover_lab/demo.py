@@ -24,15 +24,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from certfailover.daemon import Daemon
 from certfailover.errors import InputError
 from certfailover.model import utcnow
 from certfailover.status import site_status
+from certfailover.wiring import build_daemon
 
 from .pebble import ChallTestSrv, revoke
 from .ports import free_port
 from .sitelab import DOMAIN, Lab, make_lab
 from .stack import RevocableCA
+
+#: the demo's [schedule]: revocation re-checked every second, so the story takes seconds (the
+#: defaults are CRL 5 min, OCSP 1 h, ARI 6 h; see schedule.Intervals)
+DEMO_SCHEDULE = """
+[schedule]
+crl = 1
+ocsp = 1
+ari = 1
+minimum = 1
+"""
 
 
 @dataclass
@@ -126,7 +136,8 @@ def run_demo(workdir: Path, *, out: Callable[[str], None] = print, interval: flo
         say("issuing the first certificate from ca-a, starting nginx on loopback with live/www")
         lab: Lab = stack.enter_context(contextlib.contextmanager(make_lab)(
             workdir, [a.entry(), b.entry()], [a.pebble.root_pem(), b.pebble.root_pem()], http01,
-            daemon={"interval": interval, "verify_timeout": 5, "issue_timeout": 30}))
+            daemon={"interval": interval, "verify_timeout": 5, "issue_timeout": 30},
+            extra_toml=DEMO_SCHEDULE))
         endpoint = str(lab.nginx.endpoint)
         say(f"nginx serves https://{DOMAIN} at {endpoint}; config {lab.config_path}")
 
@@ -141,7 +152,7 @@ def run_demo(workdir: Path, *, out: Callable[[str], None] = print, interval: flo
                 f"{c['days_left']:.0f} days left  {c['summary'][:60]}")
 
         seen = len(lab.rt.db.events(site="www"))
-        daemon = Daemon(lab.rt.engine, interval=interval)
+        daemon = build_daemon(lab.rt.engine, lab.rt.config, interval=interval)
         thread = threading.Thread(target=daemon.run, name="certfailover-daemon", daemon=True)
         thread.start()
         def stop_daemon() -> None:
@@ -149,7 +160,8 @@ def run_demo(workdir: Path, *, out: Callable[[str], None] = print, interval: flo
             thread.join(30)
 
         stack.callback(stop_daemon)
-        say(f"daemon running, checking every {interval:g} s")
+        say(f"daemon running as `certfailover run` does (tick every {interval:g} s; revocation "
+            "re-checked every second, [schedule] in the demo's config)")
 
         active = lab.active()
         d = Path(active.path)
