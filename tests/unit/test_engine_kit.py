@@ -278,4 +278,3 @@ def test_issuer_failure_does_not_block_a_switch(world: World) -> None:
     kinds = world.kinds()
     assert kinds.index("failover") < kinds.index("issuance_failed"), "switch first, orders after"
     assert any(o.outcome == "failed" for ca in world.cas.values() for o in ca.orders)
-
