@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -28,12 +29,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import psycopg
 import sqlalchemy as sa
 
 from ..errors import CertFailoverError, StoreError
 from ..store.db import fleet_epoch, fleet_leases
+
+if TYPE_CHECKING:  # psycopg is optional (the postgres extra): imported when a Listener connects
+    import psycopg
 
 __all__ = ["CHANNEL", "Deadlines", "Fenced", "Leader", "Leases", "Listener", "advisory_key",
            "connect_args", "make_engine", "notify"]
@@ -314,12 +318,16 @@ class Listener:
         self.connected_once = False
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg
+
         args = connect_args(self.app, self.deadlines)
         conn = psycopg.connect(autocommit=True, **self.info, **args)  # type: ignore[arg-type]
         conn.execute(f"LISTEN {CHANNEL}")
         return conn
 
     def wait(self, timeout: float) -> list[str]:
+        import psycopg
+
         out: list[str] = []
         if self._conn is None or self._conn.closed:
             try:
@@ -343,7 +351,5 @@ class Listener:
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken connection: nothing to do
                 conn.close()
-            except psycopg.Error:
-                pass
