@@ -31,6 +31,7 @@ from .caacheck import from_table as caa_settings
 from .ct.settings import CTSettings
 from .ct.settings import from_table as ct_settings
 from .errors import CertFailoverError, ConfigError
+from .fleet.settings import FleetSettings, fleet_settings
 from .health import SYSTEM_BUNDLE
 from .metrics import parse_listen
 from .notify.settings import NotifySettings
@@ -52,7 +53,7 @@ DEFAULT_PATH = Path("certfailover.toml")
 NAME_MAX = 100
 #: top-level tables, each parsed here into a typed part of Config
 TABLES = ("store", "daemon", "ca", "server", "site", "schedule", "metrics", "trust", "notify",
-          "web", "ct", "caa")
+          "web", "ct", "fleet", "caa")
 #: the system trust bundle as a site's `trust = ["system"]` names it
 SYSTEM = PemBundle(SYSTEM_BUNDLE, "system")
 #: [schedule] periods that must be > 0 (Intervals itself accepts 0 for them)
@@ -162,6 +163,7 @@ class Config:
     web: WebSettings = field(default_factory=WebSettings)  # the status page (web/settings.py)
     ct: CTSettings | None = None  # None: no [ct] table, no CT watch (ct/settings.py)
     caa: CAASettings | None = None  # None: no [caa] table, no CAA check (caacheck.py)
+    fleet: FleetSettings | None = None  # None: no [fleet] table, single host (fleet/settings.py)
 
     def site(self, name: str) -> SiteConfig:
         for s in self.sites:
@@ -293,6 +295,8 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
         ct=ct_settings(Table(file, "[ct]", raw.get("ct", {})), base=base,
                        sites=[s.name for s in sites]),
         caa=caa_settings(Table(file, "[caa]", raw.get("caa", {})), cas=cas),
+        fleet=None if raw.get("fleet") is None else fleet_settings(
+            Table(file, "[fleet]", raw["fleet"]), store_database=database, env=env),
     )
 
 

@@ -30,6 +30,7 @@ from .daemon import Daemon
 from .engine import Engine, IssuerPort, Notify, Switch, SwitchResult
 from .errors import StoreError
 from .events import EventKind
+from .fleet.port import controller_port
 from .health import SYSTEM_BUNDLE, BundleStores, StoreTrustCheck, local_checks
 from .issuers.acme import AcmeIssuer
 from .issuers.challenges import StandaloneSolver, WebrootSolver
@@ -314,7 +315,7 @@ def build(config: Config, *, clock: Clock = utcnow, notify: Notify | None = None
         config, db, vault,
         checks=checks,
         issuers={name: issuer_factory(config, vault, ca) for name, ca in config.cas.items()},
-        deploy=deployer,
+        deploy=controller_port(config, vault, db) or deployer,  # a fleet controller publishes
         notify=notify if notify is not None else build_routes(config.notify),
         clock=clock,
     )

@@ -181,6 +181,8 @@ CASES: list[tuple[str, tuple[str, str], str, str]] = [
     ("caa-identities-unknown-ca", _append('[caa]\nidentities = { nope = ["ca.test"] }'),
      "[caa].identities.nope", "is not a configured [[ca]]"),
     ("caa-zero-timeout", _append('[caa]\ntimeout = 0'), "[caa].timeout", "must be > 0"),
+    ("fleet-inline-kek", _append('[fleet]\nrole = "agent"\nkek = "00112233"'), "[fleet].kek",
+     "secrets are never inline"),
 ]
 
 
