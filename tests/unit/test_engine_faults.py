@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +20,8 @@ from certfailover.checks import CertMaterial, CheckContext
 from certfailover.daemon import Daemon
 from certfailover.errors import InputError, TransientIssuanceError
 from certfailover.issuers.base import Issued
-from certfailover.model import Action, CertState, Finding, Severity
+from certfailover.model import Action, CertState, Finding, Severity, Signal
+from certfailover.revocation.check import RevocationCheck
 from certfailover.schedule import Intervals, Scheduler
 from certfailover.testing import FakeClock, pki
 from certfailover.wiring import Runtime
@@ -53,7 +54,10 @@ class SignsCSRs:
 class ScriptedRevocation:
     """Stands in for RevocationCheck: answers `status[cert ca]` ("good", "revoked", "unknown")."""
 
-    name: ClassVar[str] = "revocation"
+    name: ClassVar[str] = RevocationCheck.name
+    findings: ClassVar[frozenset[str]] = RevocationCheck.findings
+    signals: ClassVar[Mapping[Signal, frozenset[str]]] = RevocationCheck.signals
+    remote: ClassVar[bool] = RevocationCheck.remote
 
     def __init__(self) -> None:
         self.status: dict[str, str] = {}
@@ -62,11 +66,11 @@ class ScriptedRevocation:
         st = self.status.get(material.cert.ca, "good")
         if st == "revoked":
             return [Finding("revocation", Severity.FAIL, "revoked (key_compromise) according to "
-                            "crl http://crl.test/", {"status": "revoked"})]
+                            "crl http://crl.test/", revoked=True)]
         if st == "unknown":
             return [Finding("revocation", Severity.WARN, "revocation status unknown: crl down",
-                            {"status": "unknown"})]
-        return [Finding("revocation", Severity.OK, "not revoked", {"status": "good"})]
+                            known=False)]
+        return [Finding("revocation", Severity.OK, "not revoked")]
 
 
 def scripted(rt: Runtime) -> ScriptedRevocation:
