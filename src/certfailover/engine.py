@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from . import keys, policy
+from . import chains, keys, policy
 from .checks import CertMaterial, Check, CheckContext
 from .config import Config, SiteConfig
 from .errors import CertFailoverError, InputError, IssuanceError, TransientIssuanceError
@@ -47,7 +47,7 @@ from .model import (
 from .names import cert_names, name_matches
 from .sitetrust import programs
 from .store.db import Database
-from .store.vault import Vault, load_key, load_pem_certs
+from .store.vault import Vault, base_dir, chain_dir, load_key, load_pem_certs
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ class Engine:
         #: background order workers (the daemon); None: orders run inline (CLI, run --once)
         self.orders: Workers | None = None
         self._materials: dict[str, CertMaterial] | None = None  # loaded once per tick
+        self.chains = chains.ChainJudge.from_checks(self.checks)  # which chain to serve
 
     # -- recording -------------------------------------------------------------------------
     def record(self, report: TickReport | None, site: str, kind: EventKind, message: str,
@@ -199,7 +200,8 @@ class Engine:
         if hit is not None and hit.cert.path == cert.path:
             return hit if hit.cert == cert else dataclasses.replace(hit, cert=cert)
         m = self.vault.load(Path(cert.path))
-        out = CertMaterial(cert=cert, leaf=m.leaf, chain=m.chain,
+        # every stored chain's certificates: the certificate fails only when no path is left
+        out = CertMaterial(cert=cert, leaf=m.leaf, chain=m.intermediates,
                            key_matches=keys.same_public_key(m.key.public_key(), m.leaf.public_key()))
         if memo is not None:
             memo[cert.id] = out
@@ -334,8 +336,9 @@ class Engine:
 
     # -- adding certificates ---------------------------------------------------------------
     def store_cert(self, site: SiteConfig, ca: str, *, leaf_pem: bytes, chain_pem: bytes,
-                   key_pem: bytes, source: str) -> Cert:
-        """Check a certificate for consistency, then write it to the vault as a standby."""
+                   key_pem: bytes, source: str, alt_chains_pem: Sequence[bytes] = ()) -> Cert:
+        """Check a certificate for consistency, then write it to the vault as a standby.
+        `alt_chains_pem`: the other chains offered for it (docs/chains.md)."""
         leaf_list = load_pem_certs(leaf_pem, f"{source} certificate")
         if not leaf_list:
             raise InputError(f"{source}: no certificate found")
@@ -350,6 +353,9 @@ class Engine:
             raise InputError(f"{source}: certificate does not cover {', '.join(missing)} "
                              f"(it names {', '.join(names) or 'nothing'})")
         check_chain_order(leaf, chain, source)
+        for i, alt in enumerate(alt_chains_pem, start=1):
+            check_chain_order(leaf, load_pem_certs(alt, f"{source} chain {i}") if alt.strip()
+                              else [], f"{source} chain {i}")
         spki = keys.spki_sha256(leaf.public_key())
         for other in self.db.certs(site.name, include_retired=True):
             if other.ca != ca:
@@ -362,7 +368,7 @@ class Engine:
         path = self.vault.save(
             site.name, ca, serial, leaf_pem=leaf.public_bytes(pem),
             chain_pem=b"".join(c.public_bytes(pem) for c in chain),
-            key_pem=keys.key_pem(key))
+            key_pem=keys.key_pem(key), alt_chains_pem=alt_chains_pem)
         cert = describe(site.name, ca, leaf, path, CertState.STANDBY, self.clock())
         self.db.add_cert(cert)
         return cert
@@ -393,7 +399,8 @@ class Engine:
                     f"CA {ca}: the order outlasted its deadline of "
                     f"{self.config.daemon.issue_timeout:.0f}s; its result is discarded")
             cert = self.store_cert(site, ca, leaf_pem=issued.leaf_pem, chain_pem=issued.chain_pem,
-                                   key_pem=keys.key_pem(key), source=f"CA {ca}")
+                                   key_pem=keys.key_pem(key), source=f"CA {ca}",
+                                   alt_chains_pem=issued.alt_chains_pem)
         except BaseException as exc:
             self.db.finish_order(order_id, self.clock(), "failed", reason=str(exc)[:2000],
                                  transient=isinstance(exc, (TransientIssuanceError, OSError)))
@@ -510,7 +517,11 @@ class Engine:
         if replenish:
             book = OrderBook()
             again = []
+            # no issuance for a site whose chain was switched in this tick
+            switched = {e.site for e in report.events if e.kind == EventKind.CHAIN_SWITCH}
             for site, d in decisions:
+                if site.name in switched:
+                    continue
                 try:
                     got = bool(d.need) and self._replenish(site, d, report, book) > 0
                 except Exception as exc:  # noqa: BLE001 - logged with its traceback
@@ -574,6 +585,7 @@ class Engine:
 
     def _apply(self, decisions: Sequence[tuple[SiteConfig, Decision]], report: TickReport) -> None:
         batches: dict[str | None, list[Switch]] = {}
+        chain_switch: dict[str, str] = {}  # site -> why its served chain changes
         for site, d in decisions:
             for cid in d.retire:
                 self.db.set_state(cid, CertState.RETIRED)
@@ -585,11 +597,15 @@ class Engine:
             else:
                 self._none_said.pop(site.name, None)
             if d.target is None:
+                sw = self._chain_switch(site, d, chain_switch)
+                if sw is not None:
+                    batches.setdefault(site.server, []).append(sw)
                 continue
             target = self.db.cert(d.target)
             previous = self.db.cert(d.active) if d.active else None
             assert target is not None
-            batches.setdefault(site.server, []).append(Switch(site, target, previous))
+            batches.setdefault(site.server, []).append(
+                Switch(site, self._with_chain(site, target), previous))
         by_site = {s.name: d for s, d in decisions}
         for server, switches in batches.items():
             try:
@@ -605,7 +621,13 @@ class Engine:
             for sw in switches:
                 r = results.get(sw.site.name)
                 d = by_site[sw.site.name]
-                if r is not None and r.ok:
+                if r is not None and r.ok and sw.site.name in chain_switch:
+                    self.record(report, sw.site.name, EventKind.CHAIN_SWITCH,
+                                f"{sw.target.id} now serves {chain_switch[sw.site.name]}; same "
+                                f"leaf and key, verified by handshake in {r.seconds:.2f}s",
+                                cert=sw.target.id, path=sw.target.path,
+                                reason=chain_switch[sw.site.name], seconds=r.seconds)
+                elif r is not None and r.ok:
                     self.db.set_active(sw.site.name, sw.target.id)
                     kind = EventKind.FAILOVER if d.action is Action.FAILOVER else EventKind.ACTIVATED
                     self.record(report, sw.site.name, kind,
@@ -617,6 +639,44 @@ class Engine:
                     msg = r.message if r else "deploy returned no result"
                     self.record(report, sw.site.name, EventKind.ROLLBACK if r and r.rolled_back else EventKind.DEPLOY_FAILED,
                                 f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
+
+    def _served_chain(self, site: SiteConfig, cert: Cert
+                      ) -> tuple[chains.ServedChain, int | None] | None:
+        """Which stored chain of `cert` to serve (policy.choose_chain) and the one served now;
+        None when that cannot be judged (logged: the stored chain is used as before)."""
+        try:
+            m = self.vault.load(Path(cert.path))
+            choice, served, _ = chains.pick(self.chains, cert, m.chains, m.leaf, site,
+                                            self.clock(), self.vault.live_target(site.name))
+        except Exception:  # judging chains never stops a switch (logged)
+            log.exception("site %s: cannot judge the chains of %s", site.name, cert.id)
+            return None
+        return choice, served
+
+    def _with_chain(self, site: SiteConfig, cert: Cert) -> Cert:
+        """`cert` with the path of the chain to serve (its own when no chain is better)."""
+        got = self._served_chain(site, cert)
+        if got is None or got[0].index is None:
+            return cert
+        return dataclasses.replace(cert, path=str(chain_dir(Path(cert.path), got[0].index)))
+
+    def _chain_switch(self, site: SiteConfig, d: Decision,
+                      why: dict[str, str]) -> Switch | None:
+        """A switch of the active certificate to another of its chains, when the served one
+        no longer satisfies every required anchor and another does (docs/chains.md)."""
+        if d.action is not Action.KEEP or d.active is None:
+            return None
+        active = self.db.cert(d.active)
+        got = self._served_chain(site, active) if active is not None else None
+        if active is None or got is None:
+            return None
+        choice, served = got
+        if choice.index is None or served is None or choice.index == served:
+            return None
+        why[site.name] = choice.reason
+        target = dataclasses.replace(active, path=str(chain_dir(Path(active.path), choice.index)))
+        current = dataclasses.replace(active, path=str(chain_dir(Path(active.path), served)))
+        return Switch(site, target, current)
 
     def hold(self, site: SiteConfig, ca: str, book: OrderBook) -> Hold | None:
         """Why no order goes from `site` to `ca` now (see issuance.hold, and a CA whose new
@@ -685,7 +745,7 @@ class Engine:
             if target is None:
                 continue
             certs = self.db.certs(site.name)
-            match = next((c for c in certs if Path(c.path).resolve() == target), None)
+            match = next((c for c in certs if Path(c.path).resolve() == base_dir(target)), None)
             active = next((c for c in certs if c.state is CertState.ACTIVE), None)
             if match is not None and (active is None or active.id != match.id):
                 self.db.set_active(site.name, match.id)

@@ -50,6 +50,7 @@ class EventKind(StrEnum):
     UNEXPECTED_CERTIFICATE = "unexpected_certificate"
     CT_LOG_INCONSISTENT = "ct_log_inconsistent"
     CAA_FORBIDS = "caa_forbids"
+    CHAIN_SWITCH = "chain_switch"
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ KINDS: MappingProxyType[EventKind, KindInfo] = MappingProxyType({
     _K.CAA_FORBIDS: KindInfo(WARNING, "CAA does not permit a site's CA (or its account or "
                                       "challenge): that standby cannot be issued or renewed; no "
                                       "order goes to it"),
+    _K.CHAIN_SWITCH: KindInfo(WARNING, "the served chain lost a required root program or trust "
+                                       "bundle: the same certificate now serves another chain "
+                                       "(verified by handshake; docs/chains.md)"),
     _K.CT_LOG_INCONSISTENT: KindInfo(CRITICAL, "a CT log's tree head does not extend the one it "
                                                "signed before (a forked or rewritten log): not "
                                                "trusted"),

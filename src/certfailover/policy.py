@@ -16,6 +16,9 @@ Rules:
 - No automatic switch back to a preferred CA unless the site sets switch_back.
 - Replenish: keep `min_standbys` healthy, unflagged standbys from CAs other than the active one's,
   never from a distrusted CA.
+- Chains (`choose_chain`): serve a chain that satisfies every required trust anchor, the
+  shortest among those; keep the served one while it still does (no churn); when it stops,
+  switch to another (same leaf, same key) before any certificate failover.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from .chains import PathVerdict, ServedChain
 from .config import SiteConfig
 from .model import Action, Cert, CertState, Decision, Health, Severity
 
@@ -225,3 +229,24 @@ def _retire(s: _Site, serving: Cert | None, revoked: frozenset[str] | set[str]) 
     return tuple(c.id for c in s.live
                  if c is not serving and c.state is not CertState.ACTIVE
                  and (c.not_after <= s.now or c.id in revoked or superseded(c)))
+
+
+def choose_chain(paths: Sequence[PathVerdict], served: int | None) -> ServedChain:
+    """Which stored chain of one certificate to serve. `served`: the chain served now (None:
+    the certificate is not served yet). Among the chains that satisfy every required anchor:
+    the served one while it still does, else the shortest (then the longest-lasting, then the
+    lowest index). None when no chain satisfies them all."""
+    good = [p for p in paths if p.ok]
+    if not good:
+        why = "; ".join(f"chain {p.index}: {', '.join(p.failed)}" for p in paths)
+        return ServedChain(None, f"no chain satisfies every required anchor ({why})")
+    current = next((p for p in good if p.index == served), None)
+    if current is not None:
+        return ServedChain(current.index, f"chain {current.index} (to {current.top}) satisfies "
+                                          "every required anchor")
+    best = min(good, key=lambda p: (p.length, -(p.until.timestamp() if p.until else 1e12),
+                                    p.index))
+    lost = next((p for p in paths if p.index == served), None)
+    head = (f"chain {lost.index} fails ({'; '.join(lost.failed)}): " if lost is not None else "")
+    return ServedChain(best.index, f"{head}chain {best.index} (to {best.top}) is the shortest "
+                                   "that satisfies every required anchor")

@@ -649,7 +649,8 @@ class AcmeIssuer:
         with self._step(cert_url, deadline):
             resp = self._post(cert_url, None)
             chains = [resp.content]
-            if self.preferred_chain is not None and "Link" in resp.headers:
+            # every alternate chain the CA offers is kept (docs/chains.md), inside the deadline
+            if "Link" in resp.headers:
                 for link in parse_header_links(resp.headers["Link"]):
                     if link.get("rel") == "alternate" and link.get("url"):
                         chains.append(self._post(link["url"], None).content)
@@ -676,6 +677,16 @@ class AcmeIssuer:
         leaf, rest = chosen[0], chosen[1:]
         if leaf.public_key() != csr.public_key():
             raise IssuanceError(f"{self.name}: {cert_url}: leaf key does not match the CSR key")
+        alternates: list[bytes] = []
+        for i, certs in enumerate(parsed):
+            if certs is chosen:
+                continue
+            if not certs or certs[0] != leaf:
+                raise IssuanceError(f"{self.name}: {cert_url}: alternate chain {i} does not "
+                                    "start with the certificate's leaf")
+            alternates.append(_pem([c for c in certs[1:] if not _self_issued(c)]))
         intermediates = [c for c in rest if not _self_issued(c)]  # "no root", even if sent
-        logger.info("%s: certificate serial %x from %s", self.name, leaf.serial_number, cert_url)
-        return Issued(leaf_pem=_pem([leaf]), chain_pem=_pem(intermediates), ca=self.name)
+        logger.info("%s: certificate serial %x from %s (%d chain(s))", self.name,
+                    leaf.serial_number, cert_url, len(parsed))
+        return Issued(leaf_pem=_pem([leaf]), chain_pem=_pem(intermediates), ca=self.name,
+                      alt_chains_pem=tuple(alternates))

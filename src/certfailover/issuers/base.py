@@ -16,6 +16,7 @@ class Issued:
     leaf_pem: bytes  # the leaf only
     chain_pem: bytes  # intermediates (as the CA sent them, no root), concatenated PEM
     ca: str  # issuer (CA config) name
+    alt_chains_pem: tuple[bytes, ...] = ()  # the CA's other chains for the leaf (docs/chains.md)
 
     @property
     def fullchain_pem(self) -> bytes:

@@ -2,7 +2,10 @@
 
     <root>/archive/<site>/<ca>/<serial>/   cert.pem chain.pem fullchain.pem privkey.pem (0600)
                                            combined.pem (fullchain + key, 0600, for HAProxy)
+                                           chains/<i>/ (i >= 1) the same five files with the
+                                           CA's alternate chain i (same leaf, same key)
     <root>/live/<site>  ->  ../archive/<site>/<ca>/<serial>     one symlink, flipped atomically
+                            (or ->  .../<serial>/chains/<i>: that chain is served)
     <root>/accounts/<ca>/account.key                             ACME account key (0600)
 
 The store is private: directories are created 0700 and an existing store loses its "other"
@@ -22,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +45,61 @@ def safe_name(value: str, what: str) -> str:
     return value
 
 
+CHAINS = "chains"  # the archive sub-directory of the alternate chains
+
+
 @dataclass(frozen=True)
 class Material:
     leaf: x509.Certificate
-    chain: tuple[x509.Certificate, ...]
+    chain: tuple[x509.Certificate, ...]  # the chain of the directory loaded
     key: PrivateKeyTypes
+    chains: tuple[tuple[x509.Certificate, ...], ...] = ()  # every stored chain, index order
+
+    @property
+    def intermediates(self) -> tuple[x509.Certificate, ...]:
+        """Every certificate of every stored chain, once (chain 0's first): what lets a
+        verifier build each path the CA offers."""
+        out: list[x509.Certificate] = []
+        for chain in self.chains or (self.chain,):
+            out += [c for c in chain if c not in out]
+        return tuple(out)
+
+
+def base_dir(directory: Path) -> Path:
+    """The certificate's archive directory of `directory` (itself, or the one holding the
+    chain directory `directory`)."""
+    directory = Path(directory)
+    if directory.parent.name == CHAINS and directory.name.isdigit():
+        return directory.parent.parent
+    return directory
+
+
+def chain_dir(directory: Path, index: int) -> Path:
+    """The directory that serves chain `index` of the certificate in `directory`."""
+    base = base_dir(directory)
+    return base if index == 0 else base / CHAINS / str(index)
+
+
+def chain_dirs(directory: Path) -> list[Path]:
+    """Every chain directory of the certificate in `directory`, index order (0: itself)."""
+    base = base_dir(directory)
+    alt = base / CHAINS
+    extra = sorted(int(p.name) for p in alt.iterdir() if p.name.isdigit()) if alt.is_dir() else []
+    return [base, *(alt / str(i) for i in extra)]
+
+
+def chain_index(directory: Path, served: Path | None) -> int | None:
+    """Which chain of the certificate in `directory` `served` (a live target) is, or None
+    when it is another certificate."""
+    if served is None:
+        return None
+    base = base_dir(directory).resolve()
+    served = Path(served).resolve()
+    if served == base:
+        return 0
+    if served.parent.name == CHAINS and served.parent.parent == base and served.name.isdigit():
+        return int(served.name)
+    return None
 
 
 def load_pem_certs(data: bytes, source: str) -> list[x509.Certificate]:
@@ -123,8 +177,10 @@ class Vault:
 
     # -- writes -----------------------------------------------------------------------------
     def save(self, site: str, ca: str, serial: str, *, leaf_pem: bytes, chain_pem: bytes,
-             key_pem: bytes) -> Path:
-        """Write one certificate's directory atomically; returns its path."""
+             key_pem: bytes, alt_chains_pem: Sequence[bytes] = ()) -> Path:
+        """Write one certificate's directory atomically; returns its path. `alt_chains_pem`:
+        the CA's other chains (intermediates, PEM), written to chains/1, chains/2, ... in the
+        same temporary directory, so they exist exactly when the certificate does."""
         final = self.archive_dir(site, ca, serial)
         # never through a symlink: archive/<site>/<ca> pointing elsewhere would take the key
         check_no_symlinks(final, self.root)
@@ -138,25 +194,47 @@ class Vault:
                 os.chmod(d, dirmode)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{serial}.", suffix=".tmp"))
         try:
-            fullchain = leaf_pem.rstrip(b"\n") + b"\n" + chain_pem if chain_pem else leaf_pem
-            contents = {
-                "cert.pem": (leaf_pem, filemode),
-                "chain.pem": (chain_pem, filemode),
-                "fullchain.pem": (fullchain, filemode),
-                "privkey.pem": (key_pem, filemode),
-                "combined.pem": (fullchain.rstrip(b"\n") + b"\n" + key_pem, filemode),
-            }
-            for name, (data, mode) in contents.items():
-                fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-                os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            _write_files(tmp, leaf_pem, chain_pem, key_pem, filemode)
+            if alt_chains_pem:
+                (tmp / CHAINS).mkdir(mode=dirmode)
+                os.chmod(tmp / CHAINS, dirmode)
+                for i, alt in enumerate(alt_chains_pem, start=1):
+                    sub = tmp / CHAINS / str(i)
+                    sub.mkdir(mode=dirmode)
+                    os.chmod(sub, dirmode)
+                    _write_files(sub, leaf_pem, alt, key_pem, filemode)
+                    fsync_dir(sub)
+                fsync_dir(tmp / CHAINS)
             os.chmod(tmp, dirmode)
             fsync_dir(tmp)
             os.rename(tmp, final)
             fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def add_chain(self, directory: Path, chain_pem: bytes) -> Path:
+        """Add one more chain to a stored certificate (e.g. one completed from AIA): written
+        whole under a temporary name, renamed to the next free chains/<i>; returns it."""
+        base = base_dir(directory)
+        check_no_symlinks(base, self.root)
+        leaf_pem, key_pem = (base / "cert.pem").read_bytes(), (base / "privkey.pem").read_bytes()
+        group = self.group_bits()
+        dirmode, filemode = 0o700 | group, 0o600 | (group & 0o040)
+        alt = base / CHAINS
+        if not alt.exists():
+            alt.mkdir(mode=dirmode)
+            os.chmod(alt, dirmode)
+        tmp = Path(tempfile.mkdtemp(dir=alt, prefix=".chain.", suffix=".tmp"))
+        try:
+            _write_files(tmp, leaf_pem, chain_pem, key_pem, filemode)
+            os.chmod(tmp, dirmode)
+            fsync_dir(tmp)
+            index = len(chain_dirs(base))
+            final = alt / str(index)
+            os.rename(tmp, final)
+            fsync_dir(alt)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -191,5 +269,41 @@ class Vault:
         except OSError as exc:
             raise StoreError(f"{directory}: cannot read certificate material: {exc}") from exc
         leaf = load_pem_certs(leaf_data, str(directory / "cert.pem"))[0]
-        chain = tuple(load_pem_certs(chain_data, str(directory / "chain.pem"))) if chain_data.strip() else ()
-        return Material(leaf=leaf, chain=chain, key=load_key(key_data, str(directory / "privkey.pem")))
+        chain = _chain(chain_data, directory / "chain.pem")
+        return Material(leaf=leaf, chain=chain, key=load_key(key_data, str(directory / "privkey.pem")),
+                        chains=self.load_chains(directory))
+
+    def load_chains(self, directory: Path) -> tuple[tuple[x509.Certificate, ...], ...]:
+        """Every stored chain (intermediates) of the certificate in `directory`, index order."""
+        out = []
+        for d in chain_dirs(directory):
+            try:
+                data = (d / "chain.pem").read_bytes()
+            except OSError as exc:
+                raise StoreError(f"{d}: cannot read chain: {exc}") from exc
+            out.append(_chain(data, d / "chain.pem"))
+        return tuple(out)
+
+
+def _chain(data: bytes, path: Path) -> tuple[x509.Certificate, ...]:
+    return tuple(load_pem_certs(data, str(path))) if data.strip() else ()
+
+
+def _write_files(directory: Path, leaf_pem: bytes, chain_pem: bytes, key_pem: bytes,
+                 filemode: int) -> None:
+    """The five files of one served chain, each with exactly `filemode`, fsynced."""
+    fullchain = leaf_pem.rstrip(b"\n") + b"\n" + chain_pem if chain_pem else leaf_pem
+    contents = {
+        "cert.pem": leaf_pem,
+        "chain.pem": chain_pem,
+        "fullchain.pem": fullchain,
+        "privkey.pem": key_pem,
+        "combined.pem": fullchain.rstrip(b"\n") + b"\n" + key_pem,
+    }
+    for name, data in contents.items():
+        fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, filemode)
+        os.fchmod(fd, filemode)  # exactly `filemode`, whatever the umask
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
