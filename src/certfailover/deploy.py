@@ -9,6 +9,8 @@ One batch = the sites that change on ONE server in one tick:
                  one and validate() accepts the served chain (reloads are asynchronous)
     5. rollback  sites that did not verify in time: journal phase "rollback", flip back, apply
                  once more for them, re-probe until the previous leaf is served
+                 (a chain switch, docs/chains.md: the same leaf in another chain directory of
+                 the same certificate; then the served chain must be the expected one too)
     6. forget    remove the journals
 
 If the process dies anywhere in between, the server still runs the state it loaded last (a
@@ -33,7 +35,7 @@ from .errors import ServerConfigError, ServerError, StoreError
 from .probe import ProbeError, leaf_sha256, served_chain
 from .servers.base import Endpoint, LiveChange, ServerAdapter
 from .store.files import atomic_write, fsync_dir
-from .store.vault import Vault, load_pem_certs
+from .store.vault import Vault, base_dir, load_pem_certs
 
 __all__ = [
     "Activation",
@@ -143,6 +145,27 @@ def _leaf_of(directory: Path) -> str:
                                       str(directory / "cert.pem"))[0])
 
 
+Chain = tuple[str, ...]  # SHA-256 of the certificates served after the leaf
+
+
+def _chain_of(directory: Path) -> Chain:
+    data = (directory / "chain.pem").read_bytes()
+    return tuple(leaf_sha256(c) for c in load_pem_certs(data, str(directory / "chain.pem"))) \
+        if data.strip() else ()
+
+
+def _chain_switch(frm: Path | None, to: Path) -> bool:
+    """`frm` and `to` are two chain directories of one certificate: the leaf does not change,
+    so only the served chain can prove the switch."""
+    return frm is not None and Path(frm).resolve() != Path(to).resolve() and \
+        base_dir(Path(frm).resolve()) == base_dir(Path(to).resolve())
+
+
+def _expect(act: Activation, sha: str, frm: Path | None,
+            to: Path) -> tuple[Activation, str, Chain | None]:
+    return act, sha, _chain_of(to) if _chain_switch(frm, to) else None
+
+
 @dataclass(frozen=True)
 class _Outcome:
     ok: bool
@@ -150,22 +173,24 @@ class _Outcome:
     first_seen: float  # seconds since t0 of the first handshake showing the expected leaf
 
 
-def _wait_served(items: Mapping[str, tuple[Activation, str]], validate: Validate | None,
-                 t0: float, timeout: float, settle: float) -> dict[str, _Outcome]:
-    """Probe until every endpoint of every site steadily serves its expected leaf.
+def _wait_served(items: Mapping[str, tuple[Activation, str, Chain | None]],
+                 validate: Validate | None, t0: float, timeout: float,
+                 settle: float) -> dict[str, _Outcome]:
+    """Probe until every endpoint of every site steadily serves its expected leaf (and, for a
+    chain switch, its expected chain).
 
     "Steadily": every handshake during `settle` seconds shows the expected leaf (nginx lets the
     old and the new worker generation accept side by side for ~0.1 s after a reload, so one
     good handshake proves little). validate() must accept the served chain.
     """
     deadline = time.monotonic() + timeout
-    todo = {site: set(act.endpoints) for site, (act, _) in items.items()}
+    todo = {site: set(act.endpoints) for site, (act, _, _) in items.items()}
     streak: dict[tuple[str, Endpoint], float] = {}
     last: dict[str, str] = {site: "not probed" for site in items}
     first: dict[str, float] = {}
     failed: dict[str, str] = {}
     while True:
-        for site, (act, sha) in items.items():
+        for site, (act, sha, want_chain) in items.items():
             if site in failed:
                 continue
             for ep in sorted(todo[site], key=str):
@@ -182,6 +207,11 @@ def _wait_served(items: Mapping[str, tuple[Activation, str]], validate: Validate
                 if got != sha:
                     streak.pop((site, ep), None)
                     last[site] = f"{ep} serves leaf {got[:16]}…, expected {sha[:16]}…"
+                    continue
+                if want_chain is not None and \
+                        tuple(leaf_sha256(c) for c in chain[1:]) != want_chain:
+                    streak.pop((site, ep), None)  # the same leaf, still with the old chain
+                    last[site] = f"{ep} serves the expected leaf with another chain"
                     continue
                 first.setdefault(site, now - t0)
                 err = validate(chain, act.sni) if validate else None
@@ -258,8 +288,8 @@ def activate(vault: Vault, adapter: ServerAdapter, batch: Sequence[Activation], 
                          {a.site: f"apply failed: {exc}" for a in batch}, {}, verify_timeout,
                          settle, on_phase)
     on_phase("verify")
-    outcomes = _wait_served({a.site: (a, a.expected_sha256) for a in batch}, validate, t0,
-                            verify_timeout, settle)
+    outcomes = _wait_served({a.site: _expect(a, a.expected_sha256, previous[a.site], a.target)
+                             for a in batch}, validate, t0, verify_timeout, settle)
     results: list[ActivationResult] = []
     for a in batch:
         o = outcomes[a.site]
@@ -304,11 +334,11 @@ def _rollback(vault: Vault, adapter: ServerAdapter, bad: list[Activation],
         except ServerError as exc:
             note = {a.site: f"; re-apply of the previous certificate failed: {exc}" for a in back}
     on_phase("rollback-verify")
-    olds: dict[str, tuple[Activation, str]] = {}
+    olds: dict[str, tuple[Activation, str, Chain | None]] = {}
     for a in back:
         prev = previous[a.site]
         assert prev is not None
-        olds[a.site] = (a, _leaf_of(prev))
+        olds[a.site] = _expect(a, _leaf_of(prev), a.target, prev)
     proven = _wait_served(olds, None, time.monotonic(), verify_timeout, settle) if olds else {}
     for a in bad:
         p = proven.get(a.site)
@@ -350,8 +380,9 @@ def recover(vault: Vault, adapters: Mapping[str, ServerAdapter], *, validate: Va
                                           "which is not configured; left for the operator"))
             continue
         if e.phase == "activate":
-            o = _wait_served({site: (e.act, e.act.expected_sha256)}, validate, time.monotonic(),
-                             settle + 1.0, settle)[site]
+            o = _wait_served({site: _expect(e.act, e.act.expected_sha256, e.previous,
+                                            e.act.target)},
+                             validate, time.monotonic(), settle + 1.0, settle)[site]
             if o.ok:
                 vault.point_live(site, e.act.target)
                 _forget(vault, site)
@@ -371,7 +402,8 @@ def recover(vault: Vault, adapters: Mapping[str, ServerAdapter], *, validate: Va
             adapter.apply(changes)
         except ServerError as exc:
             err = f"; apply failed: {exc}"
-        expect = {e.act.site: (e.act, _leaf_of(e.previous or e.act.target)) for e in entries}
+        expect = {e.act.site: _expect(e.act, _leaf_of(e.previous or e.act.target), e.act.target,
+                                      e.previous or e.act.target) for e in entries}
         proven = _wait_served(expect, None, time.monotonic(), verify_timeout, settle)
         for e in entries:
             p = proven[e.act.site]
