@@ -22,8 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from certfailover import config as config_mod
-from certfailover.daemon import build_daemon
-from certfailover.wiring import build
+from certfailover.wiring import build, build_daemon
 from certfailover_lab.faults import FaultProxy
 from certfailover_lab.pebble import ChallTestSrv, PebbleCA
 from certfailover_lab.ports import free_port

@@ -1,6 +1,6 @@
 """Revocation freshness with the shipped [schedule]: revocation at the CA -> verified switch.
 
-A real daemon (`daemon.build_daemon`, as `certfailover run` starts it; no [schedule] table, so
+A real daemon (`wiring.build_daemon`, as `certfailover run` starts it; no [schedule] table, so
 the shipped `Intervals()` defaults; `[daemon] interval` 300 s, the shipped default) on a lab
 site: nginx on loopback, two Pebble CAs, each with a status service (lab.status) that
 publishes CRLs whose nextUpdate is 7 days away (`crl_validity`), re-published at once when the
@@ -35,9 +35,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from certfailover.daemon import build_daemon
 from certfailover.model import CertState
 from certfailover.schedule import Intervals
+from certfailover.wiring import build_daemon
 from certfailover_lab.pebble import ChallTestSrv, revoke
 from certfailover_lab.ports import free_port
 from certfailover_lab.sitelab import Lab, make_lab
@@ -103,7 +103,7 @@ def main() -> int:
         lab: Lab = stack.enter_context(contextlib.contextmanager(make_lab)(
             work, [a.entry(), b.entry()], [a.pebble.root_pem(), b.pebble.root_pem()], http01,
             daemon={"interval": args.interval, "verify_timeout": 5, "issue_timeout": 60}))
-        assert "schedule" not in lab.rt.config.raw, "the bench runs the shipped [schedule]"
+        assert lab.rt.config.schedule == Intervals(), "the bench runs the shipped [schedule]"
         lab.rt.engine.tick()  # activates the first certificate (as `certfailover run --once`)
         first = lab.active()
         assert first.ca == "fresh-a"

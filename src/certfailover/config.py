@@ -33,7 +33,9 @@ from .ct.settings import from_table as ct_settings
 from .errors import CertFailoverError, ConfigError
 from .fleet.settings import FleetSettings, fleet_settings
 from .health import SYSTEM_BUNDLE
+from .issuers.dns_settings import DNS_CHALLENGES, DnsChallenge, parse_dns_challenge
 from .metrics import parse_listen
+from .model import RevocationMode
 from .notify.settings import NotifySettings
 from .notify.settings import parse as parse_notify
 from .schedule import Intervals, parse_duration
@@ -46,8 +48,8 @@ from .trust.sources.load import SourceSpec
 from .web.settings import WebSettings, web_settings
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
-CHALLENGES = ("http-01-webroot", "http-01-standalone")
-REVOCATION_MODES = ("soft-fail", "hard-fail")
+CHALLENGES = ("http-01-webroot", "http-01-standalone", *DNS_CHALLENGES)
+REVOCATION_MODES = tuple(m.value for m in RevocationMode)
 DEFAULT_PATH = Path("certfailover.toml")
 #: longest site and CA name: the `site` and `ca` columns of store/db.py are String(100)
 NAME_MAX = 100
@@ -89,6 +91,7 @@ class ChallengeConfig:
     webroot: Path | None = None
     listen_host: str = "0.0.0.0"
     listen_port: int = 80
+    dns: DnsChallenge | None = None  # the DNS-01 types' settings (issuers/dns_settings.py)
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ class SiteConfig:
     trust: tuple[TrustAnchor, ...] = (SYSTEM,)
     min_standbys: int = 1
     renew_fraction: float = 1 / 3
-    revocation: str = "soft-fail"
+    revocation: RevocationMode = RevocationMode.SOFT_FAIL
     switch_back: bool = False
     forecast_days: int = 90
 
@@ -232,12 +235,23 @@ def _short(text: str) -> str:
     return repr(text) if len(text) <= 60 else repr(text[:30] + "..." + text[-20:])
 
 
-def _domains(t: Table) -> tuple[str, ...]:
-    """The site's `domains`, normalised; errors name the entry ("domains[2]", from 0)."""
+def _domains(t: Table, *, wildcards: bool = False) -> tuple[str, ...]:
+    """The site's `domains`, normalised; errors name the entry ("domains[2]", from 0).
+    `*.name` (RFC 8555: the CA validates `name`) only with `wildcards` (a DNS challenge), and
+    not first (the handshake's SNI)."""
     seen: dict[str, int] = {}
     for i, text in enumerate(t.str_list("domains", nonempty=True)):
+        wild = text.startswith("*.")
+        if wild and "*" in text[2:] or not wild and "*" in text and wildcards:
+            raise t.err(f"domains[{i}]", f"{text!r}: '*' only as the whole left-most label "
+                                         "('*.example.com')")
+        if wild and not wildcards:
+            raise t.err(f"domains[{i}]", f"{text!r} {WILDCARD_MESSAGE}")
+        if wild and i == 0:
+            raise t.err("domains[0]", f"{text!r}: the first name is the one the handshake asks "
+                                      "for (SNI); put a name without '*' first")
         try:
-            name = normalize_domain(text)
+            name = ("*." if wild else "") + normalize_domain(text[2:] if wild else text)
         except ValueError as exc:
             raise t.err(f"domains[{i}]", str(exc)) from None
         if name in seen:
@@ -282,7 +296,7 @@ def parse(raw: Mapping[str, Any], *, file: str, base: Path, env: Mapping[str, st
     store, database = _store(Table(file, "[store]", raw.get("store", {})), base)
     cas = _cas(_array(raw, "ca", file), file, base, env)
     servers = _servers(_array(raw, "server", file), file)
-    sites = _sites(_array(raw, "site", file), file, base, cas, servers)
+    sites = _sites(_array(raw, "site", file), file, base, cas, servers, env)
     notify = raw.get("notify")
     return Config(
         path=Path(file), store=store, database=database, cas=cas, servers=servers, sites=sites,
@@ -461,11 +475,15 @@ def _trust_list(t: Table, base: Path) -> tuple[TrustAnchor, ...]:
     return tuple(out)
 
 
-def _challenge(t: Table, base: Path) -> ChallengeConfig:
+def _challenge(t: Table, base: Path, env: Mapping[str, str]) -> ChallengeConfig:
     ct = Table(t.file, f"{t.where}.challenge", t.get("challenge", dict, {}))
     ctype = ct.get("type", str, "http-01-standalone")
     if ctype not in CHALLENGES:
         raise ct.err("type", f"{ctype!r} is not one of {', '.join(CHALLENGES)}")
+    if ctype in DNS_CHALLENGES:
+        dns = parse_dns_challenge(ct, env=env, base=base)
+        ct.check_unknown()
+        return ChallengeConfig(ctype, dns=dns)
     webroot = ct.get("webroot", str, None)
     if ctype == "http-01-webroot" and not webroot:
         raise ct.err("webroot", "is required for http-01-webroot")
@@ -475,8 +493,9 @@ def _challenge(t: Table, base: Path) -> ChallengeConfig:
 
 
 def _site(t: Table, name: str, base: Path, cas: Mapping[str, CAConfig],
-          servers: Mapping[str, ServerConfig]) -> SiteConfig:
-    domains = _domains(t)
+          servers: Mapping[str, ServerConfig], env: Mapping[str, str]) -> SiteConfig:
+    challenge = _challenge(t, base, env)
+    domains = _domains(t, wildcards=challenge.dns is not None)
     site_cas = t.str_list("cas", nonempty=True)
     for ca in site_cas:
         if ca not in cas:
@@ -501,15 +520,16 @@ def _site(t: Table, name: str, base: Path, cas: Mapping[str, CAConfig],
     renew_fraction = t.get("renew_fraction", float, 1 / 3)
     if not 0 < renew_fraction < 1:
         raise t.err("renew_fraction", "must be between 0 and 1 (fraction of lifetime left)")
-    revocation = t.get("revocation", str, "soft-fail")
-    if revocation not in REVOCATION_MODES:
+    mode = t.get("revocation", str, RevocationMode.SOFT_FAIL.value)
+    if mode not in REVOCATION_MODES:
         raise t.err("revocation", f"must be one of {', '.join(REVOCATION_MODES)}")
+    revocation = RevocationMode(mode)
     forecast_days = t.get("forecast_days", int, 90)
     if forecast_days < 0:
         raise t.err("forecast_days", "must be >= 0 (days before a scheduled distrust)")
     site = SiteConfig(
         name=name, domains=domains, cas=site_cas, server=server, endpoints=endpoints,
-        challenge=_challenge(t, base), key_type=key_type, trust=_trust_list(t, base),
+        challenge=challenge, key_type=key_type, trust=_trust_list(t, base),
         min_standbys=min_standbys, renew_fraction=renew_fraction, revocation=revocation,
         switch_back=t.get("switch_back", bool, False), forecast_days=forecast_days,
     )
@@ -518,7 +538,7 @@ def _site(t: Table, name: str, base: Path, cas: Mapping[str, CAConfig],
 
 
 def _sites(items: list[Any], file: str, base: Path, cas: Mapping[str, CAConfig],
-           servers: Mapping[str, ServerConfig]) -> tuple[SiteConfig, ...]:
+           servers: Mapping[str, ServerConfig], env: Mapping[str, str]) -> tuple[SiteConfig, ...]:
     sites: dict[str, SiteConfig] = {}
     for i, item in enumerate(items):
         t = Table(file, f"[[site]] #{i + 1}", item)
@@ -526,7 +546,7 @@ def _sites(items: list[Any], file: str, base: Path, cas: Mapping[str, CAConfig],
         t.where = f"[[site]] {name!r}"
         if name in sites:
             raise t.err("name", "duplicate site name")
-        sites[name] = _site(t, name, base, cas, servers)
+        sites[name] = _site(t, name, base, cas, servers, env)
     return tuple(sites.values())
 
 

@@ -39,7 +39,6 @@ from .model import (
     Finding,
     Health,
     Order,
-    RevocationMode,
     RevokedFact,
     Severity,
     utcnow,
@@ -211,7 +210,7 @@ class Engine:
         return CheckContext(
             now=self.clock(), domains=site.domains, trust=site.trust,
             distrusted_cas=frozenset(self.db.distrusted()),
-            renew_fraction=site.renew_fraction, revocation=RevocationMode(site.revocation),
+            renew_fraction=site.renew_fraction, revocation=site.revocation,
             forecast_days=site.forecast_days, unknown_since=self.db.unknown_since(site.name),
         )
 

@@ -34,6 +34,7 @@ from .fleet.port import controller_port
 from .health import SYSTEM_BUNDLE, BundleStores, StoreTrustCheck, local_checks
 from .issuers.acme import AcmeIssuer
 from .issuers.challenges import StandaloneSolver, WebrootSolver
+from .issuers.dns_settings import DnsChallenge, clean_leftovers, make_solver
 from .metrics import Metrics
 from .model import Clock, utcnow
 from .notify.factory import build as build_routes
@@ -68,6 +69,8 @@ class Runtime:
         self.engine.reconcile()
         if n := self.db.abandon_pending_orders(utcnow()):
             log.warning("%d order(s) were interrupted by the last stop; they count as failures", n)
+        clean_leftovers([s.challenge.dns for s in self.config.sites if s.challenge.dns],
+                        self.config.store)  # DNS-01 records of a crashed run
 
 
 def open_store(config: Config, *, read_only: bool = False) -> tuple[Database, Vault]:
@@ -215,8 +218,10 @@ def fetch_bundle(config: Config) -> str | None:
 
 def issuer_factory(config: Config, vault: Vault, ca: CAConfig) -> Callable[[SiteConfig], IssuerPort]:
     @cache
-    def for_challenge(kind: str, webroot: str | None, host: str, port: int) -> IssuerPort:
-        solver = WebrootSolver(Path(webroot)) if kind == "http-01-webroot" and webroot \
+    def for_challenge(kind: str, webroot: str | None, host: str, port: int,
+                      dns: DnsChallenge | None = None) -> IssuerPort:
+        solver = make_solver(dns, config.store) if dns is not None \
+            else WebrootSolver(Path(webroot)) if kind == "http-01-webroot" and webroot \
             else StandaloneSolver(host, port)
         return AcmeIssuer(
             ca.name, ca.directory, email=ca.email, account_key_path=vault.account_key_path(ca.name),
@@ -227,7 +232,7 @@ def issuer_factory(config: Config, vault: Vault, ca: CAConfig) -> Callable[[Site
     def make(site: SiteConfig) -> IssuerPort:
         ch = site.challenge
         return for_challenge(ch.type, str(ch.webroot) if ch.webroot else None, ch.listen_host,
-                             ch.listen_port)
+                             ch.listen_port, ch.dns)
 
     return make
 

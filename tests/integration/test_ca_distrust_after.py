@@ -20,9 +20,8 @@ from cryptography import x509
 
 from certfailover import config as config_mod
 from certfailover.cli.main import main
-from certfailover.daemon import build_daemon
 from certfailover.status import site_status
-from certfailover.wiring import build
+from certfailover.wiring import build, build_daemon
 from certfailover_lab.pebble import ChallTestSrv, PebbleCA
 from certfailover_lab.sitelab import make_lab
 from certfailover_lab.sites import LabCAEntry

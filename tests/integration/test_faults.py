@@ -24,10 +24,10 @@ import pytest
 from cryptography import x509
 
 from certfailover import config as config_mod
-from certfailover.daemon import Daemon, build_daemon
+from certfailover.daemon import Daemon
 from certfailover.model import CertState
 from certfailover.probe import served_chain
-from certfailover.wiring import build
+from certfailover.wiring import build, build_daemon
 from certfailover_lab.faults import FaultProxy, Mode
 from certfailover_lab.pebble import ChallTestSrv, PebbleCA, revoke
 from certfailover_lab.sitelab import DOMAIN, Lab, make_lab

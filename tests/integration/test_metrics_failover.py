@@ -14,7 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from certfailover.daemon import build_daemon
+from certfailover.wiring import build_daemon
 from certfailover_lab.pebble import PebbleCA
 from certfailover_lab.ports import free_port
 from certfailover_lab.sitelab import Lab, make_lab

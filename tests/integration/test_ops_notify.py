@@ -29,9 +29,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from certfailover import config as config_mod
-from certfailover.daemon import build_daemon
 from certfailover.notify import SIGNATURE_HEADER
-from certfailover.wiring import build
+from certfailover.wiring import build, build_daemon
 from certfailover_lab.httpd import quiet, serving
 from certfailover_lab.pebble import PebbleCA
 from certfailover_lab.ports import free_port

@@ -181,6 +181,10 @@ CASES: list[tuple[str, tuple[str, str], str, str]] = [
     ("caa-identities-unknown-ca", _append('[caa]\nidentities = { nope = ["ca.test"] }'),
      "[caa].identities.nope", "is not a configured [[ca]]"),
     ("caa-zero-timeout", _append('[caa]\ntimeout = 0'), "[caa].timeout", "must be > 0"),
+    ("web-exposed-without-auth", _append('[web]\nlisten = "0.0.0.0:8786"'), "[web].listen",
+     "not a loopback address, without authentication"),
+    ("web-inline-token", _append('[web]\ntoken = "0123456789abcdef0123"'), "[web].token",
+     "secrets are never inline"),
     ("fleet-inline-kek", _append('[fleet]\nrole = "agent"\nkek = "00112233"'), "[fleet].kek",
      "secrets are never inline"),
 ]

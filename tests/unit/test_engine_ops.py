@@ -156,5 +156,5 @@ def test_unknown_since_is_stored_and_handed_to_the_checks(tmp_path: Path) -> Non
 def test_the_revocation_setting_reaches_the_checks_as_its_enum(tmp_path: Path) -> None:
     root = pki.make_root("Root H")
     rt = runtime(tmp_path, [root], [])
-    site = dataclasses.replace(rt.config.site("www"), revocation="hard-fail")
+    site = dataclasses.replace(rt.config.site("www"), revocation=RevocationMode.HARD_FAIL)
     assert rt.engine.context(site).revocation is RevocationMode.HARD_FAIL

@@ -2,14 +2,11 @@ from __future__ import annotations
 
 import random
 import time
-import tomllib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from certfailover.errors import ConfigError
 from certfailover.schedule import SIGNALS, Alert, Intervals, Scheduler, parse_duration
 from certfailover.testing import FakeClock
 
@@ -321,21 +318,6 @@ def test_parse_duration_rejects(text: str | float) -> None:
         parse_duration(text)
 
 
-def test_intervals_from_config_table() -> None:
-    iv = Intervals.from_mapping({"trust": "12h", "jitter": 0.2, "minimum": 60},
-                                file="/etc/certfailover.toml", table="schedule")
-    assert iv.trust == 12 * H and iv.jitter == 0.2 and iv.minimum == timedelta(minutes=1)
-    assert iv.crl == Intervals().crl
-    with pytest.raises(ConfigError, match=r"certfailover\.toml: schedule\.trsut: unknown key"):
-        Intervals.from_mapping({"trsut": "1d"}, file="/etc/certfailover.toml", table="schedule")
-    with pytest.raises(ConfigError, match=r"schedule\.crl: not a duration"):
-        Intervals.from_mapping({"crl": "soon"}, file="c.toml", table="schedule")
-    with pytest.raises(ConfigError, match=r"schedule\.jitter: expected a number"):
-        Intervals.from_mapping({"jitter": "lots"}, file="c.toml", table="schedule")
-    with pytest.raises(ConfigError, match="minimum <= maximum"):
-        Intervals.from_mapping({"minimum": "2d"}, file="c.toml", table="schedule")
-
-
 def test_ca_unreachable_alert_once_per_streak() -> None:
     clock = FakeClock(T0)
     s = sched(Intervals(jitter=0, ca_unreachable_after=timedelta(minutes=30)))
@@ -377,24 +359,3 @@ def test_signal_unknown_alert_after_threshold() -> None:
     assert s.alerts(clock.advance(12 * H))[0].since == clock() - 12 * H
     s.remove("site.example")
     assert s.unknown_since("site.example", "crl") is None
-
-
-def test_alert_thresholds_from_config() -> None:
-    iv = Intervals.from_mapping({"ca_unreachable_after": "2h", "signal_unknown_after": "3d"},
-                                file="c.toml", table="schedule")
-    assert iv.ca_unreachable_after == 2 * H and iv.signal_unknown_after == timedelta(days=3)
-
-
-def test_example_config_schedule_table_gives_the_defaults() -> None:
-    example = Path(__file__).resolve().parents[2] / "contrib" / "certfailover.example.toml"
-    raw = tomllib.loads(example.read_text())
-    assert Intervals.from_mapping(raw["schedule"], file=str(example), table="schedule") == (
-        Intervals())
-
-
-def test_new_schedule_keys_are_backward_compatible() -> None:
-    old = Intervals.from_mapping({"crl": "6h", "ocsp": "12h", "minimum": "5m"},
-                                 file="c.toml", table="schedule")
-    assert (old.crl, old.ocsp, old.minimum) == (6 * H, 12 * H, timedelta(minutes=5))
-    with pytest.raises(ConfigError, match="expiry"):
-        Intervals.from_mapping({"expiry": 0}, file="c.toml", table="schedule")

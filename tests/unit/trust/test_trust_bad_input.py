@@ -21,11 +21,17 @@ from cryptography.hazmat.primitives import hashes
 from trustpki import CA, T0, Lab, certdata, make_intermediate, make_root, pem
 
 from certfailover.cli.main import main
+from certfailover.config import TrustSettings, parse
 from certfailover.errors import CertFailoverError, TrustDataError
 from certfailover.trust.evaluate import Reason
-from certfailover.trust.refresh import Refresher, settings_from_config
+from certfailover.trust.refresh import Refresher
 from certfailover.trust.snapshot import PACKAGED_SNAPSHOT, Snapshot, read_snapshot, save_snapshot
 from certfailover.trust.sources.load import MAX_SHRINK, SourceSpec, check_shrink, import_spec
+
+
+def trust_table(table: dict[str, object], base: Path) -> TrustSettings:
+    """The `[trust]` table as config.load parses it."""
+    return parse({"trust": table}, file="t.toml", base=base, env={}).trust
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "trust"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared trust data absent")
@@ -223,8 +229,8 @@ def test_scheduled_refresh_refuses_a_shrink_unless_allowed(tmp_path: Path) -> No
     roots = [pki.make_root(f"Shrink Root {i}") for i in range(10)]
     bundle = pki.write_bundle(tmp_path / "apple.pem", *roots)
     out = tmp_path / "snap.json.gz"
-    settings = settings_from_config({"sources": [f"apple={bundle}"], "snapshot": str(out),
-                                     "allow_shrink": True}, file="t.toml", store=tmp_path)
+    settings = trust_table({"sources": [f"apple={bundle}"], "snapshot": str(out),
+                                     "allow_shrink": True}, tmp_path)
     assert settings.allow_shrink is True
     Refresher(settings).run(NOW)  # 156 packaged apple roots -> 10: confirmed by allow_shrink
     pki.write_bundle(bundle, *roots[:8])  # 20% fewer
@@ -236,7 +242,7 @@ def test_scheduled_refresh_refuses_a_shrink_unless_allowed(tmp_path: Path) -> No
     assert str(bundle) in msg and "apple" in msg and "8 trusted roots, down from 10" in msg
     assert out.read_bytes() == before
     with pytest.raises(CertFailoverError, match=r"\[trust\]\.allow_shrink"):
-        settings_from_config({"allow_shrink": "yes"}, file="t.toml", store=tmp_path)
+        trust_table({"allow_shrink": "yes"}, tmp_path)
 
 
 # -- CT precertificate ---------------------------------------------------------------------

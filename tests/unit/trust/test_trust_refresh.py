@@ -9,11 +9,16 @@ from typing import Any
 import pytest
 
 from certfailover import config as config_mod
-from certfailover.daemon import build_daemon
+from certfailover.config import TrustSettings, parse
 from certfailover.errors import ConfigError
 from certfailover.testing import FakeClock
 from certfailover.trust.snapshot import read_snapshot
-from certfailover.wiring import build
+from certfailover.wiring import build, build_daemon
+
+
+def trust_table(table: dict[str, object], base: Path) -> TrustSettings:
+    """The `[trust]` table as config.load parses it."""
+    return parse({"trust": table}, file="t.toml", base=base, env={}).trust
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "trust"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared trust data absent")
@@ -54,14 +59,13 @@ def test_scheduled_refresh_rebuilds_the_snapshot_and_keeps_it_on_failure(tmp_pat
 
 
 def test_trust_table_errors_name_the_key(tmp_path: Path) -> None:
-    from certfailover.trust.refresh import settings_from_config
     with pytest.raises(ConfigError, match=r"\[trust\]\.sources"):
-        settings_from_config({"sources": ["mozilla"]}, file="t.toml", store=tmp_path)
+        trust_table({"sources": ["mozilla"]}, tmp_path)
     with pytest.raises(ConfigError, match=r"\[trust\]\.refresh"):
-        settings_from_config({"refresh": "soon"}, file="t.toml", store=tmp_path)
+        trust_table({"refresh": "soon"}, tmp_path)
     with pytest.raises(ConfigError, match="unknown key"):
-        settings_from_config({"sauces": []}, file="t.toml", store=tmp_path)
-    off = settings_from_config({}, file="t.toml", store=tmp_path)
+        trust_table({"sauces": []}, tmp_path)
+    off = trust_table({}, tmp_path)
     assert off.snapshot is None and off.sources == ()
 
 
