@@ -25,7 +25,7 @@ import dns.rcode
 
 from certfailover.store.files import atomic_write
 
-from .pebble import LabError, _Process, _Service
+from .pebble import LabError, LabProcess, LabService
 from .ports import free_udp_tcp_port
 
 __all__ = ["BindServer"]
@@ -40,7 +40,7 @@ def _named() -> str:
     raise LabError("BIND's `named` is not installed (Debian: apt-get install bind9 bind9-utils)")
 
 
-class BindServer(_Service):
+class BindServer(LabService):
     """`named` authoritative for `zone` on 127.0.0.1:<port>, accepting TSIG-signed updates."""
 
     def __init__(self, workdir: Path, *, zone: str = "example.test",
@@ -53,7 +53,7 @@ class BindServer(_Service):
         self.key_secret = base64.b64encode(secrets.token_bytes(32)).decode()
         self.secret_file = self.workdir / "tsig.secret"
         atomic_write(self.secret_file, self.key_secret.encode() + b"\n", mode=0o600)
-        self._proc: _Process | None = None
+        self._proc: LabProcess | None = None
         zone_file = self.workdir / f"{self.zone}.zone"
         log_path = self.workdir / "named.log"
         named = _named()
@@ -67,7 +67,7 @@ class BindServer(_Service):
             conf = self.workdir / "named.conf"
             atomic_write(conf, self._conf_text(zone_file).encode(), mode=0o600)
             argv = [named, "-g", "-c", str(conf), "-p", str(self.port), "-4", "-n", "1"]
-            proc = _Process(argv, log_path=log_path, env={})
+            proc = LabProcess(argv, log_path=log_path, env={})
             if self._wait_ready(proc, startup_timeout):
                 self._proc = proc
                 return
@@ -111,7 +111,7 @@ zone "{self.zone}" {{
 }};
 """
 
-    def _wait_ready(self, proc: _Process, timeout: float) -> bool:
+    def _wait_ready(self, proc: LabProcess, timeout: float) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if proc.exited():

@@ -43,7 +43,7 @@ class LabError(CertFailoverError):
     """A lab process could not be started or answered wrongly; names the process and its log."""
 
 
-class _Process:
+class LabProcess:
     """One child process with its output in a log file; stopped with terminate, then kill."""
 
     def __init__(self, argv: list[str], *, log_path: Path, env: Mapping[str, str]) -> None:
@@ -87,10 +87,10 @@ def _tcp_open(host: str, port: int) -> bool:
         return False
 
 
-class _Service:
+class LabService:
     """A lab process owned by this object: stop() ends it; usable as a context manager."""
 
-    _proc: _Process | None = None
+    _proc: LabProcess | None = None
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -109,7 +109,7 @@ class _Service:
         self.stop()
 
 
-class ChallTestSrv(_Service):
+class ChallTestSrv(LabService):
     """`pebble-challtestsrv` as a DNS server answering every A query with 127.0.0.1.
 
     AAAA answers are disabled (`-defaultIPv6 ""`), so Pebble dials IPv4; its own HTTP-01,
@@ -119,7 +119,7 @@ class ChallTestSrv(_Service):
     def __init__(self, workdir: Path, *, startup_timeout: float = 10.0) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._proc: _Process | None = None
+        self._proc: LabProcess | None = None
         last = ""
         for _ in range(_START_ATTEMPTS):
             self.dns_port = free_udp_tcp_port()
@@ -134,7 +134,7 @@ class ChallTestSrv(_Service):
                 "-dns01", f"127.0.0.1:{self.dns_port}",
                 "-management", f"127.0.0.1:{self.management_port}",
             ]  # fmt: skip
-            proc = _Process(argv, log_path=self.workdir / "challtestsrv.log", env={})
+            proc = LabProcess(argv, log_path=self.workdir / "challtestsrv.log", env={})
             if self._wait_ready(proc, startup_timeout):
                 self._proc = proc
                 return
@@ -144,7 +144,7 @@ class ChallTestSrv(_Service):
             f"pebble-challtestsrv did not start (log {self.workdir / 'challtestsrv.log'}): {last}"
         )
 
-    def _wait_ready(self, proc: _Process, timeout: float) -> bool:
+    def _wait_ready(self, proc: LabProcess, timeout: float) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if proc.exited():
@@ -166,7 +166,7 @@ class ChallTestSrv(_Service):
 
 
 
-class PebbleCA(_Service):
+class PebbleCA(LabService):
     """One real Pebble ACME CA on free loopback ports.
 
     `http_port` is where Pebble validates HTTP-01 challenges (the port your solver serves on).
@@ -201,7 +201,7 @@ class PebbleCA(_Service):
         self.name = name
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._proc: _Process | None = None
+        self._proc: LabProcess | None = None
 
         tls_ca = trustme.CA(organization_name=f"certfailover lab listener CA ({name})")
         listener = tls_ca.issue_cert("127.0.0.1", "localhost")
@@ -245,7 +245,7 @@ class PebbleCA(_Service):
             argv = ["pebble", "-config", str(config_path)]
             if dns_server:
                 argv += ["-dnsserver", dns_server]
-            proc = _Process(argv, log_path=log_path, env=env)
+            proc = LabProcess(argv, log_path=log_path, env=env)
             if self._wait_ready(proc, startup_timeout):
                 self._proc = proc
                 return
@@ -253,7 +253,7 @@ class PebbleCA(_Service):
             proc.stop()
         raise LabError(f"pebble {name!r} did not start (log {log_path}): {last}")
 
-    def _wait_ready(self, proc: _Process, timeout: float) -> bool:
+    def _wait_ready(self, proc: LabProcess, timeout: float) -> bool:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if proc.exited():
