@@ -85,6 +85,22 @@ class ChainJudge:
         trust = next((k for k in checks if isinstance(k, ProgramTrustCheck)), None)
         return cls(stores, trust._engine if trust is not None else None)
 
+    @classmethod
+    def for_snapshot(cls, snapshot: Path | None) -> ChainJudge:
+        """For status and pins: the `[trust] snapshot` (None: the default one), fresh bundles."""
+        from .trust.check import ProgramTrustCheck
+        return cls(BundleStores(), ProgramTrustCheck(path=snapshot)._engine)
+
+    def anchors(self, path: PathVerdict) -> list[x509.Certificate]:
+        """The roots `path` reaches: in the site's PEM bundles and in its root programs."""
+        out = list(path.roots)
+        snap = self.engine().snapshot if self.engine is not None and path.root_sha256 else None
+        for sha in path.root_sha256:
+            der = snap.certs.get(sha) if snap is not None else None
+            if der is not None:
+                out.append(x509.load_der_x509_certificate(der))
+        return out
+
     def judge(self, leaf: x509.Certificate, chains: Sequence[Sequence[x509.Certificate]],
               trust: Sequence[TrustAnchor], host: str, at: datetime) -> tuple[PathVerdict, ...]:
         return tuple(self.one(i, leaf, chain, trust, host, at) for i, chain in enumerate(chains))

@@ -176,6 +176,8 @@ class Engine:
         self.orders: Workers | None = None
         self._materials: dict[str, CertMaterial] | None = None  # loaded once per tick
         self.chains = chains.ChainJudge.from_checks(self.checks)  # which chain to serve
+        #: cert id -> (leaf, every stored chain), from its last load by material()
+        self._stored_chains: dict[str, tuple[x509.Certificate, tuple[Any, ...]]] = {}
 
     # -- recording -------------------------------------------------------------------------
     def record(self, report: TickReport | None, site: str, kind: EventKind, message: str,
@@ -202,6 +204,7 @@ class Engine:
         # every stored chain's certificates: the certificate fails only when no path is left
         out = CertMaterial(cert=cert, leaf=m.leaf, chain=m.intermediates,
                            key_matches=keys.same_public_key(m.key.public_key(), m.leaf.public_key()))
+        self._stored_chains[cert.id] = (m.leaf, m.chains)
         if memo is not None:
             memo[cert.id] = out
         return out
@@ -639,13 +642,20 @@ class Engine:
                     self.record(report, sw.site.name, EventKind.ROLLBACK if r and r.rolled_back else EventKind.DEPLOY_FAILED,
                                 f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
 
-    def _served_chain(self, site: SiteConfig, cert: Cert
+    def _served_chain(self, site: SiteConfig, cert: Cert, *, load: bool = True
                       ) -> tuple[chains.ServedChain, int | None] | None:
         """Which stored chain of `cert` to serve (policy.choose_chain) and the one served now;
-        None when that cannot be judged (logged: the stored chain is used as before)."""
+        None when that cannot be judged (logged: the stored chain is used as before). In a
+        tick, `load=False` judges only a certificate some check of which ran (nothing due:
+        no vault read); the material is loaded once per tick either way."""
+        memo = self._materials
+        if memo is not None and cert.id not in memo and not load:
+            return None
         try:
-            m = self.vault.load(Path(cert.path))
-            choice, served, _ = chains.pick(self.chains, cert, m.chains, m.leaf, site,
+            if memo is None or cert.id not in memo:
+                self.material(cert)
+            leaf, stored = self._stored_chains[cert.id]
+            choice, served, _ = chains.pick(self.chains, cert, stored, leaf, site,
                                             self.clock(), self.vault.live_target(site.name))
         except Exception:  # judging chains never stops a switch (logged)
             log.exception("site %s: cannot judge the chains of %s", site.name, cert.id)
@@ -666,7 +676,7 @@ class Engine:
         if d.action is not Action.KEEP or d.active is None:
             return None
         active = self.db.cert(d.active)
-        got = self._served_chain(site, active) if active is not None else None
+        got = self._served_chain(site, active, load=False) if active is not None else None
         if active is None or got is None:
             return None
         choice, served = got

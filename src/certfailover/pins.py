@@ -1,5 +1,9 @@
 """Key pins: base64 SHA-256 of the DER SubjectPublicKeyInfo (RFC 7469 `pin-sha256`), spare keys.
 
+A site's pins are its leaf keys (active, standbys, a spare) and the keys of every intermediate
+and root of every chain that may be served (docs/chains.md): a chain switch then never
+serves a key an app did not pin.
+
 A spare key is generated ahead of need and kept private (0600), so an app that pins keys can
 ship its pin before the key is ever used in a certificate.
 """
@@ -11,6 +15,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,9 +27,11 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 
 from .errors import InputError, StoreError
+from .keys import key_type_of as public_key_type
 from .store.files import atomic_write
 
 if TYPE_CHECKING:
+    from .chains import ChainJudge
     from .config import SiteConfig
     from .store.db import Database
     from .store.vault import Vault
@@ -115,11 +122,12 @@ def ensure_spare_key(path: Path, key_type: str) -> SparePrivateKey:
 
 @dataclass(frozen=True)
 class Pin:
-    role: str  # "active", "standby" or "spare"
+    role: str  # "active", "standby", "spare", or "intermediate" / "root" of a served path
     pin_sha256: str  # base64 SHA-256 of the DER SubjectPublicKeyInfo
     cert_id: str | None  # None for the spare key (no certificate yet)
     ca: str | None
     key_type: str
+    subject: str | None = None  # an intermediate's or root's subject
 
 
 @dataclass(frozen=True)
@@ -135,15 +143,34 @@ def spare_key_path(vault_root: Path, site: str) -> Path:
     return Path(vault_root) / "spare" / f"{safe_name(site, 'site')}.key"
 
 
-def site_pins(db: Database, vault: Vault, site: SiteConfig) -> SitePins:
-    """Pins of the active key, every standby key, and one spare key (created the first time)."""
-    from .model import CertState
+def site_pins(db: Database, vault: Vault, site: SiteConfig, *,
+              judge: ChainJudge | None = None, now: datetime | None = None) -> SitePins:
+    """Pins of the active key, every standby key, one spare key (created the first time), then
+    the intermediates of every stored chain and the roots every chain reaches now (judged by
+    `judge`, default: the default trust snapshot), each key once."""
+    from .chains import ChainJudge
+    from .model import CertState, utcnow
+    judge = judge or ChainJudge.for_snapshot(None)
+    now = now or utcnow()
     pins: list[Pin] = []
+    authorities: list[Pin] = []
+    seen: set[str] = set()
     certs = sorted(db.certs(site.name), key=lambda c: (c.state is not CertState.ACTIVE, c.created))
     for c in certs:
-        leaf = vault.load(Path(c.path)).leaf
-        pins.append(Pin(c.state.value, spki_pin(leaf.public_key()), c.id, c.ca, c.key_type))
+        m = vault.load(Path(c.path))
+        pins.append(Pin(c.state.value, spki_pin(m.leaf.public_key()), c.id, c.ca, c.key_type))
+        for verdict in judge.judge(m.leaf, m.chains, site.trust, site.domains[0], now):
+            chain = m.chains[verdict.index]
+            for role, ca_cert in [*(("intermediate", x) for x in chain),
+                                  *(("root", r) for r in judge.anchors(verdict))]:
+                pin = spki_pin(ca_cert.public_key())
+                if pin not in seen:
+                    seen.add(pin)
+                    authorities.append(Pin(role, pin, c.id, c.ca,
+                                           public_key_type(ca_cert.public_key()),
+                                           ca_cert.subject.rfc4514_string()))
     path = spare_key_path(vault.root, site.name)
     spare = ensure_spare_key(path, site.key_type)
     pins.append(Pin("spare", spki_pin(spare.public_key()), None, None, site.key_type))
-    return SitePins(site.name, tuple(pins), str(path))
+    return SitePins(site.name, tuple(pins + authorities), str(path))
+

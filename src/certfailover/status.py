@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .chains import ChainJudge, describe, pick
 from .config import DaemonConfig, SiteConfig
 from .errors import CertFailoverError
 from .model import Cert, CertState, Health, Severity, to_jsonable
@@ -65,10 +66,34 @@ def independence(vault: Vault, site: SiteConfig, active: Cert, other: Cert) -> l
     return out
 
 
+def chain_rows(vault: Vault, judge: ChainJudge, site: SiteConfig, cert: Cert, now: datetime,
+               live: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """The certificate's chains as status shows them: which one is served, which one should be
+    and why (policy.choose_chain), and when each path stops working; plus text lines."""
+    try:
+        m = vault.load(Path(cert.path))
+        choice, served, paths = pick(judge, cert, m.chains, m.leaf, site, now, live)
+    except CertFailoverError as exc:
+        return {"served": None, "choice": None, "reason": str(exc), "paths": []}, []
+    rows = [{"index": p.index, "length": p.length, "top": p.top, "served": p.index == served,
+             "ok": p.ok, "failed": list(p.failed), "until": p.until, "until_why": p.until_why}
+            for p in paths]
+    lines: list[str] = []
+    if len(paths) > 1 or not all(p.ok for p in paths):  # one good chain is not news
+        now_served = f"serves chain {served}" if served is not None else "not served"
+        lines = [f"{cert.id}: {now_served}; {choice.reason}"]
+        lines += [f"  {'*' if p.index == served else ' '} {describe(p)}" for p in paths]
+    return {"served": served, "choice": choice.index, "reason": choice.reason,
+            "paths": rows}, lines
+
+
 def site_status(db: Database, site: SiteConfig, now: datetime, *,
-                vault: Vault | None = None, daemon: DaemonConfig | None = None) -> dict[str, Any]:
+                vault: Vault | None = None, daemon: DaemonConfig | None = None,
+                judge: ChainJudge | None = None) -> dict[str, Any]:
     """With `vault`, standbys also say whether they share a root with the active one; with
-    `daemon`, certificates too short-lived for its schedule are named."""
+    `daemon`, certificates too short-lived for its schedule are named; with `vault`, every
+    certificate's chains (docs/chains.md): which is served and why, and when each path stops
+    working, judged by `judge` (default: the default trust snapshot)."""
     certs = db.certs(site.name)
     distrusted = db.distrusted()
     revoked = db.revoked(site.name)
@@ -99,6 +124,13 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
         for r, c in zip(rows, certs):
             if c.id != active.id:
                 r["independence"] = independence(vault, site, active, c)
+    chain_lines: list[str] = []
+    if vault is not None:
+        judge = judge or ChainJudge.for_snapshot(None)
+        live = _live(vault, site)
+        for r, c in zip(rows, certs):
+            r["chains"], lines = chain_rows(vault, judge, site, c, now, live)
+            chain_lines += lines
     notes = []
     if active is None:
         notes.append("no active certificate")
@@ -116,4 +148,11 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
                 notes.append(f"{c.id}: {why}")
     return {"site": site.name, "domains": list(site.domains), "active": active.id if active else None,
             "min_standbys": site.min_standbys, "standbys_healthy": standbys,
-            "certs": rows, "notes": notes}
+            "certs": rows, "notes": notes, "chain_lines": chain_lines}
+
+
+def _live(vault: Vault, site: SiteConfig) -> Path | None:
+    try:
+        return vault.live_target(site.name)
+    except CertFailoverError:
+        return None  # status notes a broken live link on its own

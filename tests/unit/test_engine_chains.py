@@ -153,3 +153,33 @@ def test_import_checks_every_alternate_chain(world: World) -> None:
         world.engine.store_cert(site, "c", leaf_pem=pki.pem(leaf), chain_pem=b"",
                                 key_pem=keys.key_pem(key), source="import",
                                 alt_chains_pem=(pki.pem(stranger.cert),))
+
+
+def test_status_shows_the_served_chain_its_reason_and_each_paths_end(world: World) -> None:
+    from certfailover.status import site_status
+    world.tick()
+    a = world.active()
+    world.trust("a-new", "b")
+    world.tick()
+    site = world.engine.config.site("www")
+    st = site_status(world.engine.db, site, world.clock(), vault=world.engine.vault)
+    row = next(r for r in st["certs"] if r["id"] == a.id)
+    assert row["chains"]["served"] == 1 and row["chains"]["choice"] == 1
+    assert [p["ok"] for p in row["chains"]["paths"]] == [False, True]
+    assert row["chains"]["paths"][1]["served"] and "Root a-new" in row["chains"]["paths"][1]["top"]
+    assert any(line.startswith(f"{a.id}: serves chain 1") for line in st["chain_lines"])
+    b = next(r for r in st["certs"] if r["ca"] == "b")
+    assert b["chains"]["served"] is None and len(b["chains"]["paths"]) == 1
+
+
+def test_pins_cover_every_intermediate_and_root_of_every_path(world: World) -> None:
+    from certfailover.pins import site_pins, spki_pin
+    world.tick()
+    site = world.engine.config.site("www")
+    pins = site_pins(world.engine.db, world.engine.vault, site, now=world.clock())
+    roots = {p.pin_sha256 for p in pins.pins if p.role == "root"}
+    inters = {p.subject for p in pins.pins if p.role == "intermediate"}
+    assert roots == {spki_pin(world.roots[n].cert.public_key()) for n in ("a", "a-new", "b")}
+    # the cross-sign has the issuing CA's key: one pin for both of a's intermediates
+    assert inters == {"CN=Issuing CA a", "CN=Issuing CA b"}
+    assert {p.role for p in pins.pins} >= {"active", "standby", "spare"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..chains import ChainJudge
 from ..errors import InputError, StoreError
 from ..model import utcnow
 from ..status import site_status
@@ -24,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
     sites = [s for s in config.sites if args.site in (None, s.name)]
     if args.site and not sites:
         raise InputError(f"no site named {args.site!r} in {config.path}")
-    statuses = [site_status(db, s, now, vault=vault, daemon=config.daemon) for s in sites]
+    judge = ChainJudge.for_snapshot(config.trust.snapshot)
+    statuses = [site_status(db, s, now, vault=vault, daemon=config.daemon, judge=judge)
+                for s in sites]
     for st, site in zip(statuses, sites, strict=True):
         try:  # a broken live link is shown, not fatal: status is how the operator finds it
             vault.live_target(site.name)
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
                    else "  (no certificates yet: run `certfailover issue`)")
         for note in s["notes"]:
             out.append(f"  ! {note}")
+        out += [f"  {line}" for line in s["chain_lines"]]  # docs/chains.md
         out.append("")
     emit(args, data, "\n".join(out) or "no sites configured")
     return 0

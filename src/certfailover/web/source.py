@@ -16,6 +16,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..chains import ChainJudge
 from ..config import Config, SiteConfig
 from ..errors import CertFailoverError
 from ..model import CertState, to_jsonable
@@ -32,7 +33,9 @@ log = logging.getLogger(__name__)
 def status_document(db: Database, vault: Vault | None, config: Config,
                     now: Any) -> dict[str, Any]:
     """Exactly what `certfailover status --json` prints (as JSON-ready data)."""
-    statuses = [site_status(db, s, now, vault=vault, daemon=config.daemon) for s in config.sites]
+    judge = ChainJudge.for_snapshot(config.trust.snapshot) if vault is not None else None
+    statuses = [site_status(db, s, now, vault=vault, daemon=config.daemon, judge=judge)
+                for s in config.sites]
     if vault is not None:
         for st, site in zip(statuses, config.sites, strict=True):
             try:
