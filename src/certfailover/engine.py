@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from . import chains, keys, policy
+from . import aia, chains, keys, policy
 from .checks import CertMaterial, Check, CheckContext
 from .config import Config, SiteConfig
 from .errors import CertFailoverError, InputError, IssuanceError, TransientIssuanceError
@@ -176,6 +176,8 @@ class Engine:
         self.orders: Workers | None = None
         self._materials: dict[str, CertMaterial] | None = None  # loaded once per tick
         self.chains = chains.ChainJudge.from_checks(self.checks)  # which chain to serve
+        #: completes a stored chain that misses an intermediate (AIA caIssuers); None: never
+        self.aia: aia.IssuerFetcher | None = aia.IssuerFetcher()
         #: cert id -> (leaf, every stored chain), from its last load by material()
         self._stored_chains: dict[str, tuple[x509.Certificate, tuple[Any, ...]]] = {}
 
@@ -355,9 +357,12 @@ class Engine:
             raise InputError(f"{source}: certificate does not cover {', '.join(missing)} "
                              f"(it names {', '.join(names) or 'nothing'})")
         check_chain_order(leaf, chain, source)
-        for i, alt in enumerate(alt_chains_pem, start=1):
-            check_chain_order(leaf, load_pem_certs(alt, f"{source} chain {i}") if alt.strip()
-                              else [], f"{source} chain {i}")
+        alts = [load_pem_certs(alt, f"{source} chain {i}") if alt.strip() else []
+                for i, alt in enumerate(alt_chains_pem, start=1)]
+        for i, alt_chain in enumerate(alts, start=1):
+            check_chain_order(leaf, alt_chain, f"{source} chain {i}")
+        if self.aia is not None:  # a chain missing an intermediate: completed as one more
+            alt_chains_pem = (*alt_chains_pem, *self.aia.completions(leaf, [chain, *alts]))
         spki = keys.spki_sha256(leaf.public_key())
         for other in self.db.certs(site.name, include_retired=True):
             if other.ca != ca:

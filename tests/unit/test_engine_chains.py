@@ -183,3 +183,26 @@ def test_pins_cover_every_intermediate_and_root_of_every_path(world: World) -> N
     # the cross-sign has the issuing CA's key: one pin for both of a's intermediates
     assert inters == {"CN=Issuing CA a", "CN=Issuing CA b"}
     assert {p.role for p in pins.pins} >= {"active", "standby", "spare"}
+
+
+def test_imported_chain_missing_an_intermediate_is_completed_from_aia(world: World) -> None:
+    from test_aia import Lab, Pki
+    lab = Lab()
+    try:
+        p = Pki(lab)
+        world.roots["aia"] = p.root
+        world.trust("aia", "a", "a-new", "b")
+        world.tick()
+        site = world.engine.config.site("www")
+        cert = world.engine.store_cert(site, "b", leaf_pem=pki.pem(p.leaf),
+                                       chain_pem=pki.pem(p.i2.cert),  # i1 is missing
+                                       key_pem=keys.key_pem(p.key), source="import")
+        stored = world.engine.vault.load(Path(cert.path)).chains
+        assert stored == ((p.i2.cert,), (p.i2.cert, p.i1.cert)), "kept as sent, plus completed"
+        world.engine.failover("www", to=cert.id)
+        assert world.active().id == cert.id
+        assert chain_index(Path(cert.path), world.engine.vault.live_target("www")) == 1, \
+            "the completed chain is the one that validates: it is served"
+    finally:
+        lab.httpd.shutdown()
+        lab.httpd.server_close()
