@@ -128,3 +128,45 @@ def test_chain_switch_on_nginx_same_leaf_no_issuance_zero_failed_handshakes(
         assert lab.active().ca == pebble_b.name
         assert lab.wait_served(lab.active().sha256)
         assert datetime.now(UTC) < lab.active().not_after
+
+
+def test_crash_in_a_chain_switch_is_undone_by_the_served_chain(
+    tmp_path: Path, pebble_alt: PebbleCA, pebble_b: PebbleCA, http01_port: int
+) -> None:
+    """The process dies after the live link moved to chain 1 but before nginx reloaded: the
+    leaf served is the expected one, so only the served chain shows the switch never
+    happened; recover() must undo it (not call it finished)."""
+    from certfailover.deploy import Activation, activate, pending_journals, recover
+
+    root0 = pebble_alt.root_pem()
+    root1 = pebble_alt._management_get("/roots/1").content
+    cas = [LabCAEntry(pebble_alt.name, pebble_alt.directory_url, pebble_alt.ca_bundle),
+           LabCAEntry(pebble_b.name, pebble_b.directory_url, pebble_b.ca_bundle)]
+    for lab in make_lab(tmp_path, cas, [root0, root1, pebble_b.root_pem()], http01_port):
+        lab.rt.engine.tick()
+        active, vault = lab.active(), lab.rt.vault
+        base = Path(active.path)
+        deployer = lab.rt.deployer
+        act = Activation("www", base / "chains" / "1", active.sha256, (lab.nginx.endpoint,),
+                         DOMAIN)
+
+        class Crash(Exception):
+            pass
+
+        def die_at_apply(phase: str) -> None:
+            if phase == "apply":
+                raise Crash(phase)
+
+        with pytest.raises(Crash):
+            activate(vault, deployer.adapters["web"], [act], validate=deployer.validate,
+                     on_phase=die_at_apply)
+        assert chain_index(base, vault.live_target("www")) == 1 and pending_journals(vault)
+        [res] = recover(vault, deployer.adapters, validate=deployer.validate)
+        assert res.action == "undone", res.message
+        assert chain_index(base, vault.live_target("www")) == 0 and not pending_journals(vault)
+        served = served_chain(lab.nginx.endpoint, DOMAIN)
+        assert served[-1].issuer == x509.load_pem_x509_certificate(root0).subject
+        # and a real chain switch still verifies after the recovery
+        [ok] = activate(vault, deployer.adapters["web"], [act], validate=deployer.validate)
+        assert ok.ok, ok.message
+        assert chain_index(base, vault.live_target("www")) == 1
