@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..events import EventKind
 from ..model import CertState
+from ..store.vault import base_dir
 from .common import emit, runtime
 
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"no certificate {args.cert_id!r} in the store {rt.config.store} "
                          "(`certfailover --json status` lists the ids)")
     live = rt.vault.live_target(cert.site)
-    served = live is not None and live == Path(cert.path).resolve()
+    served = live is not None and base_dir(live) == Path(cert.path).resolve()  # any chain
     if cert.state is CertState.ACTIVE or served:
         raise InputError(f"{cert.id} is the active certificate of site {cert.site!r} (served "
                          f"through {rt.vault.live_path(cert.site)}): fail over first "
