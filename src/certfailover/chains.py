@@ -83,13 +83,13 @@ class ChainJudge:
         stores = next((k.stores for k in checks if isinstance(k, StoreTrustCheck)),
                       BundleStores())
         trust = next((k for k in checks if isinstance(k, ProgramTrustCheck)), None)
-        return cls(stores, trust._engine if trust is not None else None)
+        return cls(stores, trust.trust_engine if trust is not None else None)
 
     @classmethod
     def for_snapshot(cls, snapshot: Path | None) -> ChainJudge:
         """For status and pins: the `[trust] snapshot` (None: the default one), fresh bundles."""
         from .trust.check import ProgramTrustCheck
-        return cls(BundleStores(), ProgramTrustCheck(path=snapshot)._engine)
+        return cls(BundleStores(), ProgramTrustCheck(path=snapshot).trust_engine)
 
     def anchors(self, path: PathVerdict) -> list[x509.Certificate]:
         """The roots `path` reaches: in the site's PEM bundles and in its root programs."""

@@ -47,7 +47,8 @@ class ProgramTrustCheck:
         self._snapshot = snapshot
         self._path = path
 
-    def _engine(self) -> TrustEngine:
+    def trust_engine(self) -> TrustEngine:
+        """The engine over the current snapshot (the chain judge evaluates paths with it)."""
         if self._snapshot is None and self._path is not None and self._path.exists():
             return engine_for(load_snapshot(self._path))
         return engine_for(self._snapshot)
@@ -57,7 +58,7 @@ class ProgramTrustCheck:
         """"program: not trusted (reason)" for each of `programs` that does not trust the
         chain for `name`, by the rule of run() (no data is unknown, not a failure): the
         post-deploy validator (wiring.ServerDeployer) asks this of the check the engine runs."""
-        ev = self._engine().evaluate(leaf, list(chain), at=at, programs=list(programs), name=name)
+        ev = self.trust_engine().evaluate(leaf, list(chain), at=at, programs=list(programs), name=name)
         return [f"{v.program}: not trusted ({v.reason.value})" for v in ev.verdicts
                 if not v.trusted and v.reason is not Reason.NO_DATA]
 
@@ -65,7 +66,7 @@ class ProgramTrustCheck:
         programs = list(program_names(ctx.trust))
         if not programs:
             return []
-        ev = self._engine().evaluate(material.leaf, material.chain, at=ctx.now, programs=programs)
+        ev = self.trust_engine().evaluate(material.leaf, material.chain, at=ctx.now, programs=programs)
         horizon = timedelta(days=ctx.forecast_days)
         findings: list[Finding] = []
         for v in ev.verdicts:
@@ -111,7 +112,7 @@ class ProgramTrustCheck:
         out: list[Finding] = []
         if not programs:
             return out
-        for v in self._engine().issuable(material.leaf, material.chain, at=ctx.now,
+        for v in self.trust_engine().issuable(material.leaf, material.chain, at=ctx.now,
                                          programs=programs):
             if v.trusted or v.reason in (Reason.NO_DATA, Reason.NO_PATH,
                                          Reason.ROOT_NOT_INCLUDED):
