@@ -12,7 +12,6 @@ every required anchor. docs/chains.md.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -22,38 +21,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.verification import PolicyBuilder, VerificationError
 
 from .config import SiteConfig
-from .health import BundleStores
-from .model import Cert
+from .health import BundleStores, StoreTrustCheck
+from .model import Cert, PathVerdict, ServedChain
+from .policy import choose_chain
 from .sitetrust import TrustAnchor, bundles, programs
+from .store.vault import chain_index
+from .trust.check import ProgramTrustCheck
 from .trust.evaluate import ForecastKind, Reason, TrustEngine
 
-__all__ = ["ChainJudge", "PathVerdict", "ServedChain", "describe", "pick", "served_index"]
-
-
-@dataclass(frozen=True)
-class PathVerdict:
-    """One stored chain of a certificate, judged at one time."""
-
-    index: int  # the vault's chain index (0: the chain chosen at issuance)
-    length: int  # certificates sent after the leaf
-    top: str  # the issuer of the chain's last certificate (the root it is meant to reach)
-    failed: tuple[str, ...]  # "anchor: why" for each required anchor that does not accept it
-    until: datetime | None  # when it stops working: a program's forecast, a path cert's expiry
-    until_why: str = ""
-    roots: tuple[x509.Certificate, ...] = ()  # anchors it reaches in the site's PEM bundles
-    root_sha256: tuple[str, ...] = ()  # roots it reaches in the required root programs
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-@dataclass(frozen=True)
-class ServedChain:
-    """Which chain of a certificate to serve, and why (policy.choose_chain)."""
-
-    index: int | None  # None: no stored chain satisfies every required anchor
-    reason: str
+__all__ = ["ChainJudge", "describe", "pick", "served_index"]
 
 
 class _Engine(Protocol):
@@ -78,8 +54,6 @@ class ChainJudge:
     @classmethod
     def from_checks(cls, checks: Sequence[object]) -> ChainJudge:
         """From the engine's checks (the composition root built them once)."""
-        from .health import StoreTrustCheck
-        from .trust.check import ProgramTrustCheck
         stores = next((k.stores for k in checks if isinstance(k, StoreTrustCheck)),
                       BundleStores())
         trust = next((k for k in checks if isinstance(k, ProgramTrustCheck)), None)
@@ -88,7 +62,6 @@ class ChainJudge:
     @classmethod
     def for_snapshot(cls, snapshot: Path | None) -> ChainJudge:
         """For status and pins: the `[trust] snapshot` (None: the default one), fresh bundles."""
-        from .trust.check import ProgramTrustCheck
         return cls(BundleStores(), ProgramTrustCheck(path=snapshot).trust_engine)
 
     def anchors(self, path: PathVerdict) -> list[x509.Certificate]:
@@ -154,7 +127,6 @@ class ChainJudge:
 def served_index(directory: Path, live: Path | None) -> int | None:
     """The chain of the certificate in `directory` that `live` (the live link's target)
     serves; None when the live link serves another certificate."""
-    from .store.vault import chain_index
     return chain_index(directory, live)
 
 
@@ -170,7 +142,6 @@ def pick(judge: ChainJudge, cert: Cert, chains: Sequence[Sequence[x509.Certifica
          live: Path | None) -> tuple[ServedChain, int | None, tuple[PathVerdict, ...]]:
     """The chain to serve for `cert` (policy.choose_chain over the judged chains), the chain
     served now (None: `cert` is not served) and the verdicts."""
-    from .policy import choose_chain
     served = served_index(Path(cert.path), live)
     paths = judge.judge(leaf, chains, site.trust, site.domains[0], at)
     return choose_chain(paths, served), served, paths

@@ -40,6 +40,7 @@ from .model import (
     Health,
     Order,
     RevokedFact,
+    ServedChain,
     Severity,
     utcnow,
 )
@@ -648,7 +649,7 @@ class Engine:
                                 f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
 
     def _served_chain(self, site: SiteConfig, cert: Cert, *, load: bool = True
-                      ) -> tuple[chains.ServedChain, int | None] | None:
+                      ) -> tuple[ServedChain, int | None] | None:
         """Which stored chain of `cert` to serve (policy.choose_chain) and the one served now;
         None when that cannot be judged (logged: the stored chain is used as before). In a
         tick, `load=False` judges only a certificate some check of which ran (nothing due:

@@ -7,7 +7,10 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # PathVerdict holds certificates; model itself parses none
+    from cryptography import x509
 
 Clock = Callable[[], datetime]
 
@@ -190,3 +193,29 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [to_jsonable(v) for v in obj]
     return obj
+
+
+@dataclass(frozen=True)
+class PathVerdict:
+    """One stored chain of a certificate, judged at one time."""
+
+    index: int  # the vault's chain index (0: the chain chosen at issuance)
+    length: int  # certificates sent after the leaf
+    top: str  # the issuer of the chain's last certificate (the root it is meant to reach)
+    failed: tuple[str, ...]  # "anchor: why" for each required anchor that does not accept it
+    until: datetime | None  # when it stops working: a program's forecast, a path cert's expiry
+    until_why: str = ""
+    roots: tuple[x509.Certificate, ...] = ()  # anchors it reaches in the site's PEM bundles
+    root_sha256: tuple[str, ...] = ()  # roots it reaches in the required root programs
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass(frozen=True)
+class ServedChain:
+    """Which chain of a certificate to serve, and why (policy.choose_chain)."""
+
+    index: int | None  # None: no stored chain satisfies every required anchor
+    reason: str

@@ -27,9 +27,17 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .chains import PathVerdict, ServedChain
 from .config import SiteConfig
-from .model import Action, Cert, CertState, Decision, Health, Severity
+from .model import (
+    Action,
+    Cert,
+    CertState,
+    Decision,
+    Health,
+    PathVerdict,
+    ServedChain,
+    Severity,
+)
 
 
 def flagged(h: Health) -> bool:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from certfailover import keys
-from certfailover.chains import ChainJudge, PathVerdict, describe
+from certfailover.chains import ChainJudge, describe
 from certfailover.health import BundleStores
+from certfailover.model import PathVerdict
 from certfailover.policy import choose_chain
 from certfailover.sitetrust import PemBundle, Program
 from certfailover.store.vault import Vault, base_dir, chain_dir, chain_dirs, chain_index
