@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -137,6 +138,21 @@ def run(n: int, tmp: Path, pg: PostgresServer) -> dict[str, Any]:
     validate = chain_validator([c.root.cert for c in cas.values()])
     queries = Queries()
     hosts: list[tuple[Agent, WebServer, Counting]] = []
+    try:
+        return _incident(n, url, ring, cas, certs, sites, affected, leader, validate, queries,
+                         hosts, tmp, make_certs, t_setup)
+    finally:
+        for agent, srv, _ in hosts:
+            srv.stop()
+            agent.engine.dispose()
+        leader.release()
+
+
+def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
+              certs: dict[tuple[str, str], controller.Desired], sites: list[str],
+              affected: list[str], leader: Leader, validate: deploy.Validate, queries: Queries,
+              hosts: list[tuple[Agent, WebServer, Counting]], tmp: Path, make_certs: float,
+              t_setup: float) -> dict[str, Any]:
     t0 = time.monotonic()
     for h in range(HOSTS):
         name = f"web{h + 1}"
@@ -157,10 +173,17 @@ def run(n: int, tmp: Path, pg: PostgresServer) -> dict[str, Any]:
         hosts.append((agent, srv, adapter))
     stage_start = time.monotonic() - t0
     t0 = time.monotonic()
-    for agent, _, _ in hosts:  # the initial state proven on every host
+    def prove(agent: Agent) -> None:  # the initial state proven on every host
         agent.start()
         r = agent.sync()
         assert len(r.changed) == n and not r.failed, r.failed
+
+    starts = [threading.Thread(target=prove, args=(agent,)) for agent, _, _ in hosts]
+    for t in starts:
+        t.start()
+    for t in starts:
+        t.join()
+    assert all(len(a.verified) == n for a, _, _ in hosts)
     initial_verify = time.monotonic() - t0
     for _, _, adapter in hosts:
         adapter.calls.clear()
@@ -195,6 +218,8 @@ def run(n: int, tmp: Path, pg: PostgresServer) -> dict[str, Any]:
         time.sleep(0.25)
     fleet = time.monotonic() - t0
     agent_queries = queries.n
+    phases = {a.host: {k: round(v, 2) for k, v in a.last_switch.seconds.items()}
+              for a, _, _ in hosts if a.last_switch is not None}
     time.sleep(0.5)
     stop.set()
     for t in (*loops, *clients):
@@ -217,17 +242,13 @@ def run(n: int, tmp: Path, pg: PostgresServer) -> dict[str, Any]:
                               settle=0.3)
     baseline = time.monotonic() - t0
     assert all(r.ok for r in results)
-
-    for agent, srv, _ in hosts:
-        srv.stop()
-        agent.engine.dispose()
     progress_engine.dispose()
-    leader.release()
     return {
         "sites": n, "affected": len(affected), "hosts": HOSTS,
         "fleet_s": round(fleet, 2), "publish_s": round(publish, 2),
         "baseline_single_host_s": round(baseline, 2), "ratio": round(fleet / baseline, 2),
         "reloads_per_server": reloads, "agent_queries": agent_queries,
+        "agent_phases_s": phases,
         "controller_progress_polls": polls,
         "client_handshakes": [c["ok"] for c in counts],
         "client_failed": [c["failed"] for c in counts],
@@ -237,6 +258,8 @@ def run(n: int, tmp: Path, pg: PostgresServer) -> dict[str, Any]:
 
 
 def main() -> int:
+    # SIGTERM unwinds like an exception: the lab's PostgreSQL and the nginx servers are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sites", type=int, action="append")
     ap.add_argument("--json", action="store_true")

@@ -305,3 +305,38 @@ def test_the_controllers_switch_is_done_when_every_host_reports_it(
             stop.set()
         for t in threads:
             t.join(40)
+
+
+class SlowVault(Vault):
+    def save(self, site: str, ca: str, serial: str, *, leaf_pem: bytes, chain_pem: bytes,
+             key_pem: bytes) -> Path:
+        time.sleep(0.15)  # a slow disk
+        return super().save(site, ca, serial, leaf_pem=leaf_pem, chain_pem=chain_pem,
+                            key_pem=key_pem)
+
+
+def test_writing_the_vault_holds_no_transaction_open(postgres: PostgresServer,
+                                                     tmp_path: Path) -> None:
+    """A slow vault write never makes the server end the agent's session (idle in transaction
+    is bounded by the deadlines: here 1.5 s, the writes take ~3 s)."""
+    url = postgres.create_database(f"fleet_slow_{next(_n)}")
+    dbmod.Database(url).migrate()
+    ring = Keyring(Kek(os.urandom(32)))
+    ca = LabCA.create("ca-a")
+    sites = [f"s{i}" for i in range(20)]
+    leader = Leader(url, holder="ctl", deadlines=FAST)
+    assert leader.try_lead()
+    with leader.fenced() as conn:
+        controller.publish(conn, ring, [make_cert(ca, s) for s in sites])
+    leader.release()
+    tight = Deadlines(connect=2, statement=0.5, lock=0.5)
+    agent = Agent("web1", coord.make_engine(url, "web1", tight), ring,
+                  SlowVault(tmp_path / "vault"), {"nginx": Unused()},
+                  [AgentSite(s, "nginx", (), f"{s}.test") for s in sites],
+                  validate=chain_validator([ca.root.cert]), writers=1)
+    try:
+        agent.start()
+        assert agent.stage() == 20
+        assert all(agent.live_sha(s) is not None for s in sites)
+    finally:
+        agent.engine.dispose()

@@ -89,6 +89,7 @@ class Agent:
         self.verified: dict[str, str] = {}  # site -> leaf SHA-256 this host proved it serves
         self.stale_since: datetime | None = None
         self.last_error = ""
+        self.last_switch: SyncResult | None = None  # the last pass that had work
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> list[str]:
@@ -118,7 +119,8 @@ class Agent:
         with self.engine.connect() as conn:
             desired = self._desired(conn)
             todo = {s: d for s, d in desired.items() if self.vault.live_target(s) is None}
-            self._materialize(conn, todo)
+            records = self._fetch(conn, todo)
+        self._write(records)
         for site, (cert_id, _) in todo.items():
             self.vault.point_live(site, self.vault.archive_dir(*_split(cert_id)))
         return len(todo)
@@ -130,14 +132,20 @@ class Agent:
                             .where(fleet_desired.c.site.in_(sorted(self.sites))))
         return {r.site: (r.cert_id, r.sha256) for r in rows}
 
-    def _materialize(self, conn: sa.Connection, todo: Mapping[str, tuple[str, str]]) -> None:
+    def _fetch(self, conn: sa.Connection,
+               todo: Mapping[str, tuple[str, str]]) -> dict[str, sealed.Sealed]:
+        """The sealed records of the certificates not in the vault yet (one query per 1,000)."""
         need = {cid for cid, _ in todo.values()
                 if not (self.vault.archive_dir(*_split(cid)) / "privkey.pem").is_file()}
-        records = sealed.load_many(conn, sorted(need))
+        records = sealed.load_many(conn, sorted(need)) if need else {}
         missing = sorted(need - set(records))
         if missing:
             raise StoreError(f"no sealed material for {', '.join(missing[:5])} in the database")
+        return records
 
+    def _write(self, records: Mapping[str, sealed.Sealed]) -> None:
+        """Unseal and save into the vault, after the database connection went back to the
+        pool (writing thousands of directories must not hold a transaction open)."""
         def write(cid: str) -> None:
             plain = sealed.open_record(self.ring, records[cid])
             site, ca, serial = _split(cid)
@@ -147,7 +155,7 @@ class Agent:
         # each save fsyncs its files and directories: threads overlap that I/O (one site's
         # directory per thread at a time; a site has one desired certificate)
         with ThreadPoolExecutor(max_workers=self.writers) as pool:
-            list(pool.map(write, sorted(need)))
+            list(pool.map(write, sorted(records)))
 
     def sync(self) -> SyncResult:
         """One pass (see the module docstring). Raises StoreError when the database cannot be
@@ -160,14 +168,14 @@ class Agent:
                 desired = self._desired(conn)
                 queries += 1
                 todo = {s: d for s, d in desired.items() if self.verified.get(s) != d[1]}
-                spent["read"] = time.monotonic() - t0
-                if todo:
-                    self._materialize(conn, todo)
-                    queries += 1
-                spent["unseal_and_write"] = time.monotonic() - t0 - spent["read"]
+                records = self._fetch(conn, todo) if todo else {}
+                queries += 1 if records else 0
         except sa.exc.SQLAlchemyError as exc:
             self._stale(exc)
             raise StoreError(f"agent {self.host}: cannot read the database: {exc}") from exc
+        spent["read"] = time.monotonic() - t0
+        self._write(records)
+        spent["unseal_and_write"] = time.monotonic() - t0 - spent["read"]
         failed: dict[str, str] = {}
         changed: list[str] = []
         applies: dict[str, int] = {}
@@ -207,7 +215,10 @@ class Agent:
         if todo:
             log.info("agent %s: %d switched, %d failed; %s", self.host, len(changed),
                      len(failed), ", ".join(f"{k} {v:.2f}s" for k, v in spent.items()))
-        return SyncResult(len(desired), tuple(changed), failed, applies, queries, spent)
+        result = SyncResult(len(desired), tuple(changed), failed, applies, queries, spent)
+        if todo:
+            self.last_switch = result
+        return result
 
     def _stale(self, exc: BaseException) -> None:
         if self.stale_since is None:
