@@ -199,6 +199,33 @@ def test_site_page_shows_certs_findings_chain_pins_events_and_timeline(
     assert "<script" not in svg
 
 
+def test_site_page_shows_every_stored_chain_with_its_verdict(serve: Any, store: Store) -> None:
+    """A certificate with two chains (docs/chains.md): both are shown, each with the verdict of
+    status' chain judge, and the choice's reason."""
+    calm_a = next(c for c in store.db.certs("calm") if c.ca == "a")
+    root = store.vault.load(Path(calm_a.path)).leaf.issuer.rfc4514_string()
+    bundle = next(t for t in store.config.site("calm").trust).path.read_bytes()
+    alpha_root = next(p for p in pem_blocks(bundle) if b"Alpha" in
+                      x509.load_pem_x509_certificate(p).subject.rfc4514_string().encode())
+    store.vault.add_chain(Path(calm_a.path), alpha_root)  # chain 1: the root sent along
+    status, _, html = get(serve(), "/site/calm")
+    assert status == 200
+    section = next(part for part in html.split('class="cert ')[1:] if calm_a.serial in part)
+    _, _, doc = get(serve(), "/status.json")
+    row = next(c for site in json.loads(doc)["sites"] if site["site"] == "calm"
+               for c in site["certs"] if c["id"] == calm_a.id)
+    assert [p["index"] for p in row["chains"]["paths"]] == [0, 1]
+    for p in row["chains"]["paths"]:  # the page says what status' chain judge says
+        assert f"Chain {p['index']}: {'ok' if p['ok'] else 'fails'}" in section, section
+    assert 'class="chain-reason"' in section
+    assert section.count(root) >= 2, "each chain lists the leaf's issuer"
+
+
+def pem_blocks(data: bytes) -> list[bytes]:
+    end = b"-----END CERTIFICATE-----"
+    return [block + end + b"\n" for block in data.split(end) if b"BEGIN" in block]
+
+
 def test_404s(serve: Any) -> None:
     srv = serve()
     assert get(srv, "/site/nope")[0] == 404

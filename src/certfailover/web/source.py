@@ -108,7 +108,7 @@ class ChainCert:
 
 @dataclass(frozen=True)
 class SiteDetails:
-    chains: dict[str, list[ChainCert]]  # cert id -> leaf first, then the chain as stored
+    chains: dict[str, list[list[ChainCert]]]  # cert id -> each stored chain, leaf first
     pins: dict[str, str]  # cert id (or "spare") -> pin-sha256
     events: list[dict[str, Any]]  # newest first
     errors: list[str]
@@ -125,7 +125,7 @@ def site_details(db: Database, vault: Vault, site: SiteConfig, *, events: int = 
                  retired_max: int = 4) -> SiteDetails:
     """Chains and key pins of the site's certificates and its last `events` events. Reads only:
     the spare key's pin is shown when the spare key exists (`certfailover pins` creates it)."""
-    chains: dict[str, list[ChainCert]] = {}
+    chains: dict[str, list[list[ChainCert]]] = {}
     pins: dict[str, str] = {}
     errors: list[str] = []
     for c in db.certs(site.name):
@@ -134,7 +134,7 @@ def site_details(db: Database, vault: Vault, site: SiteConfig, *, events: int = 
         except CertFailoverError as exc:
             errors.append(f"{c.id}: {exc}")
             continue
-        chains[c.id] = [_describe(x) for x in (m.leaf, *m.chain)]
+        chains[c.id] = [[_describe(x) for x in (m.leaf, *chain)] for chain in m.chains or (m.chain,)]
         pins[c.id] = spki_pin(m.leaf.public_key())
     spare = spare_key_path(vault.root, site.name)
     if spare.is_file():
