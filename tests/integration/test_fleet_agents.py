@@ -340,3 +340,31 @@ def test_writing_the_vault_holds_no_transaction_open(postgres: PostgresServer,
         assert all(agent.live_sha(s) is not None for s in sites)
     finally:
         agent.engine.dispose()
+
+
+def test_thousands_of_sites_in_parts(postgres: PostgresServer, tmp_path: Path) -> None:
+    """Multi-row statements are split (PostgreSQL takes at most 65,535 parameters in one):
+    12,000 sites published, registered and read back by an agent."""
+    url = postgres.create_database(f"fleet_many_{next(_n)}")
+    dbmod.Database(url).migrate()
+    ring = Keyring(Kek(os.urandom(32)))
+    plain = Plain(b"c", b"", b"k")
+    sites = [f"s{i:05d}" for i in range(12000)]
+    leader = Leader(url, holder="ctl", deadlines=FAST)
+    assert leader.try_lead()
+    with leader.fenced() as conn:
+        assert controller.publish(conn, ring, [controller.Desired(
+            s, f"{s}/a/1", f"{i:064x}", plain) for i, s in enumerate(sites)]) == 12000
+    leader.release()
+    agent = Agent("web1", coord.make_engine(url, "web1", FAST), ring, Vault(tmp_path / "v"),
+                  {"nginx": Unused()}, [AgentSite(s, "nginx", (), f"{s}.test") for s in sites],
+                  validate=lambda chain, sni: None)
+    try:
+        with agent.engine.connect() as conn:
+            assert len(agent._desired(conn)) == 12000
+        agent.start()  # registers 12,000 rows
+        assert agent._report(sites[:11000], {}) == 1 + 11
+        views = controller.progress(agent.engine)
+        assert len(views) == 12000 and sum(v.converged for v in views) == 0
+    finally:
+        agent.engine.dispose()

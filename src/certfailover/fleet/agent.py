@@ -38,7 +38,7 @@ from ..servers.base import Endpoint, ServerAdapter
 from ..store.db import fleet_desired, fleet_served
 from ..store.vault import Vault
 from . import sealed
-from .coord import Listener
+from .coord import Listener, chunks
 from .sealed import Keyring
 
 __all__ = ["Agent", "AgentSite", "SyncResult"]
@@ -101,11 +101,12 @@ class Agent:
                                 validate=self.validate,
                                 verify_timeout=self.verify_timeout, settle=self.settle)]
         now = datetime.now(UTC)
+        fresh = [{"host": self.host, "site": s, "sha256": None, "verified_at": None,
+                  "error": "registered, nothing verified yet", "reported": now}
+                 for s in sorted(self.sites)]
         with self.engine.begin() as conn:
-            conn.execute(pg_insert(fleet_served).values([
-                {"host": self.host, "site": s, "sha256": None, "verified_at": None,
-                 "error": "registered, nothing verified yet", "reported": now}
-                for s in sorted(self.sites)]).on_conflict_do_nothing())
+            for part in chunks(fresh):
+                conn.execute(pg_insert(fleet_served).values(part).on_conflict_do_nothing())
             rows = conn.execute(sa.select(fleet_served.c.site, fleet_served.c.sha256)
                                 .where(fleet_served.c.host == self.host))
             self.verified = {r.site: r.sha256 for r in rows if r.sha256 and r.site in self.sites}
@@ -127,10 +128,12 @@ class Agent:
 
     # -- one pass ------------------------------------------------------------------------------
     def _desired(self, conn: sa.Connection) -> dict[str, tuple[str, str]]:
-        rows = conn.execute(sa.select(fleet_desired.c.site, fleet_desired.c.cert_id,
-                                      fleet_desired.c.sha256)
-                            .where(fleet_desired.c.site.in_(sorted(self.sites))))
-        return {r.site: (r.cert_id, r.sha256) for r in rows}
+        out: dict[str, tuple[str, str]] = {}
+        for part in chunks(sorted(self.sites), 5000):
+            out.update((r.site, (r.cert_id, r.sha256)) for r in conn.execute(
+                sa.select(fleet_desired.c.site, fleet_desired.c.cert_id, fleet_desired.c.sha256)
+                .where(fleet_desired.c.site.in_(part))))
+        return out
 
     def _fetch(self, conn: sa.Connection,
                todo: Mapping[str, tuple[str, str]]) -> dict[str, sealed.Sealed]:
@@ -235,8 +238,8 @@ class Agent:
                   "verified_at": None, "error": why[:2000], "reported": now}
                  for s, why in failed.items()]
         with self.engine.begin() as conn:
-            if rows:
-                ins = pg_insert(fleet_served).values(rows)
+            for part in chunks(rows):
+                ins = pg_insert(fleet_served).values(part)
                 keep_verified = sa.func.coalesce(ins.excluded.verified_at,
                                                  fleet_served.c.verified_at)
                 conn.execute(ins.on_conflict_do_update(
@@ -245,7 +248,7 @@ class Agent:
                           "error": ins.excluded.error, "reported": ins.excluded.reported}))
             conn.execute(fleet_served.update().where(fleet_served.c.host == self.host)
                          .values(reported=now))  # the heartbeat: this host is in touch
-        return 2 if rows else 1
+        return 1 + len(chunks(rows))
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, url: str, stop: threading.Event, *, poll: float = 30.0,

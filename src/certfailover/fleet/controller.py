@@ -71,19 +71,22 @@ def publish(conn: sa.Connection, ring: Keyring, items: Sequence[Desired], *,
     if not items:
         return 0
     now = datetime.now(UTC)
-    current = {r.site: r.cert_id for r in conn.execute(
-        sa.select(fleet_desired.c.site, fleet_desired.c.cert_id)
-        .where(fleet_desired.c.site.in_([d.site for d in items])))}
+    current: dict[str, str] = {}
+    for names in coord.chunks([d.site for d in items]):
+        current.update((r.site, r.cert_id) for r in conn.execute(
+            sa.select(fleet_desired.c.site, fleet_desired.c.cert_id)
+            .where(fleet_desired.c.site.in_(names))))
     todo = [d for d in items if current.get(d.site) != d.cert_id]
     if not todo:
         return 0
     sealed.seal_many(conn, ring, [(d.cert_id, d.site, d.plain) for d in todo])
-    ins = pg_insert(fleet_desired).values([
-        {"site": d.site, "cert_id": d.cert_id, "sha256": d.sha256, "epoch": epoch, "since": now}
-        for d in todo])
-    conn.execute(ins.on_conflict_do_update(index_elements=["site"], set_={
-        "cert_id": ins.excluded.cert_id, "sha256": ins.excluded.sha256,
-        "epoch": ins.excluded.epoch, "since": ins.excluded.since}))
+    desired = [{"site": d.site, "cert_id": d.cert_id, "sha256": d.sha256, "epoch": epoch,
+                "since": now} for d in todo]
+    for part in coord.chunks(desired):
+        ins = pg_insert(fleet_desired).values(part)
+        conn.execute(ins.on_conflict_do_update(index_elements=["site"], set_={
+            "cert_id": ins.excluded.cert_id, "sha256": ins.excluded.sha256,
+            "epoch": ins.excluded.epoch, "since": ins.excluded.since}))
     coord.notify(conn, todo[0].site if len(todo) == 1 else f"{len(todo)} sites")
     return len(todo)
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
@@ -40,9 +40,10 @@ if TYPE_CHECKING:  # psycopg is optional (the postgres extra): imported when a L
     import psycopg
 
 __all__ = ["CHANNEL", "Deadlines", "Fenced", "Leader", "Leases", "Listener", "advisory_key",
-           "connect_args", "make_engine", "notify"]
+           "chunks", "connect_args", "make_engine", "notify"]
 
 CHANNEL = "certfailover_fleet"
+T = TypeVar("T")
 
 
 class Fenced(CertFailoverError):
@@ -97,6 +98,11 @@ def make_engine(url: str, app: str, deadlines: Deadlines | None = None, *,
         kw["isolation_level"] = "AUTOCOMMIT"
     return sa.create_engine(url, future=True, pool_size=pool_size, max_overflow=2,
                             pool_pre_ping=True, connect_args=connect_args(app, d), **kw)
+
+
+def chunks(rows: list[T], size: int = 1000) -> list[list[T]]:
+    """Rows in parts for multi-row statements (PostgreSQL allows 65,535 parameters in one)."""
+    return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
 def advisory_key(name: str) -> int:

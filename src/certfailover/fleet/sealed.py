@@ -216,8 +216,14 @@ def kek_ids(engine: sa.Engine) -> dict[str, int]:
 
 def seal_many(conn: sa.Connection, ring: Keyring,
               items: Iterable[tuple[str, str, Plain]]) -> int:
-    n = 0
-    for cert_id, site, plain in items:
-        store(conn, seal(ring, cert_id, site, plain))
-        n += 1
-    return n
+    """Seal and store many records (insert or replace), 1,000 per statement."""
+    recs = [seal(ring, cert_id, site, plain) for cert_id, site, plain in items]
+    now = datetime.now(UTC)
+    for i in range(0, len(recs), 1000):
+        part = recs[i:i + 1000]
+        conn.execute(fleet_sealed.delete().where(
+            fleet_sealed.c.cert_id.in_([r.cert_id for r in part])))
+        conn.execute(fleet_sealed.insert(), [
+            {"cert_id": r.cert_id, "site": r.site, "kek_id": r.kek_id, "nonce": r.nonce,
+             "ciphertext": r.ciphertext, "sealed_at": now} for r in part])
+    return len(recs)

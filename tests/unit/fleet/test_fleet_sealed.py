@@ -157,3 +157,16 @@ def test_the_kek_is_never_shown(caplog: pytest.LogCaptureFixture,
     shown += repr(k) + repr(ring) + str(ring) + repr(PLAIN) + caplog.text
     assert not any(s in shown for s in secret_forms)
     assert "secretkeybytes" not in shown and k.id in repr(k)
+
+
+def test_many_records_in_parts_replace_older_ones(db_url: Callable[[], str]) -> None:
+    eng = engine(db_url)
+    ring = Keyring(kek())
+    items = [(f"s{i}/a/1", f"s{i}", PLAIN) for i in range(2300)]
+    with eng.begin() as conn:
+        assert sealed.seal_many(conn, ring, items[:10]) == 10
+        assert sealed.seal_many(conn, ring, items) == 2300  # the first 10 are replaced
+    with eng.connect() as conn:
+        got = sealed.load_many(conn, [c for c, _, _ in items] + ["nope/a/1"])
+    assert len(got) == 2300 and sealed.kek_ids(eng) == {ring.current.id: 2300}
+    assert sealed.open_record(ring, got["s2299/a/1"]) == PLAIN
