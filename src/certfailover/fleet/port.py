@@ -6,6 +6,7 @@ import os
 
 from ..config import Config
 from ..engine import DeployPort
+from ..errors import ConfigError
 from ..store.db import Database
 from ..store.vault import Vault
 from .coord import Leader
@@ -15,10 +16,17 @@ __all__ = ["controller_port"]
 
 
 def controller_port(config: Config, vault: Vault, db: Database) -> DeployPort | None:
-    """A FleetDeployer when `[fleet] role = "controller"`; None otherwise (the local servers)."""
+    """A FleetDeployer when `[fleet] role = "controller"`; None without a [fleet] table (the
+    local servers). On an agent host the engine is refused: a `run` there would issue and
+    switch on its own, beside the fleet's controllers."""
     fleet = getattr(config, "fleet", None)
-    if fleet is None or fleet.role != "controller":
+    if fleet is None:
         return None
+    if fleet.role != "controller":
+        raise ConfigError(str(config.path), "[fleet].role",
+                          f"this host is a fleet {fleet.role} ({fleet.host}): run `certfailover "
+                          "agent` here, and `certfailover fleet status` to see the fleet; the "
+                          "engine's commands (run, check, distrust, ...) belong to controllers")
     leader = Leader(fleet.database, holder=f"{fleet.host}:{os.getpid()}")
     return FleetDeployer(leader, fleet.keyring, vault, converge_timeout=fleet.converge_timeout,
                          record=db.add_events)

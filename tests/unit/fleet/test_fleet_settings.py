@@ -63,3 +63,22 @@ def test_bad_values_name_the_key_never_the_secret(data: dict[str, Any],
         parse(data, env)
     assert info.value.where == where and msg in info.value.message
     assert "short-secret" not in str(info.value) and KEY.hex() not in str(info.value)
+
+
+def test_the_engine_is_refused_on_an_agent_host(tmp_path: Path) -> None:
+    from certfailover import config as config_mod
+    from certfailover.fleet.port import controller_port
+    from certfailover.store.vault import Vault
+
+    raw = {"store": {"directory": str(tmp_path), "database": PG},
+           "fleet": {"role": "agent", "host": "web1", "kek": "env:K"},
+           "ca": [{"name": "a", "directory": "https://ca.test/dir"}],
+           "site": [{"name": "www", "domains": ["www.example.test"], "cas": ["a"],
+                     "min_standbys": 0}]}
+    cfg = config_mod.parse(raw, file="c.toml", base=tmp_path, env={"K": KEY.hex()})
+    with pytest.raises(ConfigError, match="certfailover agent") as info:
+        controller_port(cfg, Vault(tmp_path), None)  # type: ignore[arg-type]
+    assert info.value.where == "[fleet].role"
+    single = config_mod.parse({k: v for k, v in raw.items() if k != "fleet"}, file="c.toml",
+                              base=tmp_path, env={})
+    assert controller_port(single, Vault(tmp_path), None) is None  # type: ignore[arg-type]
