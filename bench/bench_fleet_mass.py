@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -56,6 +57,7 @@ from certfailover_lab.postgres import PostgresServer
 from certfailover_lab.webservers import LabCA, VHost, WebServer, chain_validator, start_nginx
 
 HOSTS = 3
+PROCESSES = False  # --processes: each agent in its own process
 
 
 @dataclass
@@ -90,6 +92,23 @@ class Queries:
             with self.lock:
                 self.n += 1
         return engine
+
+
+def agent_process(agent: Agent, adapter: Counting, url: str, stop: Any, out: Any) -> None:
+    """A forked agent host: its own engine and loop; reports its numbers, then leaves without
+    running the parent's finalizers (the parent's database connections are not ours)."""
+    try:
+        queries = Queries()
+        agent.engine = queries.watch(coord.make_engine(url, agent.host))
+        agent.run(url, stop, poll=30.0)  # type: ignore[arg-type]
+        last = agent.last_switch
+        out.put({"host": agent.host, "server": adapter.name, "reloads": len(adapter.calls),
+                 "queries": queries.n,
+                 "phases": {k: round(v, 2) for k, v in last.seconds.items()} if last else {}})
+        out.close()
+        out.join_thread()
+    finally:
+        os._exit(0)
 
 
 def certs_for(n: int, cas: dict[str, LabCA]) -> dict[tuple[str, str], controller.Desired]:
@@ -193,8 +212,20 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
     counts = [{"ok": 0, "failed": 0} for _ in hosts]
     clients = [threading.Thread(target=client_loop, args=(srv, affected, stop, counts[i]))
                for i, (_, srv, _) in enumerate(hosts)]
-    loops = [threading.Thread(target=agent.run, args=(url, stop), kwargs={"poll": 30.0})
-             for agent, _, _ in hosts]
+    loops: list[threading.Thread] = []
+    procs: list[Any] = []
+    if PROCESSES:  # one process per agent, as on real hosts (no GIL shared between agents)
+        ctx = multiprocessing.get_context("fork")
+        pstop, results = ctx.Event(), ctx.Queue()
+        for agent, _, _ in hosts:
+            agent.engine.dispose()
+        procs = [ctx.Process(target=agent_process, args=(agent, adapter, url, pstop, results))
+                 for agent, _, adapter in hosts]
+        for p in procs:
+            p.start()
+    else:
+        loops = [threading.Thread(target=agent.run, args=(url, stop), kwargs={"poll": 30.0})
+                 for agent, _, _ in hosts]
     for t in (*loops, *clients):
         t.start()
     time.sleep(1.0)  # the agents are listening
@@ -222,9 +253,19 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
               for a, _, _ in hosts if a.last_switch is not None}
     time.sleep(0.5)
     stop.set()
+    reloads = {srv.spec["name"]: len(adapter.calls) for _, srv, adapter in hosts}
+    if procs:
+        pstop.set()
+        got = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(60)
+        phases = {g["host"]: g["phases"] for g in got}
+        agent_queries = sum(g["queries"] for g in got)
+        reloads = {g["server"]: g["reloads"] for g in got}
+        for agent, _, _ in hosts:  # the parent's engines, for the baseline and clean-up
+            agent.engine = coord.make_engine(url, agent.host)
     for t in (*loops, *clients):
         t.join(120)
-    reloads = {srv.spec["name"]: len(adapter.calls) for _, srv, adapter in hosts}
     # every host proves it by handshake (sampled here; the agents probed every site)
     for _, srv, _ in hosts:
         for s in random.Random(2).sample(affected, min(50, len(affected))):
@@ -263,7 +304,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sites", type=int, action="append")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--processes", action="store_true",
+                    help="run each agent in its own process (default: threads of this one)")
     args = ap.parse_args()
+    global PROCESSES
+    PROCESSES = args.processes
     out = []
     with PostgresServer() as pg:
         for n in args.sites or [1000]:
@@ -273,7 +318,8 @@ def main() -> int:
             if not args.json:
                 print(json.dumps(r), flush=True)
     if args.json:
-        json.dump({"python": platform.python_version(), "cpus": os.cpu_count(), "runs": out},
+        json.dump({"python": platform.python_version(), "cpus": os.cpu_count(),
+                   "agents_in_processes": PROCESSES, "runs": out},
                   sys.stdout, indent=2)
     return 0
 
