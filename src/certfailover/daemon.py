@@ -91,19 +91,23 @@ def signal_result(signal_name: str, health: Health, now: datetime, checks: Itera
 
 
 def standbys_healthy(certs: Iterable[Cert], health: Mapping[str, Health],
-                     distrusted: Iterable[str]) -> dict[str, int]:
-    """Per site: how many healthy independent standbys it has (policy.healthy_standbys)."""
+                     distrusted: Iterable[str],
+                     site_distrust: Mapping[str, Iterable[str]] | None = None) -> dict[str, int]:
+    """Per site: how many healthy independent standbys it has (policy.healthy_standbys);
+    `distrusted` everywhere, `site_distrust` per site."""
     bad = frozenset(distrusted)
     by_site: dict[str, list[Cert]] = {}
     for c in certs:
         by_site.setdefault(c.site, []).append(c)
-    return {site: len(healthy_standbys(cs, health, distrusted=bad))
+    extra = site_distrust or {}
+    return {site: len(healthy_standbys(cs, health, distrusted=bad | frozenset(extra.get(site, ()))))
             for site, cs in by_site.items()}
 
 
 def update_metrics(metrics: Metrics, report: TickReport, certs: Iterable[Cert],
                    health: Mapping[str, Health], distrusted: Iterable[str], now: datetime,
-                   known: set[str]) -> set[str]:
+                   known: set[str], site_distrust: Mapping[str, Iterable[str]] | None = None
+                   ) -> set[str]:
     """Metrics from one tick's report and the store; returns the cert ids now exported."""
     certs = list(certs)
     for ev in report.events:
@@ -123,7 +127,7 @@ def update_metrics(metrics: Metrics, report: TickReport, certs: Iterable[Cert],
         current.add(c.id)
     for gone in known - current:
         metrics.forget_cert(gone)
-    for site, n in standbys_healthy(certs, health, distrusted).items():
+    for site, n in standbys_healthy(certs, health, distrusted, site_distrust).items():
         metrics.set_standbys_healthy(site, n)
     metrics.set_last_check(now)
     return current
@@ -144,7 +148,7 @@ class Daemon:
         self.ticks = 0
         self.pending: set[str] = {s.name for s in engine.config.sites}  # decide all at first
         self._sites = {s.name: s for s in engine.config.sites}
-        self._distrusted: frozenset[str] | None = None
+        self._distrusted: frozenset[tuple[str | None, str]] | None = None  # (site or all, CA)
         self._bundle_stamps: dict[str, Stamp | None] | None = None
         self.refresher: Refresher | None = None
         self._trust_changed = False
@@ -225,6 +229,11 @@ class Daemon:
         if self.metrics_server is not None:
             self.metrics_server.stop()
             self.metrics_server = None
+
+    def wake(self) -> None:
+        """Tick now (a background job changed what the tick decides on, e.g. a CA distrusted
+        for a site by the CT watch)."""
+        self._wake.set()
 
     # -- signals ---------------------------------------------------------------------------
     def _signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -316,10 +325,13 @@ class Daemon:
         """Signals due at once, whatever the schedule says: the operator's distrust list changed
         (acts at once, not at next expiry), new root-program data, a trust store file changed."""
         out: list[tuple[str, Signal]] = []
-        distrusted = frozenset(self.engine.db.distrusted())
+        db = self.engine.db
+        distrusted = frozenset((None, ca) for ca in db.distrusted()) | frozenset(
+            (site, ca) for site, cas in db.site_distrust().items() for ca in cas)
         if self._distrusted is not None and distrusted != self._distrusted:
             changed = distrusted ^ self._distrusted
-            out += [(c.id, Signal.EXPIRY) for c in certs.values() if c.ca in changed]
+            out += [(c.id, Signal.EXPIRY) for c in certs.values()
+                    if (None, c.ca) in changed or (c.site, c.ca) in changed]
         self._distrusted = distrusted
         if self._trust_changed:
             self._trust_changed = False
@@ -425,7 +437,8 @@ class Daemon:
             if cid not in live:
                 del self._health[cid]
         self._exported = update_metrics(self.metrics, report, certs, self._health,
-                                        db.distrusted(), now, self._exported)
+                                        db.distrusted(), now, self._exported,
+                                        db.site_distrust())
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, *, once: bool = False, max_ticks: int | None = None) -> int:

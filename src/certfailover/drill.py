@@ -87,7 +87,7 @@ def _plan(engine: Engine, site: SiteConfig, fail_ca: str) -> tuple[
         for c in certs}
     now = engine.clock()
     d = policy.decide(site, certs, drilled,
-                      distrusted=set(engine.db.distrusted()) | {fail_ca}, now=now)
+                      distrusted=set(engine.db.distrusted(site.name)) | {fail_ca}, now=now)
     active = next((c for c in certs if c.state is CertState.ACTIVE), None)
     target = engine.db.cert(d.target) if d.target else None
     if active is not None and active.ca != fail_ca:

@@ -215,7 +215,7 @@ class Engine:
     def context(self, site: SiteConfig) -> CheckContext:
         return CheckContext(
             now=self.clock(), domains=site.domains, trust=site.trust,
-            distrusted_cas=frozenset(self.db.distrusted()),
+            distrusted_cas=frozenset(self.db.distrusted(site.name)),
             renew_fraction=site.renew_fraction, revocation=site.revocation,
             forecast_days=site.forecast_days, unknown_since=self.db.unknown_since(site.name),
         )
@@ -506,18 +506,17 @@ class Engine:
         report = TickReport()
         names = None if sites is None else set(sites)
         wanted = [s for s in self.config.sites if names is None or s.name in names]
-        distrusted = frozenset(self.db.distrusted())
         # two speeds: decide and switch on the local checks (and stored network findings)
         # first, then run the checks that wait on responders and decide again
         fast, slow = self._split(wanted, run)
-        decisions = self._decide_all(wanted, report, distrusted, fast)
+        decisions = self._decide_all(wanted, report, fast)
         self._apply(decisions, report)
         if slow:
             # a site whose switch just failed is not tried again in the same tick
             failed = {e.site for e in report.events if e.kind in ("rollback", "deploy_failed")}
             slow_sites = {self._site_of(c) for c in slow} - failed
             again_sites = [s for s in wanted if s.name in slow_sites]
-            second = dict(self._decide_all(again_sites, report, distrusted, slow))
+            second = dict(self._decide_all(again_sites, report, slow))
             self._apply(list(second.items()), report)
             decisions = [(s, second.get(s, d)) for s, d in decisions]
             done = {s.name: d for s, d in decisions}
@@ -539,7 +538,7 @@ class Engine:
                         (d.target is None and d.active is None) and self.orders is None:
                     again.append(site)
             if again:  # first run: activate what was just issued in the same tick
-                self._apply(self._decide_all(again, report, distrusted, run), report)
+                self._apply(self._decide_all(again, report, run), report)
         return report
 
     @staticmethod
@@ -557,7 +556,6 @@ class Engine:
         return fast, slow
 
     def _decide_all(self, sites: Sequence[SiteConfig], report: TickReport,
-                    distrusted: frozenset[str],
                     run: RunPlan | None = None) -> list[tuple[SiteConfig, Decision]]:
         margin = timedelta(seconds=self.config.daemon.expiry_margin)
 
@@ -567,6 +565,7 @@ class Engine:
                 revoked = self.db.revoked(site.name)
                 health = self.check_site(site, certs, run=run, revoked=revoked)
                 # check_site adds what it records to `revoked`: one query serves both
+                distrusted = frozenset(self.db.distrusted(site.name))
                 return site, policy.decide(site, certs, health, distrusted=distrusted,
                                            now=self.clock(), expiry_margin=margin,
                                            revoked=frozenset(revoked)), health

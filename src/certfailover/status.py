@@ -95,7 +95,7 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
     certificate's chains (docs/chains.md): which is served and why, and when each path stops
     working, judged by `judge` (default: the default trust snapshot)."""
     certs = db.certs(site.name)
-    distrusted = db.distrusted()
+    distrusted = db.distrusted(site.name)
     revoked = db.revoked(site.name)
     rows: list[dict[str, Any]] = []
     active = None
@@ -138,7 +138,8 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
         notes.append(f"only {standbys} healthy standby(s) from another CA; "
                      f"want {site.min_standbys}")
     if distrusted:
-        notes.append("distrusted CAs: " + ", ".join(sorted(distrusted)))
+        notes.append("distrusted CAs: " + ", ".join(f"{ca} ({why})"
+                                                    for ca, why in sorted(distrusted.items())))
     dead = {f.reason for h in healths.values() for f in h.findings if f.cannot_issue_for}
     notes += sorted(dead)  # per CA: "CA X can no longer issue certificates trusted by P: ..."
     if daemon is not None:

@@ -368,8 +368,10 @@ def build_daemon(engine: Engine, config: Config, *, interval: float,
         if config.ct is not None:  # the CT watch: its own thread, every [ct] interval
             watch = Watch(config.ct, engine.db, {s.name: s.domains for s in config.sites},
                           record=lambda site, kind, msg, data: engine.record(
-                              None, site, kind, msg, **data))
-            d.ct_watch = WatchJob(watch, interval=config.ct.interval).start()
+                              None, site, kind, msg, **data),
+                          site_cas={s.name: s.cas for s in config.sites})
+            d.ct_watch = WatchJob(watch, interval=config.ct.interval, on_poll=lambda results: (
+                d.wake() if any(r.distrusted for r in results) else None)).start()
     if isinstance(engine.caa, CAAGate):  # a CA that CAA forbids: said at start, on change
         gate = engine.caa
 

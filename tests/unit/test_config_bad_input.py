@@ -176,6 +176,9 @@ CASES: list[tuple[str, tuple[str, str], str, str]] = [
     ("ct-subdomains-unknown-site", _append('[ct]\nlog_list = "https://logs.test/list.json"\n'
                                            'subdomains = ["nope"]'),
      "[ct].subdomains", "is not a configured [[site]]"),
+    ("ct-distrust-unknown-site", _append('[ct]\nlog_list = "https://logs.test/list.json"\n'
+                                         'distrust_on_unexpected = ["nope"]'),
+     "[ct].distrust_on_unexpected", "is not a configured [[site]]"),
     ("ct-unknown-key", _append('[ct]\nlog_list = "https://logs.test/list.json"\nbatchsize = 5'),
      "[ct].batchsize", "unknown key"),
     ("caa-identities-unknown-ca", _append('[caa]\nidentities = { nope = ["ca.test"] }'),

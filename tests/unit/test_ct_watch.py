@@ -73,11 +73,13 @@ class Lab:
             created=NOW, path=str(d)))
 
     def watch(self, *, start: str = "beginning", subdomains: tuple[str, ...] = (),
-              logs: list[loglist.LogInfo] | None = None) -> Watch:
+              logs: list[loglist.LogInfo] | None = None,
+              distrust: tuple[str, ...] = ()) -> Watch:
         settings = CTSettings(log_list="unused", timeout=5, batch=7, start=start,
-                              subdomains=subdomains)
+                              subdomains=subdomains, distrust_on_unexpected=distrust)
         return Watch(settings, self.db, SITES, logs=logs or loglist.parse(self.log.log_list(), "lab"),
-                     record=lambda *ev: self.events.append(ev))
+                     record=lambda *ev: self.events.append(ev),
+                     site_cas={"shop": ("a", "b"), "blog": ("a", "b")})
 
     def kinds(self) -> list[str]:
         return [str(e[1]) for e in self.events]
@@ -126,6 +128,32 @@ def test_a_third_cas_certificate_is_an_event_within_one_poll(lab: Lab) -> None:
     # a new Watch (a restarted daemon) goes on from the stored position
     (res,) = lab.watch().poll()
     assert (res.from_size, res.entries) == (25, 0) and len(lab.events) == 2
+
+
+def test_distrust_on_unexpected_distrusts_the_issuing_ca_for_that_site_only(lab: Lab) -> None:
+    """`shop` opted in: an unexpected certificate (or precertificate) from the issuer of its CA
+    a's certificates distrusts a for shop; `blog` did not opt in; a third CA's certificate names
+    none of the site's CAs, so it is an alert and nothing is distrusted."""
+    ours, _ = pki.make_leaf(lab.ours, ["shop.example.test"])
+    lab.keep(ours)
+    w = lab.watch(distrust=("shop",))
+    rogue, _ = pki.make_leaf(lab.rogue, ["shop.example.test"])
+    lab.log.add_chain([rogue, lab.rogue.cert])
+    mis_blog, _ = pki.make_leaf(lab.ours, ["blog.example.test"])
+    lab.log.add_chain([mis_blog, lab.ours.cert])
+    (res,) = w.poll()
+    assert len(res.unexpected) == 2 and res.distrusted == []
+    assert lab.db.distrusted("shop") == {} and lab.db.distrusted("blog") == {}
+
+    mis_shop = make_precert(lab.ours.cert, lab.ours.key, ["shop.example.test"])  # type: ignore[arg-type]
+    lab.log.add_pre_chain([mis_shop, lab.ours.cert])
+    (res,) = w.poll()
+    assert res.distrusted == [("shop", "a")]
+    assert set(lab.db.site_distrust()) == {"shop"} and lab.db.distrusted() == {}
+    assert "for site shop only" in lab.db.distrusted("shop")["a"]
+    (ev,) = [e for e in lab.events if e[1] is EventKind.DISTRUST]
+    assert ev[0] == "shop" and ev[3]["ca"] == "a" and ev[3]["only_site"]
+    assert ev[3]["serial"] == format(mis_shop.serial_number, "x")
 
 
 def test_wildcards_and_asked_for_subdomains(lab: Lab) -> None:

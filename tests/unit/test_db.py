@@ -162,6 +162,20 @@ def test_racing_writers_of_unknown_and_revoked_never_fail(db_url: Callable[[], s
         assert list(d.revoked("www")).count(cert_id) == 1
 
 
+def test_a_ca_distrusted_for_one_site(db_url: Callable[[], str]) -> None:
+    d = dbmod.Database(db_url())
+    d.migrate()
+    d.distrust("a", NOW, "key compromise")
+    d.distrust("b", NOW, "unexpected certificate", site="www")
+    d.distrust("b", NOW + timedelta(hours=1), "again", site="www")  # replaces, no error
+    assert d.distrusted() == {"a": "key compromise"}, "everywhere: the site's is not there"
+    assert d.distrusted("www") == {"a": "key compromise", "b": "again (for site www only)"}
+    assert d.distrusted("shop") == {"a": "key compromise"}
+    assert d.site_distrust() == {"www": {"b": "again"}}
+    assert not d.undistrust("b"), "not distrusted everywhere"
+    assert d.undistrust("b", site="www") and d.distrusted("www") == {"a": "key compromise"}
+
+
 def test_the_table_definitions_equal_the_schema_the_migrations_produce(
         db_url: Callable[[], str]) -> None:
     """The frozen migrations and `metadata` are written twice on purpose; alembic's autogenerate

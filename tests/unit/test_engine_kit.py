@@ -191,6 +191,21 @@ def test_distrusted_ca_fails_over_and_replenishes_from_a_third_ca(world: World) 
     assert "failover" in world.kinds()
 
 
+def test_a_ca_distrusted_for_one_site_fails_over_that_site_only(world: World) -> None:
+    """`distrust CA --site` / the CT watch's distrust_on_unexpected: another site's distrust of
+    CA a changes nothing here; this site's does, exactly as an everywhere distrust would."""
+    world.tick()
+    assert world.active().ca == "a"
+    world.engine.db.distrust("a", world.clock(), "unexpected certificate", site="shop")
+    world.tick()
+    assert world.active().ca == "a" and "failover" not in world.kinds()
+    world.engine.db.distrust("a", world.clock(), "unexpected certificate", site="www")
+    world.tick()
+    assert world.active().ca == "b" and "failover" in world.kinds()
+    assert any(c.ca == "c" and c.state is CertState.STANDBY for c in world.certs())
+    assert world.engine.db.distrusted() == {}, "nothing was distrusted everywhere"
+
+
 def test_expired_active_is_replaced_and_retired(tmp_path: Path) -> None:
     for w in make_world(tmp_path, lifetimes={"a": timedelta(days=20)}):
         w.tick()

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             certs = rt.db.certs(site.name)
             health = rt.engine.check_site(site, certs)
             active = next((c for c in certs if c.state is CertState.ACTIVE), None)
-            standbys = healthy_standbys(certs, health, distrusted=rt.db.distrusted().keys())
+            standbys = healthy_standbys(certs, health, distrusted=rt.db.distrusted(site.name).keys())
             site_state = "OK"
             if active is None or not health[active.id].healthy:
                 site_state = "CRITICAL"

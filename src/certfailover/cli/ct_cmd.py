@@ -40,7 +40,8 @@ def run_poll(args: argparse.Namespace) -> int:
     def record(site: str, kind: Any, message: str, data: dict[str, Any]) -> None:
         rt.engine.record(None, site, kind, message, **data)
 
-    watch = Watch(settings, rt.db, {s.name: s.domains for s in rt.config.sites}, record=record)
+    watch = Watch(settings, rt.db, {s.name: s.domains for s in rt.config.sites}, record=record,
+                  site_cas={s.name: s.cas for s in rt.config.sites})
     results = watch.poll()
     deliveries = settle_notifications(args, rt)
     code = 0

@@ -55,7 +55,7 @@ def _fill_without_activating(rt: Any, site: SiteConfig, report: TickReport) -> N
     order until it has what it needs (each order checked like the daemon's)."""
     certs = rt.db.certs(site.name)
     health = rt.engine.check_site(site, certs)
-    d = policy.decide(site, certs, health, distrusted=frozenset(rt.db.distrusted()),
+    d = policy.decide(site, certs, health, distrusted=frozenset(rt.db.distrusted(site.name)),
                       now=rt.engine.clock(),
                       expiry_margin=timedelta(seconds=rt.config.daemon.expiry_margin),
                       revoked=frozenset(rt.db.revoked(site.name)))

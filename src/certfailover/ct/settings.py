@@ -7,6 +7,8 @@
     batch = 1000             # entries per get-entries request
     start = "end"            # a log seen for the first time: from its current end, or "beginning"
     subdomains = ["shop"]    # sites whose subdomains are watched too
+    distrust_on_unexpected = ["www"]  # sites whose CA is distrusted (for the site) when an
+                             # unexpected certificate from it appears: fail over at once
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class CTSettings:
     batch: int = 1000
     start: str = "end"
     subdomains: tuple[str, ...] = ()
+    distrust_on_unexpected: tuple[str, ...] = ()  # sites
 
 
 def _seconds(t: Table, key: str, default: float) -> float:
@@ -70,9 +73,13 @@ def from_table(t: Table, *, base: Path, sites: Iterable[str]) -> CTSettings | No
     for s in subdomains:
         if s not in known:
             raise t.err("subdomains", f"{s!r} is not a configured [[site]]")
+    distrust = t.str_list("distrust_on_unexpected", ())
+    for s in distrust:
+        if s not in known:
+            raise t.err("distrust_on_unexpected", f"{s!r} is not a configured [[site]]")
     out = CTSettings(log_list=source, interval=_seconds(t, "interval", 300.0),
                      timeout=_seconds(t, "timeout", 30.0), batch=batch, start=start,
-                     subdomains=subdomains)
+                     subdomains=subdomains, distrust_on_unexpected=distrust)
     t.check_unknown()
     return out
 

@@ -9,7 +9,10 @@ stored one is a `ct_log_inconsistent` event and the log's new data is not truste
 
 Entries naming a site (ct.match) whose TBS certificate is not one certfailover obtained or
 imported (any certificate of the store, retired ones included) are `unexpected_certificate`
-events: issuer, serial, names, log and index.
+events: issuer, serial, names, log and index. For a site in `[ct] distrust_on_unexpected`, the
+site's CA whose certificates have that issuer (the same issuer name, DER-equal, as one
+certfailover obtained from it) is then distrusted for that site (`site_distrust`, a `distrust`
+event): the daemon fails the site over to another CA at its next tick.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class LogResult:
     entries: int = 0
     matched: int = 0
     unexpected: list[Unexpected] = field(default_factory=list)
+    distrusted: list[tuple[str, str]] = field(default_factory=list)  # (site, CA)
     problem: str = ""
     inconsistent: bool = False
     seconds: float = 0.0
@@ -77,13 +81,16 @@ class _Inconsistent(Exception):
 class Watch:
     def __init__(self, settings: CTSettings, db: Database, sites: Mapping[str, Iterable[str]], *,
                  record: Record, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 logs: list[loglist.LogInfo] | None = None) -> None:
+                 logs: list[loglist.LogInfo] | None = None,
+                 site_cas: Mapping[str, Iterable[str]] | None = None) -> None:
+        """`sites`: each site's names; `site_cas`: each site's CAs (for distrust_on_unexpected)."""
         self.settings, self.db, self.record, self.clock = settings, db, record, clock
         self.names = NameIndex({s: tuple(d) for s, d in sites.items()}, settings.subdomains)
+        self.site_cas = {s: frozenset(cas) for s, cas in (site_cas or {}).items()}
         self._logs = logs
         self._clients: dict[bytes, LogClient] = {}
         self._tiled: dict[bytes, TiledClient] = {}
-        self._known: dict[str, str] = {}  # cert id -> CT TBS digest
+        self._known: dict[str, tuple[str, bytes, str]] = {}  # cert id -> (TBS digest, issuer, CA)
 
     # -- the log list and the store's certificates --------------------------------------
     def logs(self) -> list[loglist.LogInfo]:
@@ -99,10 +106,32 @@ class Watch:
             try:
                 data = (Path(cert.path) / "cert.pem").read_bytes()
                 der = asn1pem.unarmor(data)[2] if asn1pem.detect(data) else data
-                self._known[cert.id] = ct_tbs_digest(asn1x509.Certificate.load(der)["tbs_certificate"])
+                tbs = asn1x509.Certificate.load(der)["tbs_certificate"]
+                self._known[cert.id] = (ct_tbs_digest(tbs), tbs["issuer"].dump(), cert.ca)
             except (OSError, ValueError) as exc:
                 log.warning("CT watch: cannot read %s of %s: %s", cert.path, cert.id, exc)
-        return set(self._known.values())
+        return {digest for digest, _, _ in self._known.values()}
+
+    def issuer_cas(self, issuer_der: bytes) -> set[str]:
+        """The CAs whose certificates in the store (known() read them) have this issuer."""
+        return {ca for _, issuer, ca in self._known.values() if issuer == issuer_der}
+
+    def _distrust(self, u: Unexpected, issuer_der: bytes) -> list[tuple[str, str]]:
+        """distrust_on_unexpected: the site's CA that issued `u`, distrusted for the site."""
+        if u.site not in self.settings.distrust_on_unexpected:
+            return []
+        out = []
+        for ca in sorted(self.issuer_cas(issuer_der) & self.site_cas.get(u.site, frozenset())):
+            what = "precertificate" if u.precert else "certificate"
+            reason = (f"an unexpected {what} for {u.site} (serial {u.serial}, CT log {u.log} "
+                      f"entry {u.index})")
+            self.db.distrust(ca, self.clock(), reason, site=u.site)
+            self.record(u.site, EventKind.DISTRUST,
+                        f"CT watch distrusted {ca} for site {u.site}: {reason}",
+                        {"ca": ca, "only_site": True, "log": u.log, "index": u.index,
+                         "serial": u.serial})
+            out.append((u.site, ca))
+        return out
 
     # -- one pass -----------------------------------------------------------------------
     def poll(self) -> list[LogResult]:
@@ -240,7 +269,7 @@ class Watch:
         """Add `leaves` (from tree.size to sth.tree_size) to the tree, matching each; the root
         must be the signed one; then the position moves and the events are recorded."""
         res.from_size = tree.size
-        found: list[Unexpected] = []
+        found: list[tuple[Unexpected, bytes]] = []
         known: set[str] | None = None
         for leaf_input in leaves:
             index = tree.size
@@ -261,7 +290,8 @@ class Watch:
                 known = self.known()
             digest = ct_tbs_digest(entry.tbs)
             if digest not in known:
-                found.extend(_unexpected(s, info.url, entry, digest) for s in sorted(sites))
+                found.extend((_unexpected(s, info.url, entry, digest), entry.tbs["issuer"].dump())
+                             for s in sorted(sites))
         if tree.root() != sth.root:
             raise _Inconsistent(f"the entries it served do not hash to its signed root of size "
                                 f"{sth.tree_size}")
@@ -269,14 +299,15 @@ class Watch:
             info.id_b64, info.url, sth.tree_size, sth.root, sth.timestamp, tuple(tree.nodes),
             self.clock(), ""))
         res.to_size = sth.tree_size
-        res.unexpected = found
-        for u in found:
+        res.unexpected = [u for u, _ in found]
+        for u, issuer_der in found:
             what = "precertificate" if u.precert else "certificate"
             self.record(u.site, EventKind.UNEXPECTED_CERTIFICATE,
                         f"CT log {u.log} entry {u.index}: a {what} for {', '.join(u.names)} "
                         f"from {u.issuer} (serial {u.serial}) that certfailover did not obtain",
                         {"log": u.log, "index": u.index, "precert": u.precert, "issuer": u.issuer,
                          "serial": u.serial, "names": list(u.names), "tbs_sha256": u.tbs_sha256})
+            res.distrusted += self._distrust(u, issuer_der)
 
 
 def _unexpected(site: str, log_url: str, entry: Entry, digest: str) -> Unexpected:

@@ -144,6 +144,13 @@ ct_logs = sa.Table(
     sa.Column("updated", sa.DateTime(timezone=True), nullable=False),
     sa.Column("problem", sa.Text, nullable=False),  # "" when the last poll verified
 )
+site_distrust = sa.Table(
+    "site_distrust", metadata,
+    sa.Column("site", sa.String(100), primary_key=True),
+    sa.Column("ca", sa.String(100), primary_key=True),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
 
 def _insert_new(conn: sa.Connection, table: sa.Table, values: dict[str, Any]) -> bool:
     """Insert a row unless one with the same primary key exists; True when inserted. One
@@ -310,7 +317,19 @@ def _m6(op: Operations) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3, _m4, _m5, _m6)
+def _m7(op: Operations) -> None:
+    """Schema 7: distrust of a CA for one site only (an unexpected certificate for the site
+    from that CA, seen in CT; `distrust CA --site SITE`)."""
+    op.create_table(
+        "site_distrust",
+        sa.Column("site", sa.String(100), primary_key=True),
+        sa.Column("ca", sa.String(100), primary_key=True),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+    )
+
+
+MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3, _m4, _m5, _m6, _m7)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -509,18 +528,44 @@ class Database:
         return [Event(_aware(r.time), r.site, r.kind, r.message, json.loads(r.data)) for r in rows]
 
     # -- operator distrust ----------------------------------------------------------------
-    def distrust(self, ca: str, since: datetime, reason: str) -> None:
+    def distrust(self, ca: str, since: datetime, reason: str, *, site: str | None = None
+                 ) -> None:
+        """Distrust `ca` everywhere, or for `site` only."""
+        table, key = self._distrust_key(ca, site)
         with self.engine.begin() as conn:
-            conn.execute(distrust.delete().where(distrust.c.ca == ca))
-            conn.execute(distrust.insert().values(ca=ca, since=since, reason=reason))
+            conn.execute(table.delete().where(key))
+            values = {"ca": ca, "since": since, "reason": reason}
+            conn.execute(table.insert().values(**values, **({"site": site} if site else {})))
 
-    def undistrust(self, ca: str) -> bool:
+    def undistrust(self, ca: str, *, site: str | None = None) -> bool:
+        table, key = self._distrust_key(ca, site)
         with self.engine.begin() as conn:
-            return conn.execute(distrust.delete().where(distrust.c.ca == ca)).rowcount > 0
+            return conn.execute(table.delete().where(key)).rowcount > 0
 
-    def distrusted(self) -> dict[str, str]:
+    @staticmethod
+    def _distrust_key(ca: str, site: str | None) -> tuple[sa.Table, sa.ColumnElement[bool]]:
+        if site is None:
+            return distrust, distrust.c.ca == ca
+        return site_distrust, (site_distrust.c.site == site) & (site_distrust.c.ca == ca)
+
+    def distrusted(self, site: str | None = None) -> dict[str, str]:
+        """CA -> reason: the CAs distrusted everywhere, and with `site` also those distrusted
+        for that site only."""
         with self.engine.connect() as conn:
-            return {r.ca: r.reason for r in conn.execute(sa.select(distrust))}
+            out = {r.ca: r.reason for r in conn.execute(sa.select(distrust))}
+            if site is not None:
+                q = sa.select(site_distrust).where(site_distrust.c.site == site)
+                for r in conn.execute(q):
+                    out.setdefault(r.ca, f"{r.reason} (for site {site} only)")
+            return out
+
+    def site_distrust(self) -> dict[str, dict[str, str]]:
+        """site -> {CA -> reason}: the distrusts of one site only."""
+        out: dict[str, dict[str, str]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(sa.select(site_distrust)):
+                out.setdefault(r.site, {})[r.ca] = r.reason
+        return out
 
     # -- orders (the issuance budget) ----------------------------------------------------------
     def start_order(self, site: str, ca: str, started: datetime) -> int:
