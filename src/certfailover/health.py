@@ -187,15 +187,19 @@ class StoreTrustCheck:
         return out
 
     def run(self, material: CertMaterial, ctx: CheckContext) -> list[Finding]:
+        # due again just after the first intermediate of any stored path expires (a cross-sign
+        # ending): the verdict, and which chain is served, may change at that moment
+        ends = [c.not_valid_after_utc for c in material.chain if c.not_valid_after_utc > ctx.now]
+        due = {Signal.EXPIRY: min(ends) + timedelta(seconds=1)} if ends else {}
         found: list[Finding] = []
         for name, err in self.validate(material.leaf, material.chain, ctx.trust, ctx.domains[0],
                                        ctx.now):
             if err is None:
                 found.append(Finding(self.name, Severity.OK, f"chain validates in {name}",
-                                     {"store": name}))
+                                     {"store": name}, next_due=due))
             else:
                 found.append(Finding(self.name, Severity.FAIL, f"chain does not validate in {name}: {err}",
-                                     {"store": name}))
+                                     {"store": name}, next_due=due))
         return found
 
 

@@ -62,6 +62,25 @@ def test_names_and_wildcards() -> None:
     assert f.severity is Severity.FAIL and f.detail["missing"] == ["www.example.test"]
 
 
+def test_chain_check_is_due_again_when_a_path_intermediate_expires(tmp_path: Path) -> None:
+    """A cross-sign that ends before the leaf: the chain check (and with it the engine's chain
+    judge) is due just after it ends, not at the next routine expiry check."""
+    root, old_root = pki.make_root("New Root"), pki.make_root("Old Root")
+    inter = pki.make_intermediate(root, "Issuing CA")
+    cross = pki.make_intermediate(old_root, "Issuing CA", key=inter.key, days=10)  # ends first
+    leaf, _ = pki.make_leaf(inter, ["www.example.test"])
+    bundle = pki.write_bundle(tmp_path / "roots.pem", root, old_root)
+    m = material(leaf, (inter.cert, cross.cert))
+    (f,) = StoreTrustCheck().run(m, ctx((PemBundle(bundle),)))
+    assert f.severity is Severity.OK
+    end = cross.cert.not_valid_after_utc
+    assert end < leaf.not_valid_after_utc < inter.cert.not_valid_after_utc
+    assert f.next_due == {Signal.EXPIRY: end + dt.timedelta(seconds=1)}
+    (after,) = StoreTrustCheck().run(m, ctx((PemBundle(bundle),), now=end + dt.timedelta(days=1)))
+    assert after.next_due == {Signal.EXPIRY: inter.cert.not_valid_after_utc
+                              + dt.timedelta(seconds=1)}, "the next path end after that"
+
+
 def test_chain_check_follows_bundle_changes_without_restart(tmp_path: Path) -> None:
     root_a, root_b = pki.make_root("Root A"), pki.make_root("Root B")
     inter = pki.make_intermediate(root_a, "Int A")
