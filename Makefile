@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 .PHONY: deps venv test unit integration demo bench lint clean
 
 deps:  ## Debian packages (as root); skipped when everything is there
-	@missing=""; for b in pebble pebble-challtestsrv nginx apache2 haproxy wrk curl openssl systemd-analyze named nsupdate chromium chromedriver certspotter; do \
+	@missing=""; for b in pebble pebble-challtestsrv nginx apache2 haproxy wrk curl openssl systemd-analyze named chromium chromedriver certspotter; do \
 	  command -v $$b >/dev/null 2>&1 || [ -x /usr/sbin/$$b ] || missing="$$missing $$b"; done; \
 	python3 -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
