@@ -25,6 +25,7 @@ SIGTERM/SIGINT stop after the current step.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -244,6 +245,8 @@ class Daemon:
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._signal)
         signal.signal(signal.SIGINT, self._signal)
+        log.info("daemon running (pid %d): SIGTERM or SIGINT stops it after the current step",
+                 os.getpid())
 
     # -- one tick --------------------------------------------------------------------------
     def refresh_trust(self, now: datetime) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -115,12 +116,21 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     env = {**os.environ, "CERTFAILOVER_CONFIG": str(cfg)}
     proc = subprocess.Popen([sys.executable, "-m", "certfailover.cli.main", "run", "--interval", "0.2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(2.0)
-    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    assert proc.stderr is not None
+    seen = b""
+    deadline = time.monotonic() + 30  # start-up (imports, store) is slower on a busy machine
+    while b"daemon running" not in seen and time.monotonic() < deadline:
+        if select.select([proc.stderr], [], [], 0.5)[0]:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+    assert b"daemon running" in seen and proc.poll() is None, seen
+    time.sleep(1.0)  # into its work: both CAs down, issuance retried
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0, err
-    assert b"stopping after the current step" in err
+    assert proc.returncode == 0, seen + err
+    assert b"stopping after the current step" in seen + err
 
 
 @pytest.fixture()

@@ -11,12 +11,14 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from pysource import parse
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "src" / "certfailover", ROOT / "lab" / "src" / "certfailover_lab"]
 
 
 def private_imports(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = parse(path)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module != "__future__":

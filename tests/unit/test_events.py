@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from pysource import parse
 
 import certfailover
 from certfailover.events import KINDS, SEVERITIES, WARNING, EventKind, severity
@@ -52,7 +53,7 @@ def _emitted() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     variables: list[str] = []
     for path in sorted(SRC.rglob("*.py")):
-        tree = ast.parse(path.read_text(), str(path))
+        tree = parse(path)
         for _, line, arg in _kind_args(tree):
             kinds = _kinds_in(arg)
             where = f"{path.relative_to(SRC)}:{line}"
@@ -83,7 +84,7 @@ def test_every_emitted_kind_is_in_the_table() -> None:
 
 def test_emitters_use_the_enum_not_strings() -> None:
     strings = [f"{path.relative_to(SRC)}:{line}" for path in sorted(SRC.rglob("*.py"))
-               for name, line, arg in _kind_args(ast.parse(path.read_text()))
+               for name, line, arg in _kind_args(parse(path))
                if name == "record" and isinstance(arg, ast.Constant)]
     assert not strings, f"record() with a string kind (use events.EventKind): {strings}"
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from pysource import parse
+
 import certfailover
 from certfailover.health import local_checks
 from certfailover.revocation import RevocationCheck
@@ -66,7 +68,7 @@ def check_name_literals(tree: ast.AST) -> list[int]:
 
 
 def _modules() -> list[tuple[str, ast.AST]]:
-    return [(p.relative_to(SRC).as_posix(), ast.parse(p.read_text(), str(p)))
+    return [(p.relative_to(SRC).as_posix(), parse(p))
             for p in sorted(SRC.rglob("*.py"))]
 
 
