@@ -93,7 +93,9 @@ def test_page_shows_the_failover_without_a_reload(
 
 def _run(lab: Lab, a: RevocableCA, browser: object, by: object,
          artifact: Callable[[str], Path]) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.remote.webdriver import WebDriver
     assert isinstance(browser, WebDriver)
     port = free_port()
@@ -145,6 +147,14 @@ def _run(lab: Lab, a: RevocableCA, browser: object, by: object,
         row = browser.find_element(By.CSS_SELECTOR, 'tr[data-site="www"] td.active-ca')
         assert row.text == "web-b"
         assert browser.find_element(By.CSS_SELECTOR, "label[for=f-ca]").text == "Active CA"
+        reached = []  # the keyboard alone: Tab from the top reaches the skip link, then the filter
+        for _ in range(20):
+            ActionChains(browser).send_keys(Keys.TAB).perform()
+            reached.append(browser.execute_script(
+                "const e = document.activeElement; return e.id || e.className || e.tagName;"))
+            if reached[-1] == "f-ca":
+                break
+        assert reached[0] == "skip" and reached[-1] == "f-ca", reached
         browser.save_screenshot(str(artifact("web-failover-overview.png")))
     finally:
         proc.terminate()
