@@ -46,6 +46,21 @@ class FleetDeployer:
         self.alerted: set[tuple[str, str, str]] = set()
 
     def __call__(self, server: str | None, switches: Sequence[Switch]) -> list[SwitchResult]:
+        # a chain switch (same certificate, another chain directory) is not published to the
+        # agents yet: the desired row names a certificate, not a chain, and the agents prove
+        # the leaf only. Said as a failed switch, never as a verified one (docs/fleet.md).
+        chain_switches = [sw for sw in switches if sw.previous is not None
+                          and sw.previous.id == sw.target.id]
+        refused = [SwitchResult(sw.site.name, False, False,
+                                "a chain switch is not published to fleet agents yet: every "
+                                "host keeps serving the previous chain of "
+                                f"{sw.target.id}", -1.0) for sw in chain_switches]
+        switches = [sw for sw in switches if sw not in chain_switches]
+        if not switches:
+            return refused
+        return refused + self._publish(switches)
+
+    def _publish(self, switches: Sequence[Switch]) -> list[SwitchResult]:
         t0 = time.monotonic()
         if not self.leader.try_lead():
             raise CertFailoverError("this controller is not the fleet leader: switch not published")
