@@ -179,16 +179,29 @@ def _wait_served(items: Mapping[str, tuple[Activation, str, Chain | None]],
     """Probe until every endpoint of every site steadily serves its expected leaf (and, for a
     chain switch, its expected chain).
 
-    "Steadily": every handshake during `settle` seconds shows the expected leaf (nginx lets the
-    old and the new worker generation accept side by side for ~0.1 s after a reload, so one
-    good handshake proves little). validate() must accept the served chain.
+    "Steadily": the expected leaf at an endpoint, and no handshake there showing anything else,
+    for `settle` seconds (nginx lets the old and the new worker generation accept side by side
+    for ~0.1 s after a reload, so one good handshake proves little). The evidence is per site
+    (two expected answers `settle` apart), or per endpoint: once every handshake at an endpoint,
+    for any site of the batch, has shown its expected leaf for `settle` seconds, the old
+    generation there no longer answers, and one expected answer proves a site. A large batch
+    then costs one handshake per site, not two. validate() must accept the served chain; it
+    runs once per distinct chain a site serves.
     """
     deadline = time.monotonic() + timeout
     todo = {site: set(act.endpoints) for site, (act, _, _) in items.items()}
     streak: dict[tuple[str, Endpoint], float] = {}
+    clean_since: dict[Endpoint, float] = {}  # only expected answers at the endpoint since then
+    judged: dict[tuple[str, tuple[str, ...]], str | None] = {}  # (site, chain) -> validate()
     last: dict[str, str] = {site: "not probed" for site in items}
     first: dict[str, float] = {}
     failed: dict[str, str] = {}
+
+    def unexpected(site: str, ep: Endpoint, why: str) -> None:
+        streak.pop((site, ep), None)
+        clean_since.pop(ep, None)
+        last[site] = why
+
     while True:
         for site, (act, sha, want_chain) in items.items():
             if site in failed:
@@ -199,27 +212,28 @@ def _wait_served(items: Mapping[str, tuple[Activation, str, Chain | None]],
                     chain = served_chain(ep, act.sni, timeout=per_probe,
                                          key_type=act.key_type)
                 except (ProbeError, OSError) as exc:
-                    streak.pop((site, ep), None)
-                    last[site] = str(exc)
+                    unexpected(site, ep, str(exc))
                     continue
                 got = leaf_sha256(chain[0])
                 now = time.monotonic()
                 if got != sha:
-                    streak.pop((site, ep), None)
-                    last[site] = f"{ep} serves leaf {got[:16]}…, expected {sha[:16]}…"
+                    unexpected(site, ep, f"{ep} serves leaf {got[:16]}…, expected {sha[:16]}…")
                     continue
-                if want_chain is not None and \
-                        tuple(leaf_sha256(c) for c in chain[1:]) != want_chain:
-                    streak.pop((site, ep), None)  # the same leaf, still with the old chain
-                    last[site] = f"{ep} serves the expected leaf with another chain"
+                served = tuple(leaf_sha256(c) for c in chain[1:])
+                if want_chain is not None and served != want_chain:
+                    # the same leaf, still with the old chain
+                    unexpected(site, ep, f"{ep} serves the expected leaf with another chain")
                     continue
                 first.setdefault(site, now - t0)
-                err = validate(chain, act.sni) if validate else None
+                if validate is not None and (site, served) not in judged:
+                    judged[(site, served)] = validate(chain, act.sni)
+                err = judged.get((site, served))
                 if err is not None:  # the right leaf that does not validate will not improve
                     failed[site] = f"{ep} serves the expected leaf but it does not validate: {err}"
                     break
                 since = streak.setdefault((site, ep), now)
-                if now - since >= settle:
+                clean = clean_since.setdefault(ep, now)
+                if now - since >= settle or now - clean >= settle:
                     todo[site].discard(ep)
                 else:
                     last[site] = f"{ep} serves the expected leaf, not yet for {settle:g} s"
