@@ -90,7 +90,8 @@ KINDS: MappingProxyType[EventKind, KindInfo] = MappingProxyType({
     _K.TRUST_UPDATE_FAILED: KindInfo(WARNING, "a root-program data refresh failed; the current "
                                               "data is kept"),
     _K.IMPORTED: KindInfo(INFO, "the operator imported a certificate (`certfailover import`)"),
-    _K.DISTRUST: KindInfo(WARNING, "the operator distrusted a CA (`certfailover distrust`)"),
+    _K.DISTRUST: KindInfo(WARNING, "a CA was distrusted, everywhere or for one site "
+                                   "(`certfailover distrust`, or the CT watch)"),
     _K.FLEET_NOT_CONVERGED: KindInfo(CRITICAL, "a fleet host does not serve a site's new "
                                                "certificate in time (docs/fleet.md)"),
     _K.UNEXPECTED_CERTIFICATE: KindInfo(CRITICAL, "a CT log holds a certificate for a site's "

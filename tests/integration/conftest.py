@@ -33,11 +33,8 @@ def lab_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def challtestsrv(lab_dir: Path) -> Iterator[ChallTestSrv]:
-    srv = ChallTestSrv(lab_dir / "challtestsrv")
-    try:
+    with ChallTestSrv(lab_dir / "challtestsrv") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="session")
@@ -60,20 +57,15 @@ def _pebble(
 
 @pytest.fixture(scope="session")
 def pebble_a(lab_dir: Path, http01_port: int, challtestsrv: ChallTestSrv) -> Iterator[PebbleCA]:
-    ca = _pebble(lab_dir, "pebble-a", http01_port, challtestsrv)  # default 5% badNonce left on
-    try:
+    # default 5% badNonce left on
+    with _pebble(lab_dir, "pebble-a", http01_port, challtestsrv) as ca:
         yield ca
-    finally:
-        ca.stop()
 
 
 @pytest.fixture(scope="session")
 def pebble_b(lab_dir: Path, http01_port: int, challtestsrv: ChallTestSrv) -> Iterator[PebbleCA]:
-    ca = _pebble(lab_dir, "pebble-b", http01_port, challtestsrv)
-    try:
+    with _pebble(lab_dir, "pebble-b", http01_port, challtestsrv) as ca:
         yield ca
-    finally:
-        ca.stop()
 
 
 @pytest.fixture(scope="session")
@@ -92,18 +84,15 @@ def pebble_eab(
     challtestsrv: ChallTestSrv,
     pebble_eab_credentials: EabCredentials,
 ) -> Iterator[PebbleCA]:
-    ca = _pebble(
+    with _pebble(
         lab_dir,
         "pebble-eab",
         http01_port,
         challtestsrv,
         eab_required=True,
         eab_keys={pebble_eab_credentials.kid: pebble_eab_credentials.hmac_key},
-    )
-    try:
+    ) as ca:
         yield ca
-    finally:
-        ca.stop()
 
 
 @pytest.fixture()
@@ -124,11 +113,8 @@ def make_csr() -> Callable[..., KeyAndCsr]:
 
 @pytest.fixture(scope="session")
 def bind_dns(lab_dir: Path) -> Iterator[BindServer]:
-    srv = BindServer(lab_dir / "bind")
-    try:
+    with BindServer(lab_dir / "bind") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _pebble_dns(lab_dir: Path, name: str, http01_port: int, bind_dns: BindServer) -> PebbleCA:
@@ -138,20 +124,14 @@ def _pebble_dns(lab_dir: Path, name: str, http01_port: int, bind_dns: BindServer
 
 @pytest.fixture(scope="session")
 def pebble_dns_a(lab_dir: Path, http01_port: int, bind_dns: BindServer) -> Iterator[PebbleCA]:
-    ca = _pebble_dns(lab_dir, "pebble-dns-a", http01_port, bind_dns)
-    try:
+    with _pebble_dns(lab_dir, "pebble-dns-a", http01_port, bind_dns) as ca:
         yield ca
-    finally:
-        ca.stop()
 
 
 @pytest.fixture(scope="session")
 def pebble_dns_b(lab_dir: Path, http01_port: int, bind_dns: BindServer) -> Iterator[PebbleCA]:
-    ca = _pebble_dns(lab_dir, "pebble-dns-b", http01_port, bind_dns)
-    try:
+    with _pebble_dns(lab_dir, "pebble-dns-b", http01_port, bind_dns) as ca:
         yield ca
-    finally:
-        ca.stop()
 
 
 # -- test artifacts (screenshots): kept after the run, their paths printed in the summary ----

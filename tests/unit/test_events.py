@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,10 @@ def test_each_kind_has_a_severity_and_a_description() -> None:
 ])
 def test_severity(kind: str, expected: str) -> None:
     assert severity(kind) == expected == event_severity(kind)
+
+
+def test_the_operations_doc_lists_every_kind_with_its_severity() -> None:
+    """docs/operations.md's event table says what events.py says (kind and severity)."""
+    doc = (Path(certfailover.__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    table = dict(re.findall(r"^\| `(\w+)` \| (info|warning|critical) \|", doc, re.MULTILINE))
+    assert table == {kind.value: info.severity for kind, info in KINDS.items()}
