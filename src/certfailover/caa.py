@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 
 import dns.exception
 import dns.name
+import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
 from .errors import CertFailoverError
+from .names import nameserver
 
 __all__ = ["CAALookupError", "CAARecord", "Verdict", "evaluate", "lookup", "parse_issue",
            "relevant", "resolver_for"]
@@ -145,14 +147,8 @@ def resolver_for(nameservers: Sequence[str], timeout: float) -> dns.resolver.Res
     if not nameservers:
         res = dns.resolver.Resolver()
     else:
-        res = dns.resolver.Resolver(configure=False)
-        addrs, ports = [], set()
-        for ns in nameservers:
-            host, _, port = ns.rpartition(":") if ns.count(":") == 1 else (ns, "", "53")
-            addrs.append(host)
-            ports.add(int(port or 53))
-        res.nameservers = addrs
-        res.port = ports.pop() if len(ports) == 1 else 53
+        res = dns.resolver.Resolver(configure=False)  # each server on its own port
+        res.nameservers = [dns.nameserver.Do53Nameserver(*nameserver(ns)) for ns in nameservers]
     res.lifetime = timeout
     res.timeout = timeout
     return res

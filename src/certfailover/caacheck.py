@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -23,6 +24,7 @@ from typing import Any, ClassVar
 from . import caa, net
 from .checks import CertMaterial, CheckContext
 from .model import Finding, Severity, Signal
+from .names import nameserver
 from .schedule import parse_duration
 from .tables import Table
 
@@ -48,6 +50,11 @@ def from_table(t: Table, *, cas: Iterable[str]) -> CAASettings | None:
         return None
     known = set(cas)
     resolver = t.str_list("resolver", ())
+    for i, ns in enumerate(resolver):
+        try:
+            nameserver(ns)
+        except ValueError as exc:
+            raise t.err(f"resolver[{i}]", str(exc)) from None
 
     def seconds(key: str, default: float) -> float:
         raw = t.get(key, (int, float, str), default)
@@ -119,6 +126,7 @@ class CAAGate:
         self.account_uri, self.on_change = account_uri, on_change
         self._verdicts: dict[tuple[str, str], SiteVerdict] = {}
         self._identities: dict[str, tuple[str, ...]] = dict(settings.identities)
+        self._id_errors: dict[str, caa.CAALookupError] = {}  # this pass's failed directories
         self._lock = threading.Lock()
 
     def __call__(self, site: str, ca: str) -> str | None:
@@ -142,6 +150,8 @@ class CAAGate:
         """The CA's CAA identities: configured, else its directory's meta.caaIdentities."""
         if ca in self._identities:
             return self._identities[ca]
+        if ca in self._id_errors:  # asked once per pass: a dead directory is not asked per site
+            raise self._id_errors[ca]
         if ca not in self.directories:
             raise caa.CAALookupError(f"CA {ca}: no directory to read caaIdentities from")
         url, verify = self.directories[ca]
@@ -149,13 +159,17 @@ class CAAGate:
             with net.deadline(self.settings.timeout):
                 resp = net.session().get(url, timeout=self.settings.timeout, verify=verify)
             resp.raise_for_status()
-            meta = resp.json().get("meta") or {}
+            doc = resp.json()
+            meta = (doc.get("meta") or {}) if isinstance(doc, dict) else {}
         except (OSError, ValueError) as exc:
-            raise caa.CAALookupError(f"CA {ca}: cannot read caaIdentities from {url}: {exc}") from None
+            self._id_errors[ca] = caa.CAALookupError(
+                f"CA {ca}: cannot read caaIdentities from {url}: {exc}")
+            raise self._id_errors[ca] from None
         ids = meta.get("caaIdentities") if isinstance(meta, dict) else None
         if not isinstance(ids, list) or not ids:
-            raise caa.CAALookupError(f"CA {ca}: its directory {url} lists no caaIdentities; set "
-                                     f"[caa] identities.{ca}")
+            self._id_errors[ca] = caa.CAALookupError(
+                f"CA {ca}: its directory {url} lists no caaIdentities; set [caa] identities.{ca}")
+            raise self._id_errors[ca]
         self._identities[ca] = tuple(str(i).lower().rstrip(".") for i in ids)
         return self._identities[ca]
 
@@ -188,18 +202,34 @@ class CAAGate:
         return SiteVerdict(site.name, ca, True, f"CAA permits CA {ca} for every name of "
                            f"{site.name}", tuple(verdicts))
 
-    def refresh(self) -> list[SiteVerdict]:
+    def refresh(self, budget: float | None = None) -> list[SiteVerdict]:
+        """One pass over every (site, CA). Each lookup is bounded by `[caa] timeout`, a name or
+        directory that failed is not asked again in the pass, and with `budget` the whole pass
+        stops after that many seconds: the pairs not reached keep their last verdict."""
         resolver = caa.resolver_for(self.settings.resolver, self.settings.timeout)
-        cache: dict[str, list[caa.CAARecord]] = {}
+        cache: dict[str, list[caa.CAARecord] | caa.CAALookupError] = {}
+        self._id_errors.clear()
+        end = None if budget is None else time.monotonic() + budget
 
         def query(name: str) -> list[caa.CAARecord]:
             if name not in cache:
-                cache[name] = caa.lookup(resolver, name, self.settings.timeout)
-            return cache[name]
+                try:
+                    cache[name] = caa.lookup(resolver, name, self.settings.timeout)
+                except caa.CAALookupError as exc:
+                    cache[name] = exc
+            got = cache[name]
+            if isinstance(got, caa.CAALookupError):
+                raise got
+            return got
 
-        out = []
+        out: list[SiteVerdict] = []
         for site in self.sites:
             for ca in site.cas:
+                if end is not None and time.monotonic() >= end:
+                    log.warning("CAA: the pass ran past its %.0f s budget; %d verdict(s) are "
+                                "from an earlier pass or not known yet", budget,
+                                sum(len(s.cas) for s in self.sites) - len(out))
+                    return out
                 v = self.check(site, ca, query)
                 with self._lock:
                     before = self._verdicts.get((site.name, ca))
@@ -225,7 +255,7 @@ class CAAGateJob:
         self._thread.start()
         return self
 
-    def _run(self) -> None:  # the gate was refreshed when it was built: wait first
+    def _run(self) -> None:  # the gate was refreshed (within a budget) when built: wait first
         while not self._stop.wait(self.gate.settings.interval):
             try:
                 self.gate.refresh()

@@ -329,15 +329,16 @@ def build(config: Config, *, clock: Clock = utcnow, notify: Notify | None = None
 
 
 def caa_gate(config: Config) -> CAAGate | None:
-    """The CAA gate of `[caa]` (None without it), refreshed once now (DNS, each lookup bounded
-    by `[caa] timeout`); the daemon re-checks it every `[caa] interval`."""
+    """The CAA gate of `[caa]` (None without it), refreshed once now within one `[caa] timeout`
+    in all (a dead resolver or directory delays start-up that long at most; what was not
+    reached is unknown until the daemon's next pass, every `[caa] interval`)."""
     if config.caa is None:
         return None
     gate = CAAGate(config.caa, [GateSite(s.name, s.domains, s.cas, acme_method(s.challenge.type))
                                 for s in config.sites],
                    {n: (ca.directory, str(ca.ca_bundle) if ca.ca_bundle else True)
                     for n, ca in config.cas.items()})
-    gate.refresh()
+    gate.refresh(budget=config.caa.timeout)
     return gate
 
 

@@ -3,6 +3,7 @@ sending no order to a CA that CAA forbids."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -212,3 +213,72 @@ def test_identities_from_the_acme_directory() -> None:
         assert gate.check(site, "bare", lambda _n: []).allowed is True  # no CAA: no identity needed
         v = gate.check(site, "bare", lambda n: [issue("ca.example")] if n == "example.test" else [])
         assert v.allowed is None and "restricts issuance" in v.reason and "caaIdentities" in v.reason
+
+
+def test_a_pass_is_bounded_in_all_and_asks_a_dead_directory_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resolver that answers slowly and a directory that answers garbage: the pass stops at
+    its budget (what was not reached keeps its verdict), each failed name and each failed
+    directory is asked once per pass, and garbage JSON is a lookup error, not a crash."""
+    import json
+    import time
+    from http.server import BaseHTTPRequestHandler
+
+    from certfailover import caa
+    from certfailover_lab.httpd import serving
+
+    directory_gets: list[str] = []
+
+    class Garbage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            directory_gets.append(self.path)
+            body = json.dumps(["not", "a", "directory"]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    asked: list[str] = []
+
+    def slow(_resolver: object, name: str, _timeout: float) -> list[CAARecord]:
+        asked.append(name)
+        time.sleep(0.05)
+        if name == "example.test":
+            raise caa.CAALookupError(f"CAA lookup of {name} failed: timed out")
+        return []
+    monkeypatch.setattr(caa, "lookup", slow)
+    sites = [GateSite(f"s{i}", (f"s{i}.example.test",), ("g",), "http-01") for i in range(40)]
+    with serving(Garbage) as srv:
+        gate = CAAGate(CAASettings(), sites,
+                       {"g": (f"http://127.0.0.1:{srv.server_address[1]}/dir", True)})
+        t0 = time.monotonic()
+        got = gate.refresh(budget=0.5)
+        took = time.monotonic() - t0
+    assert took < 0.5 + 0.2, took
+    assert 0 < len(got) < len(sites), "stopped at the budget"
+    assert directory_gets == ["/dir"], "a failed directory is asked once per pass"
+    assert asked.count("example.test") == 1, "a failed name is asked once per pass"
+    assert all(v.allowed is None for v in got), [v.reason for v in got]
+    assert gate.verdict("s39", "g") is None, "not reached: no verdict yet"
+
+
+def test_resolver_addresses_each_keep_their_port() -> None:
+    """One reader of name-server addresses (names.nameserver) for CAA and DNS-01: IPv6 with
+    brackets, each server its own port, a host name or a bad port refused naming the text."""
+    from certfailover.caa import resolver_for
+    from certfailover.names import nameserver
+
+    assert nameserver("192.0.2.53") == ("192.0.2.53", 53)
+    assert nameserver("192.0.2.53:5353") == ("192.0.2.53", 5353)
+    assert nameserver("2001:db8::53") == ("2001:db8::53", 53)
+    assert nameserver("[2001:db8::53]:5353") == ("2001:db8::53", 5353)
+    for bad, words in (("ns.example:53", "not an IP address"), ("192.0.2.1:0", "not a port"),
+                       ("[::1]x", "[addr]:port")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            nameserver(bad)
+    res = resolver_for(["127.0.0.1:53", "127.0.0.2:5353", "[::1]:8053"], 2.0)
+    assert [(ns.address, ns.port) for ns in res.nameservers] == [  # type: ignore[union-attr]
+        ("127.0.0.1", 53), ("127.0.0.2", 5353), ("::1", 8053)]

@@ -226,6 +226,25 @@ def pem_blocks(data: bytes) -> list[bytes]:
     return [block + end + b"\n" for block in data.split(end) if b"BEGIN" in block]
 
 
+def test_a_client_that_sends_nothing_is_let_go(serve: Any,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle connection (or a body shorter than its Content-Length) holds a server thread
+    only until the handler's timeout: then the server closes it."""
+    import socket
+    import time
+
+    from certfailover.web import server as web_server
+    monkeypatch.setattr(web_server._Handler, "timeout", 0.5)
+    srv = serve()
+    with socket.create_connection((srv.host, srv.port), timeout=10) as sock:
+        sock.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\nx")
+        t0 = time.monotonic()
+        rest = sock.recv(4096)
+        while rest and b"HTTP/1.1" not in rest:
+            rest = sock.recv(4096)
+        assert time.monotonic() - t0 < 5, "closed after the handler's timeout"
+
+
 def test_404s(serve: Any) -> None:
     srv = serve()
     assert get(srv, "/site/nope")[0] == 404

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ __all__ = ["LogResult", "Record", "Unexpected", "Watch"]
 #: record(site, kind, message, data): store the event and notify (engine.record in the daemon)
 Record = Callable[[str, EventKind, str, dict[str, Any]], object]
 ALL_SITES = "*"
+#: distrust_on_unexpected leaves a CA alone when the site ordered from it this recently
+ORDER_GRACE = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -117,11 +119,25 @@ class Watch:
         return {ca for _, issuer, ca in self._known.values() if issuer == issuer_der}
 
     def _distrust(self, u: Unexpected, issuer_der: bytes) -> list[tuple[str, str]]:
-        """distrust_on_unexpected: the site's CA that issued `u`, distrusted for the site."""
+        """distrust_on_unexpected: the site's CA that issued `u`, distrusted for the site;
+        not while the site had an order of its own at that CA in the last ORDER_GRACE that is
+        still pending or left no stored certificate (its certificate is logged before it is
+        stored, or a late one was discarded: distrusting then would fail over off our own
+        certificate and order again, over and over). An order whose certificate is stored
+        explains nothing: that certificate's TBS is known."""
         if u.site not in self.settings.distrust_on_unexpected:
             return []
+        since = self.clock() - ORDER_GRACE
+        ours = {o.ca for o in self.db.orders(since=since) if o.site == u.site
+                and (o.outcome != "issued" or o.cert_id is None
+                     or self.db.cert(o.cert_id) is None)}
         out = []
         for ca in sorted(self.issuer_cas(issuer_der) & self.site_cas.get(u.site, frozenset())):
+            if ca in ours:
+                log.warning("CT watch: %s entry %d for %s is from %s, where the site had an order "
+                            "of its own since %s: alerted, not distrusted", u.log, u.index,
+                            u.site, ca, since.isoformat())
+                continue
             what = "precertificate" if u.precert else "certificate"
             reason = (f"an unexpected {what} for {u.site} (serial {u.serial}, CT log {u.log} "
                       f"entry {u.index})")

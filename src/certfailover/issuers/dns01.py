@@ -48,6 +48,7 @@ import dns.tsigkeyring
 import dns.update
 
 from ..errors import IssuanceError, TransientIssuanceError
+from ..names import nameserver
 from ..store.files import atomic_write
 
 __all__ = [
@@ -226,13 +227,6 @@ class TsigKey:
     algorithm: str = "hmac-sha256"
 
 
-def _hostport(text: str, default_port: int = 53) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text, default_port
-    return host.strip("[]"), int(port)
-
-
 class Rfc2136Solver(_Journaled):
     """TXT records by RFC 2136 UPDATE, TSIG-signed, sent over TCP to `server` (the primary).
 
@@ -246,7 +240,7 @@ class Rfc2136Solver(_Journaled):
     def __init__(self, server: str, key: TsigKey, *, zone: str | None = None,
                  nameserver_port: int = 53, ttl: int = 60, timeout: float = 10.0,
                  propagation_timeout: float = 120.0, journal: Journal | None = None) -> None:
-        self.host, self.port = _hostport(server)
+        self.host, self.port = nameserver(server)
         self.key = key
         self.zone = dns.name.from_text(zone) if zone else None
         self.nameserver_port = nameserver_port

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..names import nameserver
 from ..tables import Secret, Table, resolve_secret
 
 if TYPE_CHECKING:  # dnspython is imported only when a solver is made, not to load a config
@@ -76,19 +76,12 @@ def _port(t: Table, key: str, value: int) -> int:
 
 def _server(t: Table) -> str:
     text: str = t.get("server", str, required=True)
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = text, "53"
-    host = host.strip("[]")
     try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise t.err("server", f"{text!r}: give the IP address of the primary server "
-                              "(host:port, e.g. '192.0.2.53:53')") from None
-    if not port.isdigit():
-        raise t.err("server", f"{text!r}: the port is not a number")
-    _port(t, "server", int(port))
-    return f"{host}:{port}"
+        host, port = nameserver(text)
+    except ValueError as exc:
+        raise t.err("server", f"{exc}: give the primary server's IP address, e.g. "
+                              "'192.0.2.53:53'") from None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_dns_challenge(t: Table, *, env: Mapping[str, str], base: Path) -> DnsChallenge:

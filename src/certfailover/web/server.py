@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -94,6 +95,9 @@ class App:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    #: seconds a connection may sit idle or send nothing (an idle keep-alive client, a body
+    #: shorter than its Content-Length): then its thread is freed
+    timeout = 30
 
     def log_message(self, fmt: str, *args: Any) -> None:  # requests at debug, not stderr
         log.debug("web %s " + fmt, self.address_string(), *args)
@@ -187,6 +191,14 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     app: App
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out or went away is the client's business (debug log), not a
+        traceback on the daemon's stderr."""
+        if isinstance(sys.exc_info()[1], (TimeoutError, ConnectionError)):
+            log.debug("web: %s: %s", client_address, sys.exc_info()[1])
+            return
+        super().handle_error(request, client_address)
 
 
 def _listen_error(exc: OSError, host: str, port: int) -> Exception:
