@@ -25,7 +25,13 @@ from cryptography.hazmat.primitives import serialization
 from . import aia, chains, keys, policy
 from .checks import CertMaterial, Check, CheckContext
 from .config import Config, SiteConfig
-from .errors import CertFailoverError, InputError, IssuanceError, TransientIssuanceError
+from .errors import (
+    CertFailoverError,
+    InputError,
+    IssuanceError,
+    OrderInFlight,
+    TransientIssuanceError,
+)
 from .events import EventKind
 from .health import run_checks
 from .issuance import Budget, Hold, Job, Outcome, Workers, hold
@@ -434,6 +440,9 @@ class Engine:
         try:
             cert, order_id = self._issue(site, ca, report=report, replaces=replaces,
                                          cancelled=cancelled)
+        except OrderInFlight as exc:  # another fleet controller orders it: not a failure
+            log.info("%s", exc)
+            return None
         except (CertFailoverError, OSError) as exc:
             self.record(report, site.name, EventKind.ISSUANCE_FAILED, f"could not issue from {ca}: {exc}",
                         ca=ca, transient=isinstance(exc, (TransientIssuanceError, OSError)))

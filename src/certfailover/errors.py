@@ -36,6 +36,11 @@ class StoreError(CertFailoverError):
     pass
 
 
+class OrderInFlight(StoreError):
+    """An order for the same site and CA is pending already (maybe placed by another fleet
+    controller): this one is not placed."""
+
+
 class LockError(CertFailoverError):
     """Another certfailover daemon holds the store (one daemon per store)."""
 

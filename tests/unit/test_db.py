@@ -189,3 +189,52 @@ def test_the_table_definitions_equal_the_schema_the_migrations_produce(
     # schema_version is the runner's own bookkeeping table, not part of `metadata`
     diff = [x for x in diff if not (x[0] == "remove_table" and x[1].name == "schema_version")]
     assert diff == []
+
+
+def test_one_pending_order_per_site_and_ca_is_enforced_by_the_database(
+        db_url: Callable[[], str]) -> None:
+    import pytest
+
+    from certfailover.errors import OrderInFlight
+
+    d = dbmod.Database(db_url())
+    d.migrate()
+    first = d.start_order("www", "a", NOW)
+    with pytest.raises(OrderInFlight, match="www: an order to a is already in flight"):
+        d.start_order("www", "a", NOW)
+    other_ca, other_site = d.start_order("www", "b", NOW), d.start_order("shop", "a", NOW)
+    assert len({first, other_ca, other_site}) == 3
+    d.finish_order(first, NOW, "issued", cert_id="www/a/1")
+    assert d.start_order("www", "a", NOW + timedelta(minutes=1)) > first  # free again
+
+
+def test_abandon_pending_orders_can_spare_recent_ones(db_url: Callable[[], str]) -> None:
+    d = dbmod.Database(db_url())
+    d.migrate()
+    old = d.start_order("www", "a", NOW)
+    new = d.start_order("www", "b", NOW + timedelta(minutes=10))
+    assert d.abandon_pending_orders(NOW + timedelta(minutes=11),
+                                    started_before=NOW + timedelta(minutes=5)) == 1
+    outcome = {o.id: o.outcome for o in d.orders()}
+    assert outcome == {old: "failed", new: "pending"}
+    assert d.abandon_pending_orders(NOW + timedelta(minutes=11)) == 1
+
+
+def test_schema_8_closes_duplicate_pending_orders_of_an_older_version(
+        db_url: Callable[[], str]) -> None:
+    url = db_url()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # a store at schema 7 with two pending orders for www/a
+        conn.execute(sa.text("CREATE TABLE schema_version (version INTEGER NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO schema_version VALUES (7)"))
+        ops = Operations(MigrationContext.configure(conn))
+        for m in dbmod.MIGRATIONS[:7]:
+            m(ops)
+        for n in (1, 2):
+            conn.execute(dbmod.orders.insert().values(
+                site="www", ca="a", started=NOW + timedelta(seconds=n), finished=None,
+                outcome="pending", transient=False, reason="", cert_id=None))
+    d = dbmod.Database(url)
+    assert d.migrate() == dbmod.SCHEMA_VERSION
+    got = sorted((o.id, o.outcome) for o in d.orders())
+    assert [o for _, o in got] == ["failed", "pending"]  # the newest stays in flight

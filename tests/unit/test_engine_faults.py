@@ -251,3 +251,20 @@ def test_one_sites_failure_never_stops_another_sites_work(tmp_path: Path) -> Non
     assert [c.ca for c in rt.db.certs("www")] == ["a", "b"], "www got its standby"
     errors = [e for e in rt.db.events(site="api") if e.kind == "site_error"]
     assert len(errors) == 1 and "a bug in one site's path" in errors[0].message
+
+
+def test_an_order_placed_elsewhere_is_not_placed_again_nor_called_a_failure(
+        tmp_path: Path) -> None:
+    """Two fleet controllers share the orders table: when the other one's order for the same
+    site and CA is in flight, the database refuses this one before the CA is asked."""
+    clock = FakeClock(T0)
+    rt, roots = make_runtime(tmp_path, clock)
+    add_cert(rt, roots[0], "a")
+    b = SignsCSRs("b", roots[1])
+    rt.engine.issuers = {**rt.engine.issuers, "b": lambda site: b}
+    elsewhere = rt.db.start_order("www", "b", T0)  # the other controller's order
+    assert rt.engine.order(rt.config.site("www"), "b") is None
+    assert b.calls == 0
+    assert "issuance_failed" not in [e.kind for e in rt.db.events(site="www")]
+    rt.db.finish_order(elsewhere, T0, "failed", reason="test")
+    assert rt.engine.order(rt.config.site("www"), "b") is not None and b.calls == 1

@@ -17,7 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..errors import StoreError
+from ..errors import OrderInFlight, StoreError
 from ..model import Cert, CertState, Event, Finding, Order, RevokedFact, Severity, Signal
 
 metadata = sa.MetaData()
@@ -74,6 +74,11 @@ orders = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("cert_id", sa.String(300), nullable=True),
     sa.Index("ix_orders_ca_started", "ca", "started"),
+    # at most one order in flight per site and CA, whichever process (or fleet controller)
+    # places it: the database refuses the second (migration 8)
+    sa.Index("ux_orders_pending", "site", "ca", unique=True,
+             sqlite_where=sa.text("outcome = 'pending'"),
+             postgresql_where=sa.text("outcome = 'pending'")),
 )
 revoked = sa.Table(
     "revoked", metadata,
@@ -329,7 +334,22 @@ def _m7(op: Operations) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3, _m4, _m5, _m6, _m7)
+def _m8(op: Operations) -> None:
+    """Schema 8: one pending order per (site, CA), enforced by a partial unique index, so two
+    fleet controllers can never both order the same certificate. Duplicates left by an older
+    version (all but the newest) count as interrupted first."""
+    op.execute(sa.text(
+        "UPDATE orders SET outcome = 'failed', transient = :t, finished = started,"
+        " reason = 'interrupted (a duplicate pending order, closed by schema 8)'"
+        " WHERE outcome = 'pending' AND id NOT IN"
+        " (SELECT max(id) FROM orders WHERE outcome = 'pending' GROUP BY site, ca)"
+    ).bindparams(t=True))
+    where = sa.text("outcome = 'pending'")
+    op.create_index("ux_orders_pending", "orders", ["site", "ca"], unique=True,
+                    sqlite_where=where, postgresql_where=where)
+
+
+MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -569,13 +589,19 @@ class Database:
 
     # -- orders (the issuance budget) ----------------------------------------------------------
     def start_order(self, site: str, ca: str, started: datetime) -> int:
-        with self.engine.begin() as conn:
-            res = conn.execute(orders.insert().values(
-                site=site, ca=ca, started=started, finished=None, outcome="pending",
-                transient=False, reason="", cert_id=None))
-            key = res.inserted_primary_key
-            assert key is not None
-            return int(key[0])
+        """Record an order as pending; OrderInFlight when one is pending for the site and CA
+        already (placed by another process: the database decides, not a read before)."""
+        try:
+            with self.engine.begin() as conn:
+                res = conn.execute(orders.insert().values(
+                    site=site, ca=ca, started=started, finished=None, outcome="pending",
+                    transient=False, reason="", cert_id=None))
+                key = res.inserted_primary_key
+                assert key is not None
+                return int(key[0])
+        except sa.exc.IntegrityError:
+            raise OrderInFlight(f"{site}: an order to {ca} is already in flight "
+                                "(another process placed it)") from None
 
     def finish_order(self, order_id: int, finished: datetime, outcome: str, *,
                      reason: str = "", transient: bool = False, cert_id: str | None = None) -> None:
@@ -596,10 +622,16 @@ class Database:
                           _aware(r.finished) if r.finished is not None else None, r.outcome,
                           bool(r.transient), r.reason, r.cert_id) for r in conn.execute(q)]
 
-    def abandon_pending_orders(self, finished: datetime) -> int:
-        """Orders left "pending" by a process that died: they count, as failures."""
+    def abandon_pending_orders(self, finished: datetime, *,
+                               started_before: datetime | None = None) -> int:
+        """Orders left "pending" by a process that died: they count, as failures.
+        `started_before`: only those older (fleet controllers share the table: another one's
+        order in flight is not abandoned)."""
+        stale = orders.c.outcome == "pending"
+        if started_before is not None:
+            stale = sa.and_(stale, orders.c.started < started_before)
         with self.engine.begin() as conn:
-            return int(conn.execute(orders.update().where(orders.c.outcome == "pending").values(
+            return int(conn.execute(orders.update().where(stale).values(
                 finished=finished, outcome="failed", transient=True,
                 reason="interrupted (the process stopped during the order)")).rowcount)
 
