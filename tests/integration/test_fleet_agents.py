@@ -23,7 +23,7 @@ from certfailover.config import ChallengeConfig, SiteConfig
 from certfailover.engine import Switch
 from certfailover.errors import StoreError
 from certfailover.events import EventKind
-from certfailover.fleet import controller, coord
+from certfailover.fleet import controller, coord, sealed
 from certfailover.fleet.agent import Agent, AgentSite
 from certfailover.fleet.coord import Deadlines, Leader
 from certfailover.fleet.deployer import FleetDeployer
@@ -368,3 +368,143 @@ def test_thousands_of_sites_in_parts(postgres: PostgresServer, tmp_path: Path) -
         assert len(views) == 12000 and sum(v.converged for v in views) == 0
     finally:
         agent.engine.dispose()
+
+
+# -- standbys staged ahead of time, faults of one record, backoff -------------------------------
+
+def seal_standbys(f: Fleet, ca: str, sites: Sequence[str] = SITES) -> None:
+    """What a controller does when it stores a certificate: seal it (not desired yet)."""
+    with f.engine.begin() as conn:
+        sealed.seal_many(conn, f.ring, [(f.certs[(s, ca)].cert_id, s, f.certs[(s, ca)].plain)
+                                        for s in sites])
+
+
+def archive(h: Host, cert_id: str) -> Path:
+    site, ca, serial = cert_id.split("/")
+    return h.vault.archive_dir(site, ca, serial)
+
+
+def test_standbys_are_prefetched_and_a_switch_to_them_unseals_nothing(fleet: Fleet) -> None:
+    f = fleet
+    h = f.hosts[0]
+    h.agent.start()
+    h.agent.prefetch_batch = 2  # bounded work per pass
+    first = h.agent.sync()
+    assert first.checked == 3 and not first.failed and first.prefetched == 0  # nothing sealed
+    seal_standbys(f, "ca-b")
+    assert not any(archive(h, f.certs[(s, "ca-b")].cert_id).exists() for s in SITES)
+    second = h.agent.sync()
+    assert second.changed == () and second.prefetched == 2 and not second.prefetch_failed
+    third = h.agent.sync()
+    assert third.prefetched == 1 and h.agent.sync().prefetched == 0  # all staged
+    for s in SITES:
+        d = archive(h, f.certs[(s, "ca-b")].cert_id)
+        assert (d / "privkey.pem").stat().st_mode & 0o777 == 0o600
+        assert h.agent.live_sha(s) == f.certs[(s, "ca-a")].sha256  # staged, not switched
+    # a notice waiting: the prefetch yields to the switch
+    seal_standbys(f, "ca-a", ["www"])  # (re-sealed: already in the vault, nothing to do)
+    h.agent.interrupted = lambda: True
+    assert h.agent.prefetch(10)[0] == 0
+    h.agent.interrupted = lambda: False
+    # the switch to the prefetched standbys needs no unseal: this host's KEK is gone now
+    h.agent.ring = Keyring(Kek(os.urandom(32)))
+    assert h.adapter is not None
+    h.adapter.calls.clear()
+    f.publish("ca-b")
+    result = h.agent.sync()
+    assert sorted(result.changed) == sorted(SITES) and not result.failed
+    assert h.adapter.calls == [sorted(SITES)]  # one reload
+    assert {s: h.served(s) for s in SITES} == {s: f.certs[(s, "ca-b")].sha256 for s in SITES}
+
+
+def test_a_prefetch_slice_stops_when_a_notice_waits(fleet: Fleet) -> None:
+    f = fleet
+    h = f.hosts[0]
+    seal_standbys(f, "ca-b")
+    h.agent.interrupted = lambda: True  # a notice arrived while the first slice was written
+    written, failed, _ = h.agent.prefetch(10, slice_size=1)
+    assert (written, failed) == (1, {})
+    h.agent.interrupted = lambda: False
+    assert h.agent.prefetch(10, slice_size=1)[0] == 2
+
+
+def test_a_bad_record_fails_its_site_alone(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tampered record, a record sealed under a KEK this host lacks, a missing record and a
+    disk that refuses the write: each fails its own site, named with the certificate id and
+    the cause, and the other sites switch."""
+    f = fleet
+    sync_all(f)
+    h = f.hosts[0]
+    cid = {s: f.certs[(s, "ca-b")].cert_id for s in SITES}
+    f.publish("ca-b")
+    with f.engine.begin() as conn:  # api: tampered; shop: no record at all
+        conn.execute(sa.update(dbmod.fleet_sealed).where(
+            dbmod.fleet_sealed.c.cert_id == cid["api"]).values(ciphertext=b"\0" * 64))
+        conn.execute(sa.delete(dbmod.fleet_sealed).where(
+            dbmod.fleet_sealed.c.cert_id == cid["shop"]))
+    r = h.agent.sync()
+    assert r.changed == ("www",) and sorted(r.failed) == ["api", "shop"]
+    assert cid["api"] in r.failed["api"] and "does not authenticate" in r.failed["api"]
+    assert cid["shop"] in r.failed["shop"] and "no sealed material" in r.failed["shop"]
+    errors = {v.site: v.error for v in controller.progress(f.engine) if v.host == h.name}
+    assert cid["api"] in errors["api"] and "backoff" in errors["api"] and errors["www"] == ""
+    # served: www switched, api and shop keep their verified certificate
+    assert {s: h.served(s) for s in SITES} == {"www": f.certs[("www", "ca-b")].sha256,
+                                              "api": f.certs[("api", "ca-a")].sha256,
+                                              "shop": f.certs[("shop", "ca-a")].sha256}
+    # web2: api sealed under a KEK it does not have; shop's write fails (disk full)
+    h2 = f.hosts[1]
+    with f.engine.begin() as conn:
+        other = Keyring(Kek(os.urandom(32)))
+        sealed.seal_many(conn, other, [(cid["api"], "api", f.certs[("api", "ca-b")].plain)])
+        sealed.seal_many(conn, f.ring, [(cid["shop"], "shop", f.certs[("shop", "ca-b")].plain)])
+    real_save = h2.vault.save
+
+    def full(site: str, ca: str, serial: str, **kw: bytes) -> Path:
+        if site == "shop":
+            raise OSError(28, "No space left on device")
+        return real_save(site, ca, serial, **kw)
+
+    monkeypatch.setattr(h2.vault, "save", full)
+    r2 = h2.agent.sync()
+    assert r2.changed == ("www",) and sorted(r2.failed) == ["api", "shop"]
+    assert cid["api"] in r2.failed["api"] and "which this host does not have" in r2.failed["api"]
+    assert cid["shop"] in r2.failed["shop"] and "No space left" in r2.failed["shop"]
+    assert h2.adapter is not None and h2.adapter.calls[-1] == ["www"]
+
+
+def test_a_failed_site_backs_off_until_a_new_certificate_is_desired(fleet: Fleet) -> None:
+    f = fleet
+    sync_all(f)
+    h = f.hosts[0]
+    assert h.adapter is not None
+    now = [1000.0]
+    h.agent.clock = lambda: now[0]
+    h.agent.verify_timeout = 1.0
+    good = f.certs[("api", "ca-b")]
+    wrong = controller.Desired("api", good.cert_id, "0" * 64, good.plain)  # never verifies
+    with f.leader.fenced() as conn:
+        controller.publish(conn, f.ring, [wrong], epoch=f.leader.epoch or 0)
+    h.adapter.calls.clear()
+    r = h.agent.sync()
+    assert list(r.failed) == ["api"] and "rolled back" in r.failed["api"]
+    assert "attempt 1" in r.failed["api"] and "next try in 5 s" in r.failed["api"]
+    assert h.agent.next_retry() == 5.0
+    # the next passes (notices, polls) do not activate it again before the delay
+    for _ in range(3):
+        r = h.agent.sync()
+        assert r.failed == {} and "attempt 1" in r.deferred["api"]
+    assert h.adapter.calls == [["api"], ["api"]]  # the one try and its rollback
+    now[0] += 5.1
+    r = h.agent.sync()
+    assert "attempt 2" in r.failed["api"] and "next try in 10 s" in r.failed["api"]
+    errors = {v.site: v.error for v in controller.progress(f.engine) if v.host == h.name}
+    assert "backoff: attempt 2" in errors["api"]
+    assert h.agent.sync().deferred.keys() == {"api"}
+    # a NEW desired certificate for the site is tried at once
+    fresh = make_cert(f.cas["ca-b"], "api")
+    with f.leader.fenced() as conn:
+        controller.publish(conn, f.ring, [fresh], epoch=f.leader.epoch or 0)
+    r = h.agent.sync()
+    assert r.changed == ("api",) and r.deferred == {} and h.agent.next_retry() is None
+    assert h.served("api") == fresh.sha256

@@ -62,9 +62,12 @@ def run_agent(args: argparse.Namespace) -> int:
         if args.once:
             r = agent.sync()
             emit(args, {"host": agent.host, "sites": r.checked, "changed": list(r.changed),
-                        "failed": dict(r.failed)},
+                        "failed": dict(r.failed), "prefetched": r.prefetched,
+                        "prefetch_failed": dict(r.prefetch_failed)},
                  f"{agent.host}: {r.checked} site(s), {len(r.changed)} switched and verified, "
-                 f"{len(r.failed)} failed" + "".join(f"\n  {s}: {m}" for s, m in r.failed.items()))
+                 f"{len(r.failed)} failed" + "".join(f"\n  {s}: {m}" for s, m in r.failed.items())
+                 + f"\n{agent.host}: {r.prefetched} standby certificate(s) prefetched"
+                 + "".join(f"\n  {c}: {m}" for c, m in r.prefetch_failed.items()))
             return 1 if r.failed else 0
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,7 +8,17 @@ One `sync()`:
     3. per server, ONE `deploy.activate` batch: journal, flip live links, one reload / hot swap,
        prove every site by handshake at this host's endpoints, roll back what does not verify;
     4. report per site what this host verifiably serves (`fleet_served`: leaf SHA-256, verified
-       at, error) and a heartbeat for all its sites.
+       at, error) and a heartbeat for all its sites;
+    5. prefetch: unseal and write into the vault the sealed records of this host's sites that
+       are not there yet (the standbys the controllers sealed), at most `prefetch` per pass, in
+       slices that stop as soon as a notice arrives. A later switch to a prefetched
+       certificate unseals nothing: it is a flip, one reload and the handshake proof.
+
+A site whose material is missing, does not unseal or cannot be written fails alone (reported
+with the certificate id and the cause); the other sites of the pass go on. A site that failed
+is not tried again with the same desired certificate before its backoff delay (`backoff`:
+first delay and cap, doubling per failure) has passed; a new desired certificate is tried at
+once. The delay is in the reported error text.
 
 `run()` repeats sync on every NOTIFY from a controller, and every `poll` seconds as the
 fallback. When the database cannot be reached the agent changes nothing: the servers keep the
@@ -22,10 +32,10 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -35,7 +45,7 @@ from .. import deploy
 from ..errors import CertFailoverError, StoreError
 from ..probe import leaf_sha256
 from ..servers.base import Endpoint, ServerAdapter
-from ..store.db import fleet_desired, fleet_served
+from ..store.db import fleet_desired, fleet_sealed, fleet_served
 from ..store.vault import Vault
 from . import sealed
 from .coord import Listener, chunks
@@ -65,6 +75,19 @@ class SyncResult:
     applies: Mapping[str, int] = field(default_factory=dict)  # server -> apply batches
     queries: int = 0
     seconds: Mapping[str, float] = field(default_factory=dict)  # phase -> time spent
+    prefetched: int = 0  # sealed records unsealed and written ahead of their switch
+    prefetch_failed: Mapping[str, str] = field(default_factory=dict)  # cert id -> why
+    deferred: Mapping[str, str] = field(default_factory=dict)  # site -> its backoff (not tried)
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """A site that failed with `cert_id` desired: not tried again before `at` (monotonic)."""
+
+    cert_id: str
+    attempts: int
+    at: float
+    note: str  # the backoff state, as appended to the reported error
 
 
 def _split(cert_id: str) -> tuple[str, str, str]:
@@ -72,12 +95,26 @@ def _split(cert_id: str) -> tuple[str, str, str]:
     return site, ca, serial
 
 
+def _cause(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, OSError) or not text else text
+
+
 class Agent:
     def __init__(self, host: str, engine: sa.Engine, ring: Keyring, vault: Vault,
                  adapters: Mapping[str, ServerAdapter], sites: Sequence[AgentSite], *,
                  validate: deploy.Validate, verify_timeout: float = 10.0,
-                 settle: float = 0.3, writers: int = 8) -> None:
+                 settle: float = 0.3, writers: int = 8, prefetch: int = 2000,
+                 backoff: tuple[float, float] = (5.0, 300.0),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.writers = writers
+        self.prefetch_batch = prefetch  # records per pass (0: no prefetch)
+        self.backoff, self.clock = backoff, clock
+        self._retry: dict[str, _Retry] = {}  # site -> backoff after a failed switch
+        self._prefetch_retry: dict[tuple[str, datetime], _Retry] = {}  # (cert id, sealed at)
+        self._in_vault: set[str] = set()  # certificate ids known to be in the vault
+        # set by run(): True when a notice is waiting (prefetch then yields to the switch)
+        self.interrupted: Callable[[], bool] = lambda: False
         self.host, self.engine, self.ring, self.vault = host, engine, ring, vault
         self.adapters, self.validate = adapters, validate
         self.sites = {s.name: s for s in sites}
@@ -120,10 +157,17 @@ class Agent:
         with self.engine.connect() as conn:
             desired = self._desired(conn)
             todo = {s: d for s, d in desired.items() if self.vault.live_target(s) is None}
-            records = self._fetch(conn, todo)
-        self._write(records)
+            records, missing = self._fetch(conn, todo)
+        errors = self._write(records)
+        failed = {s: missing.get(cid) or errors[cid] for s, (cid, _) in todo.items()
+                  if cid in missing or cid in errors}
         for site, (cert_id, _) in todo.items():
-            self.vault.point_live(site, self.vault.archive_dir(*_split(cert_id)))
+            if site not in failed:
+                self.vault.point_live(site, self.vault.archive_dir(*_split(cert_id)))
+        if failed:
+            raise StoreError(f"agent {self.host}: {len(todo) - len(failed)} site(s) staged, "
+                             f"{len(failed)} not: " + "; ".join(
+                                 f"{s}: {why}" for s, why in sorted(failed.items())[:10]))
         return len(todo)
 
     # -- one pass ------------------------------------------------------------------------------
@@ -135,30 +179,55 @@ class Agent:
                 .where(fleet_desired.c.site.in_(part))))
         return out
 
-    def _fetch(self, conn: sa.Connection,
-               todo: Mapping[str, tuple[str, str]]) -> dict[str, sealed.Sealed]:
-        """The sealed records of the certificates not in the vault yet (one query per 1,000)."""
-        need = {cid for cid, _ in todo.values()
-                if not (self.vault.archive_dir(*_split(cid)) / "privkey.pem").is_file()}
-        records = sealed.load_many(conn, sorted(need)) if need else {}
-        missing = sorted(need - set(records))
-        if missing:
-            raise StoreError(f"no sealed material for {', '.join(missing[:5])} in the database")
-        return records
+    def _has(self, cert_id: str) -> bool:
+        """The certificate's material is in the vault (nothing is ever removed from it)."""
+        if cert_id in self._in_vault:
+            return True
+        try:
+            there = (self.vault.archive_dir(*_split(cert_id)) / "privkey.pem").is_file()
+        except (ValueError, StoreError):
+            return False
+        if there:
+            self._in_vault.add(cert_id)
+        return there
 
-    def _write(self, records: Mapping[str, sealed.Sealed]) -> None:
+    def _fetch(self, conn: sa.Connection, todo: Mapping[str, tuple[str, str]]
+               ) -> tuple[dict[str, sealed.Sealed], dict[str, str]]:
+        """The sealed records of the certificates not in the vault yet (one query per 1,000),
+        and cert id -> why for those the database has no record of."""
+        need = {cid for cid, _ in todo.values() if not self._has(cid)}
+        records = sealed.load_many(conn, sorted(need)) if need else {}
+        missing = {cid: f"certificate {cid}: no sealed material in the database (fleet_sealed)"
+                   for cid in sorted(need - set(records))}
+        return records, missing
+
+    def _write(self, records: Mapping[str, sealed.Sealed]) -> dict[str, str]:
         """Unseal and save into the vault, after the database connection went back to the
-        pool (writing thousands of directories must not hold a transaction open)."""
-        def write(cid: str) -> None:
-            plain = sealed.open_record(self.ring, records[cid])
-            site, ca, serial = _split(cid)
-            self.vault.save(site, ca, serial, leaf_pem=plain.cert_pem,
-                            chain_pem=plain.chain_pem, key_pem=plain.key_pem)
+        pool (writing thousands of directories must not hold a transaction open). Returns
+        cert id -> why for the records that could not be unsealed or written (a wrong or
+        unknown KEK, a tampered record, a full or read-only disk): the others are written."""
+        def write(cid: str) -> str | None:
+            try:
+                plain = sealed.open_record(self.ring, records[cid])
+                site, ca, serial = _split(cid)
+                self.vault.save(site, ca, serial, leaf_pem=plain.cert_pem,
+                                chain_pem=plain.chain_pem, key_pem=plain.key_pem)
+            except sealed.SealError as exc:
+                return f"certificate {cid}: cannot unseal: {_cause(exc)}"
+            except (OSError, CertFailoverError, ValueError) as exc:
+                return f"certificate {cid}: cannot write it into the vault: {_cause(exc)}"
+            self._in_vault.add(cid)
+            return None
 
         # each save fsyncs its files and directories: threads overlap that I/O (one site's
         # directory per thread at a time; a site has one desired certificate)
-        with ThreadPoolExecutor(max_workers=self.writers) as pool:
-            list(pool.map(write, sorted(records)))
+        ids = sorted(records)
+        with ThreadPoolExecutor(max_workers=max(1, self.writers)) as pool:
+            errors = {cid: why for cid, why in zip(ids, pool.map(write, ids), strict=True)
+                      if why is not None}
+        for why in errors.values():
+            log.warning("agent %s: %s", self.host, why)
+        return errors
 
     def sync(self) -> SyncResult:
         """One pass (see the module docstring). Raises StoreError when the database cannot be
@@ -166,24 +235,38 @@ class Agent:
         queries = 0
         t0 = time.monotonic()
         spent: dict[str, float] = {}
+        now = self.clock()
+        deferred: dict[str, str] = {}
         try:
             with self.engine.connect() as conn:
                 desired = self._desired(conn)
                 queries += 1
-                todo = {s: d for s, d in desired.items() if self.verified.get(s) != d[1]}
-                records = self._fetch(conn, todo) if todo else {}
-                queries += 1 if records else 0
+                todo: dict[str, tuple[str, str]] = {}
+                for site, (cert_id, sha) in desired.items():
+                    if self.verified.get(site) == sha:
+                        self._retry.pop(site, None)
+                        continue
+                    wait = self._retry.get(site)
+                    if wait is not None and wait.cert_id == cert_id and now < wait.at:
+                        deferred[site] = wait.note  # failed with this certificate: not yet again
+                        continue
+                    todo[site] = (cert_id, sha)
+                records, missing = self._fetch(conn, todo) if todo else ({}, {})
+                queries += 1 if records or missing else 0
         except sa.exc.SQLAlchemyError as exc:
             self._stale(exc)
             raise StoreError(f"agent {self.host}: cannot read the database: {exc}") from exc
         spent["read"] = time.monotonic() - t0
-        self._write(records)
+        unwritable = {**missing, **self._write(records)}
         spent["unseal_and_write"] = time.monotonic() - t0 - spent["read"]
         failed: dict[str, str] = {}
         changed: list[str] = []
         applies: dict[str, int] = {}
         by_server: dict[str, list[deploy.Activation]] = defaultdict(list)
         for site, (cert_id, sha) in sorted(todo.items()):
+            if cert_id in unwritable:  # this site alone: the others of the pass go on
+                failed[site] = unwritable[cert_id]
+                continue
             s = self.sites[site]
             by_server[s.server].append(deploy.Activation(
                 site=site, target=self.vault.archive_dir(*_split(cert_id)), expected_sha256=sha,
@@ -201,12 +284,15 @@ class Agent:
             for r, a in zip(results, batch, strict=True):
                 if r.ok:
                     self.verified[r.site] = a.expected_sha256
+                    self._retry.pop(r.site, None)
                     changed.append(r.site)
                 else:
                     failed[r.site] = r.message
                     if r.rolled_back:
                         applies[server] += 1
         spent["switch_and_verify"] = time.monotonic() - t1
+        for site in failed:
+            failed[site] += self._back_off(site, todo[site][0])
         t1 = time.monotonic()
         try:
             queries += self._report(changed, failed)
@@ -218,10 +304,107 @@ class Agent:
         if todo:
             log.info("agent %s: %d switched, %d failed; %s", self.host, len(changed),
                      len(failed), ", ".join(f"{k} {v:.2f}s" for k, v in spent.items()))
-        result = SyncResult(len(desired), tuple(changed), failed, applies, queries, spent)
+        t1 = time.monotonic()
+        prefetched, prefetch_failed = 0, dict[str, str]()
+        if self.prefetch_batch > 0 and not self.interrupted():
+            try:
+                prefetched, prefetch_failed, n = self.prefetch(self.prefetch_batch)
+                queries += n
+            except StoreError as exc:  # the switch is done and reported: only staging waits
+                log.warning("%s", exc)
+        spent["prefetch"] = time.monotonic() - t1
+        result = SyncResult(len(desired), tuple(changed), failed, applies, queries, spent,
+                            prefetched, prefetch_failed, deferred)
         if todo:
             self.last_switch = result
         return result
+
+    # -- backoff -------------------------------------------------------------------------------
+    def _back_off(self, site: str, cert_id: str) -> str:
+        """Record a failed attempt of `site` with `cert_id`; returns the note for its error."""
+        prev = self._retry.get(site)
+        attempts = prev.attempts + 1 if prev is not None and prev.cert_id == cert_id else 1
+        first, cap = self.backoff
+        delay = min(cap, first * 2 ** (attempts - 1))
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        note = (f" [backoff: attempt {attempts} with {cert_id} failed; next try in {delay:g} s "
+                f"(after {when:%H:%M:%S} UTC), at once if another certificate is desired]")
+        self._retry[site] = _Retry(cert_id, attempts, self.clock() + delay, note)
+        return note
+
+    def next_retry(self) -> float | None:
+        """Seconds until the earliest backed-off site may be tried again (None: none waits)."""
+        if not self._retry:
+            return None
+        return max(0.0, min(r.at for r in self._retry.values()) - self.clock())
+
+    # -- prefetch ------------------------------------------------------------------------------
+    def prefetch(self, limit: int, *, slice_size: int = 100
+                 ) -> tuple[int, dict[str, str], int]:
+        """Unseal and write into the vault up to `limit` sealed records of this host's sites
+        that are not in it yet (the standbys). Works in slices of `slice_size` and stops early
+        when `self.interrupted()` says a notice is waiting: a switch never waits for it.
+        A record that fails (wrong KEK, tampered, disk full) is logged and skipped until its
+        backoff delay has passed or it is sealed again. Returns (written, cert id -> why,
+        queries); StoreError when the database cannot be read."""
+        now = self.clock()
+        todo: list[tuple[str, datetime]] = []
+        queries = 0
+        try:
+            with self.engine.connect() as conn:
+                for names in chunks(sorted(self.sites), 5000):
+                    queries += 1
+                    for r in conn.execute(
+                            sa.select(fleet_sealed.c.cert_id, fleet_sealed.c.site,
+                                      fleet_sealed.c.sealed_at)
+                            .where(fleet_sealed.c.site.in_(names))
+                            .order_by(fleet_sealed.c.sealed_at.desc())):
+                        cid = str(r.cert_id)
+                        if cid in self._in_vault or cid.count("/") != 2 \
+                                or _split(cid)[0] != r.site:
+                            continue
+                        retry = self._prefetch_retry.get((cid, r.sealed_at))
+                        if retry is not None and now < retry.at:
+                            continue
+                        if not self._has(cid):
+                            todo.append((cid, r.sealed_at))
+                            if len(todo) >= limit:
+                                break
+                    if len(todo) >= limit:
+                        break
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"agent {self.host}: prefetch: cannot read the database: "
+                             f"{str(exc).splitlines()[0]}") from exc
+        written, failed = 0, dict[str, str]()
+        for i in range(0, len(todo), max(1, slice_size)):
+            if i and self.interrupted():
+                break  # a switch is waiting: the rest waits for the next pass
+            part = todo[i:i + slice_size]
+            try:
+                with self.engine.connect() as conn:
+                    records = sealed.load_many(conn, [cid for cid, _ in part])
+                queries += 1
+            except sa.exc.SQLAlchemyError as exc:
+                raise StoreError(f"agent {self.host}: prefetch: cannot read the database: "
+                                 f"{str(exc).splitlines()[0]}") from exc
+            errors = self._write(records)
+            for cid, at in part:
+                if cid not in records:
+                    continue  # removed since the listing: nothing to stage
+                if cid in errors:
+                    prev = self._prefetch_retry.get((cid, at))
+                    attempts = prev.attempts + 1 if prev is not None else 1
+                    delay = min(self.backoff[1], self.backoff[0] * 2 ** (attempts - 1))
+                    self._prefetch_retry[(cid, at)] = _Retry(cid, attempts, self.clock() + delay,
+                                                             "")
+                    failed[cid] = errors[cid]
+                else:
+                    self._prefetch_retry.pop((cid, at), None)
+                    written += 1
+        if written or failed:
+            log.info("agent %s: prefetched %d certificate(s) into the vault, %d failed",
+                     self.host, written, len(failed))
+        return written, failed, queries
 
     def _stale(self, exc: BaseException) -> None:
         if self.stale_since is None:
@@ -253,17 +436,35 @@ class Agent:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, url: str, stop: threading.Event, *, poll: float = 30.0,
             retry: float = 5.0) -> None:
-        """Sync now, then on every NOTIFY and at least every `poll` seconds, until `stop`."""
+        """Sync now, then on every NOTIFY, when a backed-off site may be tried again, and at
+        least every `poll` seconds, until `stop`."""
         listener = Listener(url, app=f"certfailover agent {self.host}")
+        woken = False
+
+        def interrupted() -> bool:  # prefetch yields to a waiting notice (and to stop)
+            nonlocal woken
+            if stop.is_set() or woken:
+                return True
+            try:
+                woken = bool(listener.wait(0))
+            except StoreError:
+                return False  # the loop below reconnects
+            return woken
+
+        self.interrupted = interrupted
         try:
             while not stop.is_set():
+                woken = False
                 try:
                     self.sync()
                 except StoreError as exc:
                     log.warning("%s", exc)
                     stop.wait(retry)
                     continue
-                until = time.monotonic() + poll
+                if woken:
+                    continue  # a notice arrived during the prefetch: sync again at once
+                backoff = self.next_retry()
+                until = time.monotonic() + (poll if backoff is None else min(poll, backoff))
                 try:  # short slices: `stop` is seen within a second
                     while not stop.is_set() and time.monotonic() < until:
                         if listener.wait(min(1.0, max(0.0, until - time.monotonic()))):
@@ -272,6 +473,7 @@ class Agent:
                     self._stale(exc)
                     stop.wait(retry)
         finally:
+            self.interrupted = lambda: False
             listener.close()
 
     def live_sha(self, site: str) -> str | None:

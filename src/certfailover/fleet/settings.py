@@ -7,6 +7,7 @@
     previous_keks = ["env:CF_OLD_KEK"]        # still accepted for reading during a rotation
     database = "postgresql+psycopg://..."     # default: [store] database
     poll = "30s"                     # agent: re-read the desired state at least this often
+    prefetch = 2000                  # agent: standbys unsealed into the vault per pass (0: off)
     converge_timeout = "60s"         # controller: alert when a host has not switched by then
     stale_after = "2m"               # status: a host that has not reported is shown stale
 """
@@ -37,6 +38,7 @@ class FleetSettings:
     poll: float = 30.0
     converge_timeout: float = 60.0
     stale_after: float = 120.0
+    prefetch: int = 2000
 
 
 def _seconds(t: Table, key: str, default: float) -> float:
@@ -81,10 +83,13 @@ def fleet_settings(t: Table, *, store_database: str,
     if backend != "postgresql":
         raise t.err("database", "a fleet needs a shared PostgreSQL database "
                                 "(postgresql+psycopg://user@host/db); set it here or in [store]")
+    prefetch = t.get("prefetch", int, 2000)
+    if prefetch < 0:
+        raise t.err("prefetch", "must be 0 (no prefetch) or a positive number of records")
     settings = FleetSettings(
         role=role, host=host, keyring=Keyring(kek, tuple(k for k in older if k.id != kek.id)),
         database=database, poll=_seconds(t, "poll", 30.0),
         converge_timeout=_seconds(t, "converge_timeout", 60.0),
-        stale_after=_seconds(t, "stale_after", 120.0))
+        stale_after=_seconds(t, "stale_after", 120.0), prefetch=prefetch)
     t.check_unknown()
     return settings

@@ -53,4 +53,4 @@ def agent_from_config(config: Config, host: str | None = None) -> Agent:
     adapters = {n: make_adapter(dict(s.spec)) for n, s in config.servers.items()}
     return Agent(name, make_engine(fleet.database, f"certfailover agent {name}"), fleet.keyring,
                  Vault(config.store), adapters, sites, validate=validate,
-                 verify_timeout=config.daemon.verify_timeout)
+                 verify_timeout=config.daemon.verify_timeout, prefetch=fleet.prefetch)

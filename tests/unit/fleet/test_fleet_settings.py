@@ -27,9 +27,9 @@ def test_an_agent_table(tmp_path: Path) -> None:
     (tmp_path / "old").write_text(old.hex() + "\n")
     s = parse({"role": "agent", "host": "web1", "kek": "env:K",
                "previous_keks": [f"file:{tmp_path / 'old'}"], "poll": "5s",
-               "converge_timeout": 90, "stale_after": "3m"})
-    assert (s.role, s.host, s.poll, s.converge_timeout, s.stale_after) == \
-        ("agent", "web1", 5.0, 90.0, 180.0)
+               "converge_timeout": 90, "stale_after": "3m", "prefetch": 500})
+    assert (s.role, s.host, s.poll, s.converge_timeout, s.stale_after, s.prefetch) == \
+        ("agent", "web1", 5.0, 90.0, 180.0, 500)
     assert s.keyring.current.key == KEY and [k.key for k in s.keyring.previous] == [old]
     assert s.database == PG
     assert KEY.hex() not in repr(s) and PG not in repr(s)
@@ -38,6 +38,8 @@ def test_an_agent_table(tmp_path: Path) -> None:
 def test_defaults_and_database_override() -> None:
     s = parse({"role": "controller", "kek": "env:K", "database": PG + "2"}, store="sqlite:///x")
     assert s.host and s.poll == 30.0 and s.database == PG + "2" and s.keyring.previous == ()
+    assert s.prefetch == 2000
+    assert parse({"role": "agent", "kek": "env:K", "prefetch": 0}).prefetch == 0  # off
 
 
 @pytest.mark.parametrize(("data", "env", "where", "msg"), [
@@ -52,6 +54,10 @@ def test_defaults_and_database_override() -> None:
     ({"role": "agent", "kek": "env:K", "host": "a b"}, None, "[fleet].host", "letters"),
     ({"role": "agent", "kek": "env:K", "poll": "soon"}, None, "[fleet].poll", ""),
     ({"role": "agent", "kek": "env:K", "poll": 0}, None, "[fleet].poll", "positive"),
+    ({"role": "agent", "kek": "env:K", "prefetch": -1}, None, "[fleet].prefetch", "positive"),
+    ({"role": "agent", "kek": "env:K", "prefetch": "lots"}, None, "[fleet].prefetch",
+     "an integer"),
+    ({"role": "agent", "kek": "env:K", "prefetch": True}, None, "[fleet].prefetch", "boolean"),
     ({"role": "agent", "kek": "env:K", "colour": 1}, None, "[fleet].colour", "unknown key"),
     ({"role": "agent", "kek": "env:K", "database": "sqlite:///x"}, None, "[fleet].database",
      "PostgreSQL"),
