@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -13,11 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from certfailover import config as config_mod
 from certfailover.config import Config
-from certfailover.errors import CertFailoverError, LockError
-from certfailover.store.lock import FileLock, acquire_daemon_lock, advisory_key
+from certfailover.errors import CertFailoverError, LockError, StoreError
+from certfailover.fleet.coord import Leader
+from certfailover.store import lock as lock_mod
+from certfailover.store.lock import (
+    DatabaseDeadline,
+    FileLock,
+    acquire_daemon_lock,
+    advisory_key,
+    pg_deadlines,
+    pg_where,
+)
 
 HOLDER = """
 import sys, time
@@ -125,3 +136,55 @@ def test_an_existing_lock_file_is_reused_and_made_0600(tmp_path: Path) -> None:
 def test_advisory_key_is_stable_and_fits_a_bigint() -> None:
     assert advisory_key() == advisory_key("certfailover daemon")
     assert -(2 ** 63) <= advisory_key() < 2 ** 63 and advisory_key() != advisory_key("other")
+
+
+def test_the_fleet_leaders_key_is_unchanged_by_the_shared_helper() -> None:
+    # controllers of the previous release and of this one must contend for the same lock
+    old = int.from_bytes(hashlib.sha256(b"certfailover fleet controller").digest()[:8], "big",
+                         signed=True)
+    leader = Leader("postgresql+psycopg://u:pw@127.0.0.1:1/db")  # engines connect lazily
+    try:
+        assert leader.key == old == advisory_key("certfailover fleet controller")
+    finally:
+        leader.release()
+
+
+def test_a_deadline_error_names_the_database_never_the_password() -> None:
+    where = pg_where("postgresql+psycopg://user:s3cret@db.example:5433/fleet")
+    assert where == "db.example:5433/fleet"
+    exc = DatabaseDeadline(where, 2.5, OSError("eof"))
+    assert isinstance(exc, StoreError) and isinstance(exc, sa.exc.OperationalError)
+    assert str(exc) == ("database db.example:5433/fleet: no answer within the 2.5 s "
+                        "client-side deadline; the connection was dropped")
+    assert exc.connection_invalidated
+
+
+def test_engines_of_other_drivers_are_left_alone() -> None:
+    engine = sa.create_engine("sqlite://")
+    assert pg_deadlines(engine, "sqlite://") is engine
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+
+
+def test_the_watchdog_ends_a_blocked_read_at_its_deadline() -> None:
+    a, b = socket.socketpair()  # b never answers: a peer that is alive but stuck
+    try:
+        w = lock_mod._watchdog.watch(a.fileno(), time.monotonic() + 0.3)
+        t0 = time.monotonic()
+        try:
+            assert a.recv(10) == b""  # the shut socket reads as EOF
+        finally:
+            lock_mod._watchdog.unwatch(w)
+        assert 0.25 < time.monotonic() - t0 < 2 and w.fired
+    finally:
+        a.close()
+        b.close()
+    a, b = socket.socketpair()
+    try:
+        w = lock_mod._watchdog.watch(a.fileno(), time.monotonic() + 0.2)
+        lock_mod._watchdog.unwatch(w)  # finished in time: never fired, the socket still works
+        time.sleep(0.3)
+        assert not w.fired and a.send(b"x") == 1 and b.recv(1) == b"x"
+    finally:
+        a.close()
+        b.close()

@@ -2,7 +2,11 @@
 
 * **Deadlines**: every connection is opened with `connect_timeout` and runs with a
   `statement_timeout`, a `lock_timeout` and TCP keepalives / `tcp_user_timeout`, so no connect,
-  query or dead peer blocks a caller for longer than its bound (`Deadlines`).
+  query or dead peer blocks a caller for longer than its bound (`Deadlines`). A server that is
+  alive but stuck (TCP up, no statement timer running) is bounded on the client side: every
+  round trip has a total deadline (`Deadlines.call`), past which its socket is shut, the call
+  raises DatabaseDeadline (a StoreError naming host/db and the deadline) and the connection is
+  discarded (store/lock.py, `pg_deadlines`).
 * **Leader** (singleton work): `pg_try_advisory_lock` on a dedicated connection; the lock dies
   with that session. Taking the lead increments the leader epoch (`fleet_epoch` row), and every
   write of the leader runs in `Leader.fenced()`: a transaction that first updates the epoch
@@ -22,7 +26,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 from collections.abc import Iterator, Sequence
@@ -35,12 +38,21 @@ import sqlalchemy as sa
 
 from ..errors import CertFailoverError, StoreError
 from ..store.db import fleet_epoch, fleet_leases
+from ..store.lock import (
+    advisory_held,
+    advisory_key,
+    is_deadline,
+    pg_connect,
+    pg_deadlines,
+    pg_extra_time,
+    pg_where,
+)
 
 if TYPE_CHECKING:  # psycopg is optional (the postgres extra): imported when a Listener connects
     import psycopg
 
-__all__ = ["CHANNEL", "Deadlines", "Fenced", "Leader", "Leases", "Listener", "advisory_key",
-           "chunks", "connect_args", "make_engine", "notify"]
+__all__ = ["CHANNEL", "Deadlines", "Fenced", "Leader", "Leases", "Listener", "chunks",
+           "connect_args", "make_engine", "notify"]
 
 CHANNEL = "certfailover_fleet"
 T = TypeVar("T")
@@ -52,11 +64,17 @@ class Fenced(CertFailoverError):
 
 @dataclass(frozen=True)
 class Deadlines:
-    """Bounds for every database call, in seconds."""
+    """Bounds for every database call, in seconds. `call` is the client-side total deadline of
+    one round trip (a statement, a commit, a ping), for a server that is alive but stuck; it
+    defaults to `statement` + 2 s, so a slow statement normally ends by the server's timeout."""
 
     connect: float = 5.0
     statement: float = 10.0
     lock: float = 5.0
+    call: float | None = None
+
+    def per_call(self) -> float:
+        return self.call if self.call is not None else self.statement + 2.0
 
     def options(self) -> str:
         def ms(seconds: float) -> int:
@@ -89,25 +107,22 @@ def connect_args(app: str, deadlines: Deadlines) -> dict[str, object]:
 
 def make_engine(url: str, app: str, deadlines: Deadlines | None = None, *,
                 pool_size: int = 2, autocommit: bool = False) -> sa.Engine:
-    """An engine whose every connection has the deadlines; stale pooled connections (after a
-    server restart) are detected before use (pool_pre_ping) and replaced."""
+    """An engine whose every connection has the deadlines (each call also `per_call()` on the
+    client side: DatabaseDeadline); stale pooled connections (after a server restart, or stuck)
+    are detected before use (pool_pre_ping) and replaced."""
     _require_pg(url)
     d = deadlines or Deadlines()
     kw: dict[str, object] = {}
     if autocommit:
         kw["isolation_level"] = "AUTOCOMMIT"
-    return sa.create_engine(url, future=True, pool_size=pool_size, max_overflow=2,
-                            pool_pre_ping=True, connect_args=connect_args(app, d), **kw)
+    return pg_deadlines(sa.create_engine(url, future=True, pool_size=pool_size, max_overflow=2,
+                                         pool_pre_ping=True, connect_args=connect_args(app, d),
+                                         **kw), url, d.per_call())
 
 
 def chunks(rows: list[T], size: int = 1000) -> list[list[T]]:
     """Rows in parts for multi-row statements (PostgreSQL allows 65,535 parameters in one)."""
     return [rows[i:i + size] for i in range(0, len(rows), size)]
-
-
-def advisory_key(name: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"certfailover fleet {name}".encode()).digest()[:8],
-                          "big", signed=True)
 
 
 def _now() -> datetime:
@@ -130,7 +145,7 @@ class Leader:
         self.url, self.name = url, name
         self.holder = holder or holder_name()
         self.deadlines = deadlines or Deadlines()
-        self.key = advisory_key(name)
+        self.key = advisory_key(f"certfailover fleet {name}")
         self.epoch: int | None = None
         self._lock_engine = make_engine(url, f"certfailover leader {self.holder}",
                                         self.deadlines, pool_size=1, autocommit=True)
@@ -185,12 +200,8 @@ class Leader:
         if self._conn is None:
             return False
         try:
-            return bool(self._conn.execute(sa.text(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND pid = pg_backend_pid() AND objsubid = 1"
-                " AND classid::bigint = :hi AND objid::bigint = :lo)"),
-                {"hi": (self.key >> 32) & 0xFFFFFFFF, "lo": self.key & 0xFFFFFFFF}).scalar())
-        except sa.exc.SQLAlchemyError:
+            return advisory_held(self._conn, self.key)
+        except sa.exc.SQLAlchemyError:  # lost, or stuck past its deadline: the lead is given up
             return False
 
     @contextmanager
@@ -310,25 +321,31 @@ def _conninfo(url: str) -> dict[str, object]:
 
 class Listener:
     """LISTEN on CHANNEL on its own connection. `wait(timeout)` returns the payloads received
-    (possibly none); after a lost connection it reconnects on the next call and returns
-    `[RECONNECTED]` so the caller re-reads everything it may have missed."""
+    (possibly none) within `timeout` + `deadlines.per_call()`: a wait that received nothing
+    pings the server, so a stuck one raises StoreError instead of leaving the listener deaf;
+    after a lost connection it reconnects on the next call and returns `[RECONNECTED]` so the
+    caller re-reads everything it may have missed."""
 
     RECONNECTED = "\0reconnected"
 
     def __init__(self, url: str, *, app: str = "certfailover listener",
                  deadlines: Deadlines | None = None) -> None:
         self.info = _conninfo(url)
+        self.where = pg_where(url)
         self.deadlines = deadlines or Deadlines()
         self.app = app
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self.connected_once = False
 
     def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
-        import psycopg
-
         args = connect_args(self.app, self.deadlines)
-        conn = psycopg.connect(autocommit=True, **self.info, **args)  # type: ignore[arg-type]
-        conn.execute(f"LISTEN {CHANNEL}")
+        conn = pg_connect(self.where, self.deadlines.per_call(), autocommit=True, **self.info,
+                          **args)
+        try:
+            conn.execute(f"LISTEN {CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def wait(self, timeout: float) -> list[str]:
@@ -339,20 +356,28 @@ class Listener:
             try:
                 self._conn = self._connect()
             except psycopg.Error as exc:
-                raise StoreError(f"listener: cannot connect to the database: "
+                raise StoreError(f"listener: cannot connect to the database {self.where}: "
                                  f"{str(exc).strip()}") from exc
             if self.connected_once:
                 out.append(self.RECONNECTED)
             self.connected_once = True
+        conn = self._conn
         try:
-            for n in self._conn.notifies(timeout=timeout, stop_after=1):
-                out.append(n.payload)
-            if out:  # drain what arrived together, then return
-                out.extend(n.payload for n in self._conn.notifies(timeout=0.05))
+            got: list[str] = []
+            with pg_extra_time(conn, timeout):  # the wait itself is not a stuck call
+                for n in conn.notifies(timeout=timeout, stop_after=1):
+                    got.append(n.payload)
+                if got:  # drain what arrived together, then return
+                    got.extend(n.payload for n in conn.notifies(timeout=0.05))
+            if not got:  # silence: from an idle server, or from a stuck one (bounded ping)
+                conn.execute("SELECT 1")
         except psycopg.Error as exc:
             self.close()
-            raise StoreError(f"listener: connection lost: {str(exc).strip()}") from exc
-        return out
+            if is_deadline(exc):
+                raise StoreError(f"listener: {exc}") from exc
+            raise StoreError(f"listener: connection lost ({self.where}): "
+                             f"{str(exc).strip()}") from exc
+        return out + got
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
