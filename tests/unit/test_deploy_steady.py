@@ -4,6 +4,7 @@ answers with the old leaf; afterwards the new one). Real servers: tests/integrat
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,16 +37,19 @@ class Server:
         self.old, self.new, self.switch_at, self.handshake = old, new, switch_at, handshake
         self.probes = 0
         self.new_seen_at: float | None = None
+        self.lock = threading.Lock()  # deploy probes from a pool of threads
 
     def __call__(self, ep: Endpoint, sni: str, *, timeout: float = 5.0,
                  key_type: str | None = None) -> list[x509.Certificate]:
-        self.probes += 1
+        with self.lock:
+            self.probes += 1
         time.sleep(self.handshake)
         site = sni.split(".")[0]
         if time.monotonic() < self.switch_at:
             return [self.old[site]]
-        if self.new_seen_at is None:
-            self.new_seen_at = time.monotonic()
+        with self.lock:
+            if self.new_seen_at is None:
+                self.new_seen_at = time.monotonic()
         return [self.new[site]]
 
 
@@ -73,8 +77,9 @@ def batch(tmp_path: Path, n: int) -> tuple[Vault, list[deploy.Activation],
 def test_a_large_batch_costs_about_one_handshake_per_site(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     vault, acts, old, new = batch(tmp_path, 300)
-    # a handshake takes 1 ms, so a pass over the batch (0.3 s) is longer than settle (0.02 s)
-    server = Server(old, new, switch_at=0.0, handshake=0.001)
+    # a handshake takes 8 ms, 8 at a time (deploy.PROBE_WORKERS), so a pass over the batch
+    # (0.3 s) is longer than settle (0.02 s)
+    server = Server(old, new, switch_at=0.0, handshake=0.008)
     monkeypatch.setattr(deploy, "served_chain", server)
     validated: list[str] = []
 
@@ -106,13 +111,16 @@ def test_an_old_answer_at_the_endpoint_restarts_the_clock(
     """Old and new generations answer side by side (alternating): no site is proven by the
     endpoint rule while old answers keep coming, only by its own answers settle apart."""
     vault, acts, old, new = batch(tmp_path, 2)
-    calls = {"n": 0}
+    calls = {"s0": 0, "s1": 0}
+    lock = threading.Lock()  # probes run in a pool of threads
 
     def mixed(ep: Endpoint, sni: str, *, timeout: float = 5.0,
               key_type: str | None = None) -> list[x509.Certificate]:
-        calls["n"] += 1
         site = sni.split(".")[0]
-        return [new[site]] if site == "s0" or calls["n"] % 2 else [old[site]]
+        with lock:  # s1's own handshakes alternate: old, new, old, ...
+            calls[site] += 1
+            n = calls[site]
+        return [new[site]] if site == "s0" or n % 2 == 0 else [old[site]]
     monkeypatch.setattr(deploy, "served_chain", mixed)
     t0 = time.monotonic()
     results = deploy.activate(vault, NoReload(), acts, validate=lambda c, s: None, settle=0.1,

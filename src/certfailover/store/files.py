@@ -95,10 +95,12 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, root: Path | Non
     fsync_dir(path.parent)
 
 
-def atomic_symlink(target: str | Path, link: Path) -> None:
+def atomic_symlink(target: str | Path, link: Path, *, sync: bool = True) -> None:
     """Point `link` at `target` in one rename (a symlink is replaced, never removed first).
 
-    A real directory (or file) at `link` is refused, never replaced: it is not ours."""
+    A real directory (or file) at `link` is refused, never replaced: it is not ours.
+    `sync=False` leaves out the fsync of the link's directory: a caller that points many links
+    in one directory fsyncs it once afterwards (fsync_dir), before relying on any of them."""
     link = Path(link)
     check_no_symlinks(link.parent)
     try:
@@ -118,4 +120,5 @@ def atomic_symlink(target: str | Path, link: Path) -> None:
         pass
     os.symlink(target, tmp)
     os.replace(tmp, link)
-    fsync_dir(link.parent)
+    if sync:
+        fsync_dir(link.parent)

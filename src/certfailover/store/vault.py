@@ -240,14 +240,23 @@ class Vault:
             raise
         return final
 
-    def point_live(self, site: str, target: Path) -> None:
-        """Make live/<site> point at `target` (an archive directory) in one atomic rename."""
+    def point_live(self, site: str, target: Path, *, sync: bool = True) -> None:
+        """Make live/<site> point at `target` (an archive directory) in one atomic rename.
+
+        `sync=False`: no fsync of live/ here; the caller flipping many sites calls
+        `sync_live()` once after the last one (and before anything relies on them)."""
         target = Path(target)
         if not (target / "fullchain.pem").is_file() or not (target / "privkey.pem").is_file():
             raise StoreError(f"{target}: not a complete certificate directory")
         link = self.live_path(site)
         rel = os.path.relpath(target, link.parent)
-        atomic_symlink(rel, link)
+        atomic_symlink(rel, link, sync=sync)
+
+    def sync_live(self) -> None:
+        """fsync live/: makes every `point_live(..., sync=False)` before it durable."""
+        live = self.root / "live"
+        if live.is_dir():
+            fsync_dir(live)
 
     # -- reads ------------------------------------------------------------------------------
     def live_target(self, site: str) -> Path | None:
