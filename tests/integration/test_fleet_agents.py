@@ -309,10 +309,10 @@ def test_the_controllers_switch_is_done_when_every_host_reports_it(
 
 class SlowVault(Vault):
     def save(self, site: str, ca: str, serial: str, *, leaf_pem: bytes, chain_pem: bytes,
-             key_pem: bytes) -> Path:
+             key_pem: bytes, alt_chains_pem: Sequence[bytes] = ()) -> Path:
         time.sleep(0.15)  # a slow disk
         return super().save(site, ca, serial, leaf_pem=leaf_pem, chain_pem=chain_pem,
-                            key_pem=key_pem)
+                            key_pem=key_pem, alt_chains_pem=alt_chains_pem)
 
 
 def test_writing_the_vault_holds_no_transaction_open(postgres: PostgresServer,
@@ -460,10 +460,12 @@ def test_a_bad_record_fails_its_site_alone(fleet: Fleet, monkeypatch: pytest.Mon
         sealed.seal_many(conn, f.ring, [(cid["shop"], "shop", f.certs[("shop", "ca-b")].plain)])
     real_save = h2.vault.save
 
-    def full(site: str, ca: str, serial: str, **kw: bytes) -> Path:
+    def full(site: str, ca: str, serial: str, *, leaf_pem: bytes, chain_pem: bytes,
+             key_pem: bytes) -> Path:
         if site == "shop":
             raise OSError(28, "No space left on device")
-        return real_save(site, ca, serial, **kw)
+        return real_save(site, ca, serial, leaf_pem=leaf_pem, chain_pem=chain_pem,
+                         key_pem=key_pem)
 
     monkeypatch.setattr(h2.vault, "save", full)
     r2 = h2.agent.sync()

@@ -6,6 +6,7 @@ at most 5 min before it is tried again with it, and a new certificate resets tha
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -57,7 +58,7 @@ def test_each_record_fails_alone_with_its_certificate_id_and_cause(tmp_path: Pat
 
 class FullDisk(Vault):
     def save(self, site: str, ca: str, serial: str, *, leaf_pem: bytes, chain_pem: bytes,
-             key_pem: bytes, alt_chains_pem: object = ()) -> Path:
+             key_pem: bytes, alt_chains_pem: Sequence[bytes] = ()) -> Path:
         raise OSError(28, "No space left on device")
 
 
