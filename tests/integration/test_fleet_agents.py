@@ -510,3 +510,51 @@ def test_a_failed_site_backs_off_until_a_new_certificate_is_desired(fleet: Fleet
     r = h.agent.sync()
     assert r.changed == ("api",) and r.deferred == {} and h.agent.next_retry() is None
     assert h.served("api") == fresh.sha256
+
+
+def test_a_notice_during_a_prefetch_is_switched_at_once(fleet: Fleet,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The running agent is prefetching 60 standbys on a slow disk (~6 s); a switch published
+    meanwhile is served after at most one slice (5 records), then the prefetch goes on."""
+    f = fleet
+    h = f.hosts[0]
+    h.agent.start()
+    h.agent.sync()
+    spare = [make_cert(f.cas["ca-a"], s) for s in SITES for _ in range(20)]
+    with f.engine.begin() as conn:
+        sealed.seal_many(conn, f.ring, [(d.cert_id, d.site, d.plain) for d in spare])
+    real_save = h.vault.save
+
+    def slow(site: str, ca: str, serial: str, *, leaf_pem: bytes, chain_pem: bytes,
+             key_pem: bytes) -> Path:
+        time.sleep(0.1)
+        return real_save(site, ca, serial, leaf_pem=leaf_pem, chain_pem=chain_pem,
+                         key_pem=key_pem)
+
+    monkeypatch.setattr(h.vault, "save", slow)
+    h.agent.writers, h.agent.prefetch_slice = 1, 5
+    stop = threading.Event()
+    t = threading.Thread(target=h.agent.run, args=(f.url, stop), kwargs={"poll": 30.0})
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not any(archive(h, d.cert_id).exists() for d in spare):  # prefetching now
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        f.publish("ca-b")
+        want = {s: f.certs[(s, "ca-b")].sha256 for s in SITES}
+        while {s: h.agent.verified.get(s) for s in SITES} != want:
+            assert time.monotonic() - t0 < 10
+            time.sleep(0.02)
+        took = time.monotonic() - t0
+        left = sum(not archive(h, d.cert_id).exists() for d in spare)
+        deadline = time.monotonic() + 20
+        while any(not archive(h, d.cert_id).exists() for d in spare):  # then it goes on
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join(40)
+    assert took < 3.0 and left > 20  # the switch did not wait for the 60 records (6 s)
+    assert {s: h.served(s) for s in SITES} == want

@@ -109,6 +109,7 @@ class Agent:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.writers = writers
         self.prefetch_batch = prefetch  # records per pass (0: no prefetch)
+        self.prefetch_slice = 100  # records between two looks for a waiting notice
         self.backoff, self.clock = backoff, clock
         self._retry: dict[str, _Retry] = {}  # site -> backoff after a failed switch
         self._prefetch_retry: dict[tuple[str, datetime], _Retry] = {}  # (cert id, sealed at)
@@ -339,7 +340,7 @@ class Agent:
         return max(0.0, min(r.at for r in self._retry.values()) - self.clock())
 
     # -- prefetch ------------------------------------------------------------------------------
-    def prefetch(self, limit: int, *, slice_size: int = 100
+    def prefetch(self, limit: int, *, slice_size: int | None = None
                  ) -> tuple[int, dict[str, str], int]:
         """Unseal and write into the vault up to `limit` sealed records of this host's sites
         that are not in it yet (the standbys). Works in slices of `slice_size` and stops early
@@ -376,7 +377,8 @@ class Agent:
             raise StoreError(f"agent {self.host}: prefetch: cannot read the database: "
                              f"{str(exc).splitlines()[0]}") from exc
         written, failed = 0, dict[str, str]()
-        for i in range(0, len(todo), max(1, slice_size)):
+        slice_size = max(1, slice_size or self.prefetch_slice)
+        for i in range(0, len(todo), slice_size):
             if i and self.interrupted():
                 break  # a switch is waiting: the rest waits for the next pass
             part = todo[i:i + slice_size]
