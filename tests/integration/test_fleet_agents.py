@@ -558,3 +558,22 @@ def test_a_notice_during_a_prefetch_is_switched_at_once(fleet: Fleet,
         t.join(40)
     assert took < 3.0 and left > 20  # the switch did not wait for the 60 records (6 s)
     assert {s: h.served(s) for s in SITES} == want
+
+
+def test_stage_links_what_it_can_and_names_the_rest(fleet: Fleet, tmp_path: Path) -> None:
+    f = fleet
+    cid = f.certs[("api", "ca-a")].cert_id
+    with f.engine.begin() as conn:
+        conn.execute(sa.delete(dbmod.fleet_sealed).where(dbmod.fleet_sealed.c.cert_id == cid))
+    vault = Vault(tmp_path / "web9" / "vault")
+    agent = new_agent(f, "web9", f.url, f.ring, vault, {}, f.cas, None)
+    try:
+        agent.start()
+        with pytest.raises(StoreError, match=f"2 site\\(s\\) staged, 1 not: api: certificate "
+                                             f"{cid}: no sealed material"):
+            agent.stage()
+        assert vault.live_target("api") is None
+        assert {s: agent.live_sha(s) for s in ("www", "shop")} == \
+            {s: f.certs[(s, "ca-a")].sha256 for s in ("www", "shop")}
+    finally:
+        agent.engine.dispose()
