@@ -268,11 +268,14 @@ def _wait_served(items: Mapping[str, tuple[Activation, str, Chain | None]],
     then costs one handshake per site, not two. validate() must accept the served chain; it
     runs once per distinct chain a site serves.
 
-    Each round handshakes once at every endpoint not yet proven, at most `workers` at a time
-    (a thread pool of that size, for this call only); the answers are then judged in this
-    thread in the order the handshakes completed, each at its completion time, exactly as one
-    handshake after the other would be. Rounds repeat (10 ms apart) until all is proven or
-    `timeout` has passed; each handshake gets what is left of it, between 1 and 2 s.
+    Each round handshakes once for every site at every endpoint where it is not yet proven,
+    at most `workers` at a time (a thread pool of that size, for this call only); the answers
+    are then judged in this thread in the order the handshakes completed, each at its
+    completion time, exactly as one handshake after the other would be. An endpoint where the
+    previous round showed no expected answer (the first round; a reload still under way) is
+    asked for one site only, each round the next one: a reload that takes seconds costs one
+    handshake per round there, not one per site. Rounds repeat (10 ms apart) until all is
+    proven or `timeout` has passed; each handshake gets what is left of it, between 1 and 2 s.
     """
     deadline = time.monotonic() + timeout
     todo = {site: set(act.endpoints) for site, (act, _, _) in items.items()}
@@ -301,12 +304,21 @@ def _wait_served(items: Mapping[str, tuple[Activation, str, Chain | None]],
     n_jobs = sum(len(eps) for eps in todo.values())
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, n_jobs)),
                               thread_name_prefix="probe") if workers > 1 and n_jobs > 1 else None
+    live_eps: set[Endpoint] = set()  # endpoints with an expected answer in the last round
+    turn = 0
     try:
         while True:
-            jobs = [(site, ep) for site in items if site not in failed
-                    for ep in sorted(todo[site], key=str)]
+            jobs: list[tuple[str, Endpoint]] = []
+            asleep: dict[Endpoint, list[tuple[str, Endpoint]]] = {}
+            for site in items:
+                if site not in failed:
+                    for ep in sorted(todo[site], key=str):
+                        (jobs if ep in live_eps else asleep.setdefault(ep, [])).append((site, ep))
+            jobs += [waiting[turn % len(waiting)] for waiting in asleep.values()]
+            turn += 1
             answers = list(pool.map(probe, jobs) if pool is not None else map(probe, jobs))
             answers.sort(key=lambda a: a[0])  # stable: sequential probing keeps its order
+            live_eps = set()
             for now, site, ep, res in answers:
                 if site in failed:
                     continue
@@ -324,6 +336,7 @@ def _wait_served(items: Mapping[str, tuple[Activation, str, Chain | None]],
                     # the same leaf, still with the old chain
                     unexpected(site, ep, f"{ep} serves the expected leaf with another chain")
                     continue
+                live_eps.add(ep)
                 first.setdefault(site, now - t0)
                 if validate is not None and (site, served) not in judged:
                     judged[(site, served)] = validate(chain, act.sni)

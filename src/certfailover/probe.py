@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import select
 import socket
+import threading
 import time
 
 from cryptography import x509
@@ -45,16 +46,32 @@ def _wait(sock: socket.socket, deadline: float, *, read: bool, where: str) -> No
         raise ProbeError(f"{where}: TLS handshake timed out")
 
 
+_CONTEXTS: dict[str | None, SSL.Context] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def _context(key_type: str | None) -> SSL.Context:
+    """One client context per key type, made once: a context is read-only once set up, so
+    concurrent handshakes share it (each has its own connection), and a client context never
+    resumes a session unless told to, so every handshake shows what the server serves now."""
+    if key_type is not None and key_type not in KEY_TYPES:
+        raise ValueError(f"key_type must be one of {sorted(KEY_TYPES)}, not {key_type!r}")
+    with _CONTEXTS_LOCK:
+        ctx = _CONTEXTS.get(key_type)
+        if ctx is None:
+            ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+            ctx.set_verify(SSL.VERIFY_NONE)  # no callback: nothing is judged here
+            if key_type is not None:
+                ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+                ctx.set_cipher_list(KEY_TYPES[key_type])
+            _CONTEXTS[key_type] = ctx
+        return ctx
+
+
 def served_chain(endpoint: Endpoint, sni: str, *, timeout: float = 5.0,
                  key_type: str | None = None) -> list[x509.Certificate]:
     """Handshake with `endpoint` sending `sni`; return the certificates served, leaf first."""
-    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    ctx.set_verify(SSL.VERIFY_NONE, lambda *_: True)
-    if key_type is not None:
-        if key_type not in KEY_TYPES:
-            raise ValueError(f"key_type must be one of {sorted(KEY_TYPES)}, not {key_type!r}")
-        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
-        ctx.set_cipher_list(KEY_TYPES[key_type])
+    ctx = _context(key_type)
     where = f"{endpoint} (SNI {sni})"
     try:
         sock = socket.create_connection((endpoint.host, endpoint.port), timeout=timeout)
