@@ -8,7 +8,9 @@ second certificates. Printed as JSON: seconds, seconds per phase, handshakes per
 
 Run: .venv/bin/python bench/bench_deploy_batch.py [--sites 2000]
 Compare two revisions run by run (BENCHMARKS.md): PYTHONPATH=<other checkout>/src to run the
-same script against another deploy.py.
+same script against another deploy.py (add --reload-argv when that revision's nginx adapter has
+no `pid_file` option), or PYTHONPATH=<other>/src:<other>/lab/src with the other checkout's
+script, for the other revision as a whole.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,11 @@ from certfailover_lab.webservers import LabCA, VHost, chain_validator, start_ngi
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sites", type=int, default=2000)
-    n = ap.parse_args().sites
+    ap.add_argument("--reload-argv", dest="pid_file", action="store_false",
+                    help="reload with `nginx -s reload` (default: SIGHUP to the master named "
+                         "by the pid_file server option, after `nginx -t`)")
+    args = ap.parse_args()
+    n = args.sites
     tmp = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
     cas = {"a": LabCA.create("a"), "b": LabCA.create("b")}
     vault = Vault(tmp / "store")
@@ -52,12 +59,14 @@ def main() -> int:
             else:
                 target[site] = (path, leaf_sha256(leaf))
     srv = start_nginx(tmp / "nginx", [VHost(f"{s}.test", (tmp / "store" / "live" / s,))
-                                      for s in target])
+                                      for s in target], pid_file=args.pid_file)
     probes = {"n": 0}
     real = deploy.served_chain
+    lock = threading.Lock()  # deploy handshakes from a pool of threads
 
     def counted(*args: Any, **kw: Any) -> Any:
-        probes["n"] += 1
+        with lock:
+            probes["n"] += 1
         return real(*args, **kw)
     deploy.served_chain = counted  # type: ignore[assignment]
     try:

@@ -31,7 +31,14 @@ from certfailover.probe import ProbeError, leaf_sha256, served_chain
 from certfailover.servers import ServerAdapter, make_adapter
 from certfailover.servers.haproxy import HAProxyAdapter, RuntimeAPI
 from certfailover.store.vault import Vault
-from certfailover_lab.webservers import LabCA, VHost, WebServer, chain_validator, start
+from certfailover_lab.webservers import (
+    LabCA,
+    VHost,
+    WebServer,
+    chain_validator,
+    start,
+    start_nginx,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +91,7 @@ def _wait_phase(log: Path, phase: str, timeout: float = 4.0) -> bool:
     return False
 
 
-def run_kill9_trials(kind: str, trials: int, tmp_path: Path) -> None:
+def run_kill9_trials(kind: str, trials: int, tmp_path: Path, *, pid_file: bool = False) -> None:
     vault = Vault(tmp_path / "vault")
     vault.ensure()
     a, b, c = LabCA.create("ca-a"), LabCA.create("ca-b"), LabCA.create("ca-c")
@@ -100,7 +107,9 @@ def run_kill9_trials(kind: str, trials: int, tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("fork")
     killed_in: Counter[str] = Counter()
     actions: Counter[str] = Counter()
-    with start(kind, tmp_path / kind, [VHost(SNI, (vault.live_path("www"),))]) as srv:
+    vhosts = [VHost(SNI, (vault.live_path("www"),))]
+    with (start_nginx(tmp_path / kind, vhosts, pid_file=True) if pid_file
+          else start(kind, tmp_path / kind, vhosts)) as srv:
         adapter = make_adapter(srv.spec)
         for trial in range(trials):
             log = tmp_path / f"phases-{trial}.log"
@@ -150,3 +159,8 @@ def run_kill9_trials(kind: str, trials: int, tmp_path: Path) -> None:
 
 def test_kill9_trials_nginx(tmp_path: Path) -> None:
     run_kill9_trials("nginx", 50, tmp_path)
+
+
+def test_kill9_trials_nginx_pid_file(tmp_path: Path) -> None:
+    """The same, reloading by SIGHUP to the master named by the `pid_file` option."""
+    run_kill9_trials("nginx", 24, tmp_path, pid_file=True)

@@ -147,7 +147,11 @@ def _retry_port(build: Callable[[int], WebServer], attempts: int = 3) -> WebServ
 
 # -- nginx --------------------------------------------------------------------------------------
 
-def start_nginx(prefix: Path, vhosts: Sequence[VHost], *, workers: int = 1) -> WebServer:
+def start_nginx(prefix: Path, vhosts: Sequence[VHost], *, workers: int = 1,
+                pid_file: bool = False) -> WebServer:
+    """`pid_file=True`: the spec also names nginx's pid file (`pid_file`), so that the adapter
+    reloads by SIGHUP to the master after `nginx -t` instead of running `nginx -s reload` (the
+    `reload` argv stays in the spec, for tests that run it themselves; the adapter skips it)."""
     prefix.mkdir(parents=True, exist_ok=True)
     for sub in ("logs", "tmp"):
         (prefix / sub).mkdir(exist_ok=True)
@@ -172,8 +176,10 @@ def start_nginx(prefix: Path, vhosts: Sequence[VHost], *, workers: int = 1) -> W
                       for t in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
             + "".join(servers) + "}\n")
         base = ["nginx", "-p", str(prefix), "-c", str(conf), "-e", f"{prefix}/logs/error.log"]
-        spec = {"name": f"nginx-{port}", "type": "nginx", "test": [*base, "-t", "-q"],
-                "reload": [*base, "-s", "reload"]}
+        spec: dict[str, Any] = {"name": f"nginx-{port}", "type": "nginx",
+                                "test": [*base, "-t", "-q"], "reload": [*base, "-s", "reload"]}
+        if pid_file:
+            spec["pid_file"] = f"{prefix}/server.pid"
         return _launch("nginx", prefix, base, port, spec)
 
     return _retry_port(build)

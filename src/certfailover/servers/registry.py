@@ -27,7 +27,7 @@ __all__ = ["TYPES", "SpecError", "check_spec", "make_adapter"]
 
 _COMMON = {"name", "type"}
 _KEYS: Mapping[str, set[str]] = {
-    "nginx": {"test", "reload"},
+    "nginx": {"test", "reload", "pid_file"},
     "apache": {"test", "reload"},
     "haproxy": {"socket", "test", "reload"},
     "command": {"paths", "command"},
@@ -43,9 +43,21 @@ def _argv(spec: Mapping[str, Any], key: str, default: tuple[str, ...] | None
     return check_argv(spec[key], key)
 
 
+def _pid_file(spec: Mapping[str, Any]) -> Path | None:
+    value = spec.get("pid_file")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or not Path(value).is_absolute():
+        raise SpecError("pid_file", "must be the absolute path of the server's pid file "
+                                    f"(e.g. \"/run/nginx.pid\"), not {value!r}")
+    return Path(value)
+
+
 def _nginx(name: str, spec: Mapping[str, Any]) -> ServerAdapter:
+    # with pid_file, `reload` is not run (the master is sent SIGHUP after a passing `test`)
     return NginxAdapter(name=name, test=_argv(spec, "test", NGINX_TEST) or NGINX_TEST,
-                        reload=_argv(spec, "reload", NGINX_RELOAD) or NGINX_RELOAD)
+                        reload=_argv(spec, "reload", NGINX_RELOAD) or NGINX_RELOAD,
+                        pid_file=_pid_file(spec))
 
 
 def _apache(name: str, spec: Mapping[str, Any]) -> ServerAdapter:

@@ -76,3 +76,21 @@ def test_bad_specs_name_the_key(spec: dict[str, object], key: str) -> None:
 def test_haproxy_reload_only_is_allowed() -> None:
     h = make_adapter({"name": "h", "type": "haproxy", "reload": ["systemctl", "reload", "x"]})
     assert isinstance(h, HAProxyAdapter) and h.socket_path is None
+
+
+def test_nginx_pid_file() -> None:
+    a = make_adapter({"name": "w", "type": "nginx", "pid_file": "/run/nginx.pid"})
+    assert isinstance(a, NginxAdapter) and a.pid_file == Path("/run/nginx.pid")
+    assert isinstance(a, NginxAdapter) and a.reload == ("nginx", "-s", "reload")
+    assert make_adapter({"name": "w", "type": "nginx"}).pid_file is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("spec", [
+    {"name": "w", "type": "nginx", "pid_file": "run/nginx.pid"},
+    {"name": "w", "type": "nginx", "pid_file": ""},
+    {"name": "w", "type": "nginx", "pid_file": ["/run/nginx.pid"]},
+    {"name": "a", "type": "apache", "pid_file": "/run/apache2.pid"},
+])
+def test_bad_pid_file_names_the_key(spec: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="'pid_file'"):
+        make_adapter(spec)
