@@ -69,6 +69,19 @@ class HeldLock(Protocol):
     def held(self) -> bool: ...
 
 
+class Share(Protocol):
+    """The sites this daemon works on when several share the store (fleet.share)."""
+
+    owned: frozenset[str]
+
+    def refresh(self) -> tuple[frozenset[str], frozenset[str]]: ...
+
+    def run(self, stop: threading.Event, *,
+            on_gain: Callable[[frozenset[str]], None]) -> None: ...
+
+    def release(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class SignalResult:
     next_hint: datetime | None
@@ -166,6 +179,11 @@ class Daemon:
         self.ct_watch: WatchJob | None = None  # the CT watch's own thread (wiring starts it)
         self.caa_job: CAAGateJob | None = None  # CAA re-checked every [caa] interval
         self.lock: HeldLock | None = None  # the store's daemon lock, checked before each tick
+        #: fleet controllers: only the sites whose lease this one holds are ticked
+        self.share: Share | None = None
+        self._gained: set[str] = set()  # sites taken over since the last tick
+        self._taken_over: frozenset[str] = frozenset()  # ... handed to this tick
+        self._share_thread: threading.Thread | None = None
 
     # -- network checks ---------------------------------------------------------------------
     def checks_in_background(self) -> None:
@@ -216,7 +234,38 @@ class Daemon:
             self.background = Background(target)
             self.engine.notify = self.background
 
+    # -- shared work (fleet controllers) ----------------------------------------------------
+    def share_in_background(self, share: Share) -> None:
+        """Tick only the sites `share` holds; its leases are renewed (and sites of a dead
+        controller taken over, with a tick at once) in a thread of their own."""
+        self.share = share
+
+        def gained(sites: frozenset[str]) -> None:
+            with self._ended_lock:
+                self._gained |= sites
+            self._wake.set()
+        self._share_thread = threading.Thread(
+            target=share.run, args=(self.stop_event,), kwargs={"on_gain": gained},
+            name="certfailover-share", daemon=True)
+        self._share_thread.start()
+
+    def _owned(self) -> frozenset[str] | None:
+        """The sites to tick (None: all); sites taken over are decided at once."""
+        if self.share is None:
+            return None
+        _, gained = self.share.refresh()
+        with self._ended_lock:
+            gained, self._gained = gained | frozenset(self._gained), set()
+        self.pending |= gained
+        self._taken_over = gained
+        return self.share.owned
+
     def close(self, timeout: float = 30.0) -> None:
+        if self.share is not None:
+            self.stop_event.set()
+            if self._share_thread is not None:
+                self._share_thread.join(timeout)
+            self.share.release()
         if self.engine.orders is not None:
             self.engine.orders.close()
         if self.remote is not None:
@@ -275,20 +324,31 @@ class Daemon:
                 self.metrics.inc_issuance_error(o.job.ca)
         if self.refresh_trust(now):
             self._trust_changed = True
+        owned = self._owned()
         if self.scheduler is None:
-            report = self.engine.tick()
+            report = self.engine.tick(owned)
         else:
-            report = self._scheduled_tick(self.scheduler, now)
+            report = self._scheduled_tick(self.scheduler, now, owned)
         self._health.update(report.health)
         if self.metrics is not None:
             self._update_metrics(report, now)
         return report
 
-    def _scheduled_tick(self, sched: Scheduler, now: datetime) -> TickReport:
+    def _scheduled_tick(self, sched: Scheduler, now: datetime,
+                        owned: frozenset[str] | None = None) -> TickReport:
         certs = {c.id: c for c in self.engine.db.certs()}
+        for cid in [c for c in self._scheduled if c in certs
+                    and certs[c].site in self._taken_over]:
+            sched.remove(cid)  # a site taken over: every check of it is due at once
+            self._scheduled.discard(cid)
+        self._taken_over = frozenset()
         self._follow(sched, certs, now)
         due = sched.due(now)
+        if owned is not None:  # another controller's sites stay due here until taken over
+            due = [(cid, sig) for cid, sig in due if cid in certs and certs[cid].site in owned]
         plan = self._plan(due, certs)
+        if owned is not None:
+            plan = {cid: v for cid, v in plan.items() if cid in certs and certs[cid].site in owned}
         for result in self._take_checked():  # network checks that ended: decide those sites
             self.pending.add(result.job.site)
             self._health.update(result.health)
@@ -296,6 +356,8 @@ class Daemon:
         if self.remote is not None:
             due = self._hand_off(plan, due, certs, now)
         sites = {certs[cid].site for cid in plan if cid in certs and plan[cid]} | self.pending
+        if owned is not None:
+            sites &= owned
         run: RunPlan = {cid: frozenset(v) for cid, v in plan.items()}
         report = self.engine.tick(sites, run=run) if sites else TickReport()
         self._done(sched, due, report.health, certs, now)

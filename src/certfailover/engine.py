@@ -123,6 +123,7 @@ class OrderBook:
 
     orders: dict[str, list[Order]] = field(default_factory=dict)
     dead: dict[str, dict[str, str]] = field(default_factory=dict)
+    decided: datetime | None = None  # when the tick read the certificates it decides on
 
 
 @dataclass
@@ -185,6 +186,12 @@ class Engine:
         self.chains = chains.ChainJudge.from_checks(self.checks)  # which chain to serve
         #: completes a stored chain that misses an intermediate (AIA caIssuers); None: never
         self.aia: aia.IssuerFetcher | None = aia.IssuerFetcher()
+        #: told of every certificate stored, before its row is written (a fleet controller
+        #: seals it for the others)
+        self.on_stored: Callable[[Cert], None] | None = None
+        #: asked for a certificate whose material is not in this vault (a fleet controller
+        #: writes it from the sealed record another controller stored); then read again
+        self.on_missing: Callable[[Cert], None] | None = None
         #: cert id -> (leaf, every stored chain), from its last load by material()
         self._stored_chains: dict[str, tuple[x509.Certificate, tuple[Any, ...]]] = {}
 
@@ -209,6 +216,8 @@ class Engine:
         hit = memo.get(cert.id) if memo is not None else None
         if hit is not None and hit.cert.path == cert.path:
             return hit if hit.cert == cert else dataclasses.replace(hit, cert=cert)
+        if self.on_missing is not None and not (Path(cert.path) / "privkey.pem").is_file():
+            self.on_missing(cert)  # another fleet controller's: written from its sealed record
         m = self.vault.load(Path(cert.path))
         # every stored chain's certificates: the certificate fails only when no path is left
         out = CertMaterial(cert=cert, leaf=m.leaf, chain=m.intermediates,
@@ -347,9 +356,13 @@ class Engine:
 
     # -- adding certificates ---------------------------------------------------------------
     def store_cert(self, site: SiteConfig, ca: str, *, leaf_pem: bytes, chain_pem: bytes,
-                   key_pem: bytes, source: str, alt_chains_pem: Sequence[bytes] = ()) -> Cert:
+                   key_pem: bytes, source: str, alt_chains_pem: Sequence[bytes] = (),
+                   fresh_key: bool = False) -> Cert:
         """Check a certificate for consistency, then write it to the vault as a standby.
-        `alt_chains_pem`: the other chains offered for it (docs/chains.md)."""
+        `alt_chains_pem`: the other chains offered for it (docs/chains.md). `fresh_key`: the
+        key was generated for this order just now, so no other certificate can hold it (the
+        reuse check, which reads every other certificate's material, is skipped: on a fleet
+        controller another one's may not be in this vault yet)."""
         leaf_list = load_pem_certs(leaf_pem, f"{source} certificate")
         if not leaf_list:
             raise InputError(f"{source}: no certificate found")
@@ -371,7 +384,7 @@ class Engine:
         if self.aia is not None:  # a chain missing an intermediate: completed as one more
             alt_chains_pem = (*alt_chains_pem, *self.aia.completions(leaf, [chain, *alts]))
         spki = keys.spki_sha256(leaf.public_key())
-        for other in self.db.certs(site.name, include_retired=True):
+        for other in () if fresh_key else self.db.certs(site.name, include_retired=True):
             if other.ca != ca:
                 om = self.vault.load(Path(other.path))
                 if keys.spki_sha256(om.leaf.public_key()) == spki:
@@ -384,6 +397,11 @@ class Engine:
             chain_pem=b"".join(c.public_bytes(pem) for c in chain),
             key_pem=keys.key_pem(key), alt_chains_pem=alt_chains_pem)
         cert = describe(site.name, ca, leaf, path, CertState.STANDBY, self.clock())
+        if self.on_stored is not None:  # before the row: whoever sees it finds the material
+            try:
+                self.on_stored(cert)
+            except Exception:  # stored locally; the hook's owner retries later
+                log.exception("%s: after storing %s", site.name, cert.id)
         self.db.add_cert(cert)
         return cert
 
@@ -395,7 +413,8 @@ class Engine:
 
     def _issue(self, site: SiteConfig, ca: str, *, report: TickReport | None = None,
                replaces: str | None = None,
-               cancelled: Callable[[], bool] = lambda: False) -> tuple[Cert, int]:
+               cancelled: Callable[[], bool] = lambda: False,
+               decided: datetime | None = None) -> tuple[Cert, int]:
         if ca not in self.issuers:
             raise IssuanceError(f"CA {ca!r} has no issuer configured")
         key = keys.generate(site.key_type)
@@ -406,6 +425,12 @@ class Engine:
         deadline = utcnow() + timedelta(seconds=self.config.daemon.issue_timeout)
         started = time.monotonic()
         order_id = self.db.start_order(site.name, ca, self.clock())
+        if decided is not None:  # under our pending order nobody else orders it: re-check
+            fresh = [c.id for c in self.db.certs(site.name) if c.ca == ca and c.created >= decided]
+            if fresh:
+                self.db.drop_order(order_id)
+                raise OrderInFlight(f"{site.name}: {', '.join(fresh)} from {ca} was stored since "
+                                    "the decision (another controller's order): not ordered again")
         try:
             issued = issuer.issue(csr, deadline=deadline, replaces=replaces)
             if cancelled():
@@ -414,7 +439,7 @@ class Engine:
                     f"{self.config.daemon.issue_timeout:.0f}s; its result is discarded")
             cert = self.store_cert(site, ca, leaf_pem=issued.leaf_pem, chain_pem=issued.chain_pem,
                                    key_pem=keys.key_pem(key), source=f"CA {ca}",
-                                   alt_chains_pem=issued.alt_chains_pem)
+                                   alt_chains_pem=issued.alt_chains_pem, fresh_key=True)
         except BaseException as exc:
             self.db.finish_order(order_id, self.clock(), "failed", reason=str(exc)[:2000],
                                  transient=isinstance(exc, (TransientIssuanceError, OSError)))
@@ -432,14 +457,15 @@ class Engine:
 
     def order(self, site: SiteConfig, ca: str, *, replaces: str | None = None,
               report: TickReport | None = None,
-              cancelled: Callable[[], bool] = lambda: False) -> Cert | None:
+              cancelled: Callable[[], bool] = lambda: False,
+              decided: datetime | None = None) -> Cert | None:
         """One order, start to end, never raising: issue, then prove the new certificate usable
         as a standby (every check) before it counts. A certificate that comes out unusable
         (chain, trust, key, names) is kept but marks the order "unusable", which backs the CA
         off for this site; `standby_unusable` is said once per streak."""
         try:
             cert, order_id = self._issue(site, ca, report=report, replaces=replaces,
-                                         cancelled=cancelled)
+                                         cancelled=cancelled, decided=decided)
         except OrderInFlight as exc:  # another fleet controller orders it: not a failure
             log.info("%s", exc)
             return None
@@ -471,7 +497,8 @@ class Engine:
     def run_job(self, job: Job, cancelled: Callable[[], bool]) -> Outcome:
         """The background workers' runner (see issuance.Workers)."""
         site = self.config.site(job.site)
-        cert = self.order(site, job.ca, replaces=job.replaces, cancelled=cancelled)
+        cert = self.order(site, job.ca, replaces=job.replaces, cancelled=cancelled,
+                          decided=job.decided)
         last = max((o for o in self._recent_orders(job.ca) if o.site == job.site),
                    key=lambda o: o.id, default=None)
         transient = bool(last and last.transient)
@@ -513,6 +540,7 @@ class Engine:
     def _tick(self, sites: Iterable[str] | None, *, replenish: bool,
               run: RunPlan | None) -> TickReport:
         report = TickReport()
+        started = self.clock()
         names = None if sites is None else set(sites)
         wanted = [s for s in self.config.sites if names is None or s.name in names]
         # two speeds: decide and switch on the local checks (and stored network findings)
@@ -531,7 +559,7 @@ class Engine:
             done = {s.name: d for s, d in decisions}
             report.decisions = list(done.values())
         if replenish:
-            book = OrderBook()
+            book = OrderBook(decided=started)
             again = []
             # no issuance for a site whose chain was switched in this tick
             switched = {e.site for e in report.events if e.kind == EventKind.CHAIN_SWITCH}
@@ -735,7 +763,7 @@ class Engine:
                 continue
             replaces = self._replaces(site, ca, report)
             if self.orders is not None:
-                got += int(self.orders.submit(Job(site.name, ca, replaces)))
+                got += int(self.orders.submit(Job(site.name, ca, replaces, book.decided)))
             else:
                 got += int(self.order(site, ca, replaces=replaces, report=report) is not None)
             book.orders.pop(ca, None)

@@ -104,6 +104,9 @@ class Job:
     site: str
     ca: str
     replaces: str | None = None
+    #: when the certificates it was decided on were read: a certificate from the CA stored
+    #: since then (another fleet controller's) makes the order needless
+    decided: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
@@ -30,7 +31,9 @@ from .daemon import Daemon
 from .engine import Engine, IssuerPort, Notify, Switch, SwitchResult
 from .errors import StoreError
 from .events import EventKind
+from .fleet.deployer import FleetDeployer
 from .fleet.port import controller_port
+from .fleet.share import ControllerShare
 from .health import SYSTEM_BUNDLE, BundleStores, StoreTrustCheck, local_checks
 from .issuers.acme import AcmeIssuer
 from .issuers.challenges import StandaloneSolver, WebrootSolver
@@ -67,7 +70,11 @@ class Runtime:
         for line in self.deployer.recover():
             log.warning("recovered interrupted activation: %s", line)
         self.engine.reconcile()
-        if n := self.db.abandon_pending_orders(utcnow()):
+        # fleet controllers share the orders table: another one's order in flight is spared
+        share = fleet_share(self.engine)
+        spare = None if share is None else \
+            utcnow() - timedelta(seconds=self.config.daemon.issue_timeout + 60.0)
+        if n := self.db.abandon_pending_orders(utcnow(), started_before=spare):
             log.warning("%d order(s) were interrupted by the last stop; they count as failures", n)
         clean_leftovers([s.challenge.dns for s in self.config.sites if s.challenge.dns],
                         self.config.store)  # DNS-01 records of a crashed run
@@ -325,7 +332,18 @@ def build(config: Config, *, clock: Clock = utcnow, notify: Notify | None = None
         clock=clock,
     )
     engine.caa = gate
+    share = fleet_share(engine)
+    if share is not None:  # seal each new certificate for the other controllers at once
+        engine.on_stored, engine.on_missing = share.seal_one, share.fetch_one
     return Runtime(config, db, vault, engine, stores, deployer)
+
+
+def fleet_share(engine: Engine) -> ControllerShare | None:
+    """This controller's share of the sites when the engine publishes to a fleet."""
+    port = engine.deploy
+    if isinstance(port, FleetDeployer) and isinstance(port.fence, ControllerShare):
+        return port.fence
+    return None
 
 
 def caa_gate(config: Config) -> CAAGate | None:
@@ -363,6 +381,12 @@ def build_daemon(engine: Engine, config: Config, *, interval: float,
         if why:
             log.warning("%s: %s", c.id, why)
     d.notify_in_background()
+    share = fleet_share(engine)
+    if share is not None:  # a fleet controller ticks its share of the sites only
+        if scheduled:
+            d.share_in_background(share)
+        else:
+            d.share = share
     if scheduled:
         d.orders_in_background()
         d.checks_in_background()

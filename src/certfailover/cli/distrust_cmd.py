@@ -58,6 +58,14 @@ def run_distrust(args: argparse.Namespace) -> int:
               for site in sites if args.ca in site.cas]
     switched: list[Event] = []
     replenished: list[Event] = []
+    fleet = getattr(rt.config, "fleet", None)
+    if fleet is not None and not args.no_tick:
+        # the fleet's controllers share the sites by leases and act at their next tick; this
+        # command's own tick would decide sites another controller holds
+        args.no_tick = True
+        if not args.json:
+            sys.stdout.write("fleet: recorded; the controllers switch the sites at their next "
+                             "tick\n")
     if not args.no_tick:
         switched = rt.engine.tick(replenish=False).events  # the switch, before anything else
         _say(args, events + switched)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 
 from ..errors import InputError
@@ -61,8 +62,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.once:
         check_bind(web.listen)
     # one daemon per store: taken before anything acts (even the schema migration and crash
-    # recovery), held for the daemon's life; a cron tick (--once) is refused the same way
-    with acquire_daemon_lock(config) as lock:
+    # recovery), held for the daemon's life; a cron tick (--once) is refused the same way.
+    # Fleet controllers share one store on purpose: they split the sites by leases instead
+    # (fleet/share.py), and the database refuses a second pending order for a site and CA.
+    fleet = getattr(config, "fleet", None)
+    shared = fleet is not None and fleet.role == "controller"
+    with (contextlib.nullcontext(None) if shared else acquire_daemon_lock(config)) as lock:
         from ..wiring import build, build_daemon  # the CLI imports the runtime only when it runs
         rt = build(config)
         rt.startup()

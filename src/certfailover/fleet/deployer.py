@@ -1,11 +1,13 @@
 """The controller's deploy port in a fleet: publish the switch, wait until every host proves it.
 
 `FleetDeployer(server, switches)` is what the engine calls instead of the local deployer when
-`[fleet] role = "controller"`. For one batch (a mass failover is one batch: one publish, one
-NOTIFY, one reload per agent server):
+`[fleet] role = "controller"`. For one batch (a mass failover is one batch per controller: one
+publish, one NOTIFY, one reload per agent server):
 
     1. read each target's material from the controller's vault and publish it sealed, with the
-       desired rows, in the leader's fenced transaction (a stale controller is refused);
+       desired rows, in a fenced transaction: under this controller's site leases
+       (`ControllerShare.fenced`: a site whose lease another controller took is not written
+       and is reported failed), or the leader's epoch (`Leader.fenced`);
     2. wait until every host serving each site reports the new leaf as verified
        (`fleet_served`), at most `converge_timeout` seconds;
     3. a site is switched (ok) when every host verified it; a site with a host that did not
@@ -27,6 +29,7 @@ from ..store.vault import Vault
 from . import controller
 from .coord import Leader
 from .sealed import Keyring, Plain
+from .share import ControllerShare
 
 __all__ = ["FleetDeployer"]
 
@@ -38,10 +41,10 @@ def _material(directory: Path) -> Plain:
 
 
 class FleetDeployer:
-    def __init__(self, leader: Leader, ring: Keyring, vault: Vault, *,
+    def __init__(self, fence: Leader | ControllerShare, ring: Keyring, vault: Vault, *,
                  converge_timeout: float = 60.0, record: Callable[[list[Event]], None],
                  poll: float = 0.1) -> None:
-        self.leader, self.ring, self.vault = leader, ring, vault
+        self.fence, self.ring, self.vault = fence, ring, vault
         self.converge_timeout, self.record, self.poll = converge_timeout, record, poll
         self.alerted: set[tuple[str, str, str]] = set()
 
@@ -62,18 +65,31 @@ class FleetDeployer:
 
     def _publish(self, switches: Sequence[Switch]) -> list[SwitchResult]:
         t0 = time.monotonic()
-        if not self.leader.try_lead():
-            raise CertFailoverError("this controller is not the fleet leader: switch not published")
         items = [controller.Desired(sw.site.name, sw.target.id, sw.target.sha256,
                                     _material(Path(sw.target.path)))
                  for sw in switches]
-        with self.leader.fenced() as conn:
-            controller.publish(conn, self.ring, items, epoch=self.leader.epoch or 0)
+        lost: list[SwitchResult] = []
+        if isinstance(self.fence, ControllerShare):
+            with self.fence.fenced([d.site for d in items]) as (conn, held, others):
+                controller.publish(conn, self.ring, [d for d in items if d.site in held])
+            lost = [SwitchResult(d.site, False, False, f"not published: controller "
+                                 f"{others.get(d.site, '?')} holds this site's lease and "
+                                 "decides it", -1.0)
+                    for d in items if d.site not in held]
+            items = [d for d in items if d.site in held]
+            if not items:
+                return lost
+        else:
+            if not self.fence.try_lead():
+                raise CertFailoverError("this controller is not the fleet leader: switch not "
+                                        "published")
+            with self.fence.fenced() as conn:
+                controller.publish(conn, self.ring, items, epoch=self.fence.epoch or 0)
         want = {d.site: d.sha256 for d in items}
         first: dict[str, float] = {}
         while True:
             pending: dict[str, list[str]] = defaultdict(list)
-            for v in controller.progress(self.leader.engine, stale_after=float("inf")):
+            for v in controller.progress(self.fence.engine, stale_after=float("inf")):
                 if v.site in want:
                     if v.served == want[v.site]:
                         first.setdefault(v.site, time.monotonic() - t0)
@@ -83,13 +99,13 @@ class FleetDeployer:
                 break
             time.sleep(self.poll)
         if pending:
-            lag = [x for x in controller.laggards(self.leader.engine, after=0.0)
+            lag = [x for x in controller.laggards(self.fence.engine, after=0.0)
                    if x.site in pending and x.desired == want[x.site]]
             events = controller.alerts(lag, self.alerted)
             if events:
                 self.record(events)
         took = time.monotonic() - t0
-        out = []
+        out = lost
         for d in items:
             hosts = pending.get(d.site)
             if hosts:

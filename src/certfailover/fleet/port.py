@@ -9,15 +9,16 @@ from ..engine import DeployPort
 from ..errors import ConfigError
 from ..store.db import Database
 from ..store.vault import Vault
-from .coord import Leader
+from .coord import Leases, make_engine
 from .deployer import FleetDeployer
+from .share import ControllerShare
 
 __all__ = ["controller_port"]
 
 
 def controller_port(config: Config, vault: Vault, db: Database) -> DeployPort | None:
-    """A FleetDeployer when `[fleet] role = "controller"`; None without a [fleet] table (the
-    local servers). On an agent host the engine is refused: a `run` there would issue and
+    """A FleetDeployer when `[fleet] role = "controller"`, publishing under this controller's
+    share of the sites (fleet.share); None without a [fleet] table (the local servers). On an agent host the engine is refused: a `run` there would issue and
     switch on its own, beside the fleet's controllers."""
     fleet = getattr(config, "fleet", None)
     if fleet is None:
@@ -27,6 +28,10 @@ def controller_port(config: Config, vault: Vault, db: Database) -> DeployPort | 
                           f"this host is a fleet {fleet.role} ({fleet.host}): run `certfailover "
                           "agent` here, and `certfailover fleet status` to see the fleet; the "
                           "engine's commands (run, check, distrust, ...) belong to controllers")
-    leader = Leader(fleet.database, holder=f"{fleet.host}:{os.getpid()}")
-    return FleetDeployer(leader, fleet.keyring, vault, converge_timeout=fleet.converge_timeout,
+    holder = f"{fleet.host}:{os.getpid()}"
+    share = ControllerShare(
+        Leases(make_engine(fleet.database, f"certfailover controller {holder}"), holder),
+        [s.name for s in config.sites], db=db, vault=vault, ring=fleet.keyring,
+        stale_orders=config.daemon.issue_timeout + 60.0)
+    return FleetDeployer(share, fleet.keyring, vault, converge_timeout=fleet.converge_timeout,
                          record=db.add_events)

@@ -351,6 +351,8 @@ def _m8(op: Operations) -> None:
 
 MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8)
 SCHEMA_VERSION = len(MIGRATIONS)
+#: the PostgreSQL advisory lock key taken while migrating (fleet controllers start together)
+_MIGRATE_LOCK = 0x63_66_6D_69_67_72_61_74  # "cfmigrat"
 
 
 def _aware(dt: datetime) -> datetime:
@@ -450,6 +452,9 @@ class Database:
         """Apply every migration newer than the store's version; returns the new version."""
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":  # several processes may start at once
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
+                                 {"k": _MIGRATE_LOCK})
                 insp = sa.inspect(conn)
                 if not insp.has_table("schema_version"):
                     conn.execute(sa.text("CREATE TABLE schema_version (version INTEGER NOT NULL)"))
@@ -602,6 +607,12 @@ class Database:
         except sa.exc.IntegrityError:
             raise OrderInFlight(f"{site}: an order to {ca} is already in flight "
                                 "(another process placed it)") from None
+
+    def drop_order(self, order_id: int) -> None:
+        """Remove a pending order that was never sent to the CA."""
+        with self.engine.begin() as conn:
+            conn.execute(orders.delete().where(orders.c.id == order_id,
+                                               orders.c.outcome == "pending"))
 
     def finish_order(self, order_id: int, finished: datetime, outcome: str, *,
                      reason: str = "", transient: bool = False, cert_id: str | None = None) -> None:

@@ -1,0 +1,256 @@
+"""Several controllers share the sites: each works on the sites whose lease it holds.
+
+`ControllerShare.refresh()` (before every tick, and every `ttl / 3` seconds in `run()`):
+
+    1. heartbeat: this controller's own lease `controller:<holder>`;
+    2. a fair share: ceil(sites / live controllers), counted from the unexpired heartbeats;
+    3. renew the site leases (`site:<name>`) it holds, give back those beyond its share (a
+       controller that joins gets them), claim free or expired ones up to its share
+       (`Leases.claim`: SKIP LOCKED, never waits on another controller);
+    4. keep the material of its sites in step with the database: seal what it stored that
+       is not sealed yet, write into its vault what another controller sealed (so a site that
+       moves here can be checked and switched at once);
+    5. close orders left pending by a dead controller (older than the issue deadline).
+
+A controller that dies stops renewing: its leases expire after `ttl` and the others take its
+sites at their next refresh. The engine ticks only the sites held (`Daemon.share`), orders
+only for them, and the database refuses a second pending order for a site and CA anyway
+(schema 8), so an issuance happens once, whichever controller does it.
+
+`fenced(sites)` is the transaction a switch is published in (`FleetDeployer`): it locks this
+controller's unexpired leases of `sites` until commit and yields the sites still held; a site
+whose lease was lost meanwhile is not written (its new holder decides it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ..errors import CertFailoverError, StoreError
+from ..model import Cert
+from ..store.db import Database, fleet_sealed
+from ..store.vault import Vault
+from . import sealed
+from .coord import Leases
+from .sealed import Keyring, Plain
+
+__all__ = ["ControllerShare", "site_work"]
+
+log = logging.getLogger(__name__)
+
+_SITE = "site:"
+_CONTROLLER = "controller:"
+
+
+def site_work(site: str) -> str:
+    return _SITE + site
+
+
+def _few(sites: frozenset[str]) -> str:
+    names = sorted(sites)
+    return (", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")) \
+        if names else "none"
+
+
+def _material(directory: Path) -> Plain:
+    return Plain((directory / "cert.pem").read_bytes(), (directory / "chain.pem").read_bytes(),
+                 (directory / "privkey.pem").read_bytes())
+
+
+class ControllerShare:
+    """This controller's share of `sites` (see the module docstring)."""
+
+    def __init__(self, leases: Leases, sites: Sequence[str], *, db: Database, vault: Vault,
+                 ring: Keyring, ttl: float = 30.0, stale_orders: float = 600.0) -> None:
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self.leases, self.sites = leases, sorted(set(sites))
+        self.db, self.vault, self.ring = db, vault, ring
+        self.ttl, self.stale_orders = ttl, stale_orders
+        self.owned: frozenset[str] = frozenset()
+        self.controllers = 1  # live controllers at the last refresh
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._said: set[str] = set()  # material problems already logged
+
+    @property
+    def holder(self) -> str:
+        return self.leases.holder
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self.leases.engine
+
+    # -- leases ------------------------------------------------------------------------------
+    def refresh(self) -> tuple[frozenset[str], frozenset[str]]:
+        """Steps 1-5; returns (sites held now, sites gained by this refresh). StoreError when
+        the database cannot be reached: then nothing is held any more (`owned` is empty), so a
+        controller cut off does not act on sites another may have taken."""
+        with self._lock:
+            try:
+                held, gained = self._balance()
+            except sa.exc.SQLAlchemyError as exc:
+                self.owned = frozenset()
+                raise StoreError(f"controller {self.holder}: cannot refresh its site leases: "
+                                 f"{str(exc).splitlines()[0]}") from exc
+            self.owned = held
+            try:
+                self._sync_material(held)
+                self._close_stale_orders()
+            except (sa.exc.SQLAlchemyError, CertFailoverError, OSError) as exc:
+                log.warning("controller %s: material or order clean-up: %s", self.holder, exc)
+            return held, gained
+
+    def _balance(self) -> tuple[frozenset[str], frozenset[str]]:
+        me = _CONTROLLER + self.holder
+        if not self.leases.renew([me], ttl=self.ttl):
+            self.leases.claim([me], ttl=self.ttl)
+        with self.engine.connect() as conn:
+            self.controllers = max(1, int(conn.execute(sa.text(
+                "SELECT count(*) FROM fleet_leases WHERE work LIKE :p AND expires >= now()"),
+                {"p": _CONTROLLER + "%"}).scalar_one()))
+        share = math.ceil(len(self.sites) / self.controllers)
+        mine = [site_work(s) for s in self.sites]
+        held = sorted(self.leases.renew(mine, ttl=self.ttl))  # those still ours
+        if len(held) > share:  # give the surplus back: a controller that joined takes it
+            self.leases.release(held[share:])
+            held = held[:share]
+        elif len(held) < share:
+            taken = set(held)
+            held += self.leases.claim([w for w in mine if w not in taken], ttl=self.ttl,
+                                      limit=share - len(held))
+        now = frozenset(w[len(_SITE):] for w in held)
+        if now != self.owned:
+            log.info("controller %s: %d of %d sites (%d controllers); took %s; gave %s",
+                     self.holder, len(now), len(self.sites), self.controllers,
+                     _few(now - self.owned), _few(self.owned - now))
+        return now, now - self.owned
+
+    def release(self) -> None:
+        """Give every lease back at once (a clean stop: the others take over without waiting
+        for the expiry)."""
+        with self._lock:
+            try:
+                self.leases.release([site_work(s) for s in self.owned]
+                                    + [_CONTROLLER + self.holder])
+            except sa.exc.SQLAlchemyError as exc:
+                log.warning("controller %s: leases not released (they expire in %g s): %s",
+                            self.holder, self.ttl, exc)
+            self.owned = frozenset()
+
+    @contextmanager
+    def fenced(self, sites: Sequence[str]
+               ) -> Iterator[tuple[sa.Connection, frozenset[str], dict[str, str]]]:
+        """A transaction holding the leases of `sites` (row locks until commit): those this
+        controller holds, and those nobody holds (taken now: a command run by hand, or a
+        first tick). Yields it, the sites held, and {site: holder} for the sites another live
+        controller holds (not to be written)."""
+        works = [site_work(s) for s in sites]
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO fleet_leases (work, holder, expires)"
+                " SELECT w, '', 'epoch'::timestamptz FROM unnest(CAST(:ws AS text[])) AS w"
+                " ON CONFLICT (work) DO NOTHING"), {"ws": works})
+            rows = conn.execute(sa.text(
+                "SELECT work, holder, expires >= now() AS live FROM fleet_leases"
+                " WHERE work = ANY(CAST(:ws AS text[])) FOR UPDATE"), {"ws": works}).all()
+            free = [str(r.work) for r in rows if not r.live]
+            if free:
+                conn.execute(sa.text(
+                    "UPDATE fleet_leases SET holder = :me,"
+                    " expires = now() + make_interval(secs => :ttl)"
+                    " WHERE work = ANY(CAST(:ws AS text[]))"),
+                    {"me": self.holder, "ttl": self.ttl, "ws": free})
+            held = frozenset(str(r.work)[len(_SITE):] for r in rows
+                             if not r.live or r.holder == self.holder)
+            others = {str(r.work)[len(_SITE):]: str(r.holder) for r in rows
+                      if r.live and r.holder != self.holder}
+            yield conn, held, others
+
+    def run(self, stop: threading.Event, *, on_gain: Callable[[frozenset[str]], None]) -> None:
+        """Refresh every ttl / 3 seconds until `stop`; `on_gain` hears of sites taken over."""
+        while not stop.wait(self.ttl / 3):
+            try:
+                _, gained = self.refresh()
+            except StoreError as exc:
+                log.warning("%s", exc)
+                continue
+            if gained:
+                on_gain(gained)
+
+    # -- material ----------------------------------------------------------------------------
+    def fetch_one(self, cert: Cert) -> None:
+        """Engine.on_missing: write `cert` from its sealed record, if there is one (errors
+        are logged: the engine then reports the material it cannot read, as for any cert)."""
+        try:
+            with self.engine.connect() as conn:
+                rec = sealed.load(conn, cert.id)
+            if rec is not None:
+                self._write(cert, rec)
+        except (sa.exc.SQLAlchemyError, CertFailoverError, OSError) as exc:
+            log.warning("controller %s: cannot write %s from its sealed record: %s",
+                        self.holder, cert.id, exc)
+
+    def seal_one(self, cert: Cert) -> None:
+        """Engine.on_stored: seal a certificate as soon as it is stored."""
+        self.seal([cert])
+
+    def seal(self, certs: Sequence[Cert]) -> int:
+        """Seal the material of `certs` from this controller's vault (insert or replace)."""
+        items = [(c.id, c.site, _material(Path(c.path))) for c in certs]
+        if not items:
+            return 0
+        with self.engine.begin() as conn:
+            return sealed.seal_many(conn, self.ring, items)
+
+    def _sync_material(self, sites: frozenset[str]) -> None:
+        """Seal every certificate of this vault not sealed yet (whichever site: one issued
+        for a site just given away counts too); write the sealed ones of `sites` missing here."""
+        certs = self.db.certs(include_retired=False)
+        with self.engine.connect() as conn:
+            have = {str(r) for r in conn.execute(sa.select(fleet_sealed.c.cert_id)).scalars()}
+        local = {c.id for c in certs if (Path(c.path) / "privkey.pem").is_file()}
+        self.seal([c for c in certs if c.id in local and c.id not in have])
+        fetch = [c for c in certs if c.site in sites and c.id not in local and c.id in have]
+        if not fetch:
+            return
+        with self.engine.connect() as conn:
+            records = sealed.load_many(conn, [c.id for c in fetch])
+        for c in fetch:
+            self._write(c, records[c.id])
+
+    def _write(self, cert: Cert, rec: sealed.Sealed) -> None:
+        """Another controller's certificate into this vault, at the path the store names
+        (once: the refresh thread and the engine may both ask)."""
+        with self._write_lock:
+            if not (Path(cert.path) / "privkey.pem").is_file():
+                self._write_locked(cert, rec)
+
+    def _write_locked(self, cert: Cert, rec: sealed.Sealed) -> None:
+        where = self.vault.archive_dir(cert.site, cert.ca, cert.serial)
+        if where.resolve() != Path(cert.path).resolve():
+            if cert.id not in self._said:
+                self._said.add(cert.id)
+                log.error("controller %s: %s is stored at %s, outside this controller's store "
+                          "%s: every controller needs the same [store] directory path "
+                          "(docs/fleet.md)", self.holder, cert.id, cert.path, self.vault.root)
+            return
+        plain = sealed.open_record(self.ring, rec)
+        self.vault.save(cert.site, cert.ca, cert.serial, leaf_pem=plain.cert_pem,
+                        chain_pem=plain.chain_pem, key_pem=plain.key_pem)
+        log.info("controller %s: wrote %s from the sealed record", self.holder, cert.id)
+
+    def _close_stale_orders(self) -> None:
+        """Orders a dead controller left pending: failed once older than the issue deadline."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.stale_orders)
+        if n := self.db.abandon_pending_orders(datetime.now(UTC), started_before=cutoff):
+            log.warning("%d order(s) pending since before %s (a controller that died) now "
+                        "count as failures", n, f"{cutoff:%H:%M:%S}Z")
