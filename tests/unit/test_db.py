@@ -238,3 +238,32 @@ def test_schema_8_closes_duplicate_pending_orders_of_an_older_version(
     assert d.migrate() == dbmod.SCHEMA_VERSION
     got = sorted((o.id, o.outcome) for o in d.orders())
     assert [o for _, o in got] == ["failed", "pending"]  # the newest stays in flight
+
+
+def test_schema_9_adds_the_chain_to_fleet_rows_keeping_old_ones(
+        db_url: Callable[[], str]) -> None:
+    url = db_url()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # a store at schema 8 with one desired and one served row
+        conn.execute(sa.text("CREATE TABLE schema_version (version INTEGER NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO schema_version VALUES (8)"))
+        ops = Operations(MigrationContext.configure(conn))
+        for m in dbmod.MIGRATIONS[:8]:
+            m(ops)
+        conn.execute(sa.text(
+            "INSERT INTO fleet_desired (site, cert_id, sha256, epoch, since)"
+            " VALUES ('www', 'www/a/1', :s, 3, :t)"), {"s": "ab" * 32, "t": NOW})
+        conn.execute(sa.text(
+            "INSERT INTO fleet_served (host, site, sha256, verified_at, error, reported)"
+            " VALUES ('web1', 'www', :s, :t, '', :t)"), {"s": "ab" * 32, "t": NOW})
+    d = dbmod.Database(url)
+    assert d.migrate() == dbmod.SCHEMA_VERSION >= 9
+    with d.engine.begin() as conn:
+        want = conn.execute(sa.select(dbmod.fleet_desired)).one()
+        got = conn.execute(sa.select(dbmod.fleet_served)).one()
+        assert (want.cert_id, want.sha256, want.chain) == ("www/a/1", "ab" * 32, None)
+        assert (got.host, got.sha256, got.chain) == ("web1", "ab" * 32, None)
+        conn.execute(dbmod.fleet_desired.update().values(chain="cd" * 32))
+        conn.execute(dbmod.fleet_served.update().values(chain="cd" * 32))
+        assert conn.execute(sa.select(dbmod.fleet_desired.c.chain)).scalar_one() == "cd" * 32
+        assert conn.execute(sa.select(dbmod.fleet_served.c.chain)).scalar_one() == "cd" * 32

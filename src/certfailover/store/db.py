@@ -126,6 +126,8 @@ fleet_desired = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("epoch", sa.BigInteger, nullable=False),
     sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    # schema 9: SHA-256 of the served chain's DER certificates (None: any chain, an old row)
+    sa.Column("chain", sa.String(64), nullable=True),
 )
 fleet_served = sa.Table(
     "fleet_served", metadata,
@@ -135,6 +137,7 @@ fleet_served = sa.Table(
     sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("error", sa.Text, nullable=False),
     sa.Column("reported", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("chain", sa.String(64), nullable=True),  # schema 9: the chain the host proved
 )
 
 # the CT watch (certfailover.ct): per log, the verified tree head and compact tree it reached
@@ -349,7 +352,16 @@ def _m8(op: Operations) -> None:
                     sqlite_where=where, postgresql_where=where)
 
 
-MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8)
+def _m9(op: Operations) -> None:
+    """Schema 9: fleets publish and report the chain too (a chain switch: the same leaf with
+    another of its stored chains). `chain` is the SHA-256 (hex) of the chain's certificates'
+    DER, concatenated in order; NULL in rows written before (any chain, the leaf decides)."""
+    op.add_column("fleet_desired", sa.Column("chain", sa.String(64), nullable=True))
+    op.add_column("fleet_served", sa.Column("chain", sa.String(64), nullable=True))
+
+
+MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8,
+                                                        _m9)
 SCHEMA_VERSION = len(MIGRATIONS)
 #: the PostgreSQL advisory lock key taken while migrating (fleet controllers start together)
 _MIGRATE_LOCK = 0x63_66_6D_69_67_72_61_74  # "cfmigrat"
