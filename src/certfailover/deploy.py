@@ -125,6 +125,9 @@ def _entry_json(e: _Entry) -> dict[str, Any]:
 
 def _entry_of(raw: Any) -> _Entry:
     prev = raw["previous"]
+    for key in ("site", "server", "phase", "target", "expected_sha256", "sni"):
+        if not isinstance(raw[key], str):
+            raise TypeError(f"{key!r} is not a string: {raw[key]!r}")
     act = Activation(site=raw["site"], target=Path(raw["target"]),
                      expected_sha256=raw["expected_sha256"],
                      endpoints=tuple(Endpoint.parse(e) for e in raw["endpoints"]),
@@ -162,10 +165,13 @@ class _Batch:
     """The journal of one activate() call: one file, rewritten whole, removed at the end."""
 
     def __init__(self, vault: Vault, entries: Sequence[_Entry]) -> None:
-        self.seq = time.time_ns()
-        self.path = _journal_dir_ready(vault) / f"{_BATCH_PREFIX}{self.seq}-{uuid.uuid4().hex[:8]}.json"
+        d = _journal_dir_ready(vault)
+        older = _readable_journals(vault)  # as a rule none: only after a failed recovery
+        # newer than every journal left, even if the wall clock went back
+        self.seq = max([time.time_ns(), *(seq + 1 for seq, _ in older.values())])
+        self.path = d / f"{_BATCH_PREFIX}{self.seq}-{uuid.uuid4().hex[:8]}.json"
         _write_batch(self.path, entries, self.seq)
-        _supersede(vault, self.path, {e.act.site for e in entries})
+        _supersede(older, {e.act.site for e in entries})
 
     def rewrite(self, entries: Sequence[_Entry]) -> None:
         _write_batch(self.path, entries, self.seq)
@@ -187,17 +193,21 @@ def _remove_journals(paths: Sequence[Path]) -> None:
         fsync_dir(paths[0].parent)
 
 
-def _supersede(vault: Vault, mine: Path, sites: set[str]) -> None:
-    """Drop older journal entries of `sites` (the new batch journal holds them now). A file
-    that cannot be read is left for recover() to report."""
-    gone: list[Path] = []
+def _readable_journals(vault: Vault) -> dict[Path, tuple[int, list[_Entry]]]:
+    """The journal files that can be read (one that cannot is left for recover() to report)."""
+    out = {}
     for path in pending_journals(vault):
-        if path == mine:
-            continue
         try:
-            seq, entries = _read_journal(path)
+            out[path] = _read_journal(path)
         except StoreError:
             continue
+    return out
+
+
+def _supersede(older: Mapping[Path, tuple[int, list[_Entry]]], sites: set[str]) -> None:
+    """Drop the older journal entries of `sites`: the new batch journal holds them now."""
+    gone: list[Path] = []
+    for path, (seq, entries) in older.items():
         kept = [e for e in entries if e.act.site not in sites]
         if len(kept) == len(entries):
             continue
@@ -438,12 +448,7 @@ def activate(vault: Vault, adapter: ServerAdapter, batch: Sequence[Activation], 
 def _point_all(vault: Vault, links: Sequence[tuple[str, Path]]) -> None:
     """Point each live link (one atomic rename each), then fsync live/ once, also when one of
     them fails (the journal covers every site either way)."""
-    try:
-        for site, target in links:
-            vault.point_live(site, target, sync=False)
-    finally:
-        if links:
-            vault.sync_live()
+    vault.point_live_many(links)
 
 
 def _rollback(vault: Vault, adapter: ServerAdapter, journal: _Batch, bad: list[Activation],

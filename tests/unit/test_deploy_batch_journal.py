@@ -262,3 +262,34 @@ def test_the_newest_journal_of_a_site_holds(
     [r] = deploy.recover(vault, {"web": server}, validate=ok, settle=0.01)
     assert r.action == "finished" and vault.live_target("s0") == acts[0].target
     assert deploy.pending_journals(vault) == []
+
+
+def test_an_entry_of_the_wrong_type_is_a_store_error_naming_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vault, acts, olds = setup(tmp_path, 1)
+    entry = deploy._entry_json(deploy._Entry(acts[0], "web", "activate", olds["s0"]))
+    path = deploy.journal_dir(vault) / "_batch-1-x.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"version": 2, "seq": 1, "entries": [{**entry, "site": 7}]}))
+    with pytest.raises(StoreError, match=str(path)):
+        deploy.recover(vault, {"web": Server(vault, ["s0"])}, validate=ok, settle=0.01)
+
+
+def test_a_new_batch_is_newer_than_any_journal_left_even_if_the_clock_went_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vault, acts, olds = setup(tmp_path, 2)
+    server = Server(vault, [a.site for a in acts])
+    monkeypatch.setattr(deploy, "served_chain", server)
+    future = 4 * 10**19  # a journal written when the clock was far ahead
+    left = deploy.journal_dir(vault) / f"_batch-{future}-x.json"
+    left.parent.mkdir(parents=True)
+    left.write_text(json.dumps({"version": 2, "seq": future, "entries": [
+        deploy._entry_json(deploy._Entry(acts[1], "gone", "activate", olds["s1"]))]}))
+    seqs: list[int] = []
+
+    def on_phase(name: str) -> None:
+        if name == "flip":
+            seqs.extend(d["seq"] for d in journals(vault))
+    [r] = deploy.activate(vault, server, acts[:1], validate=ok, settle=0.01, on_phase=on_phase)
+    assert r.ok and sorted(seqs) == [future, future + 1]
+    assert deploy.pending_journals(vault) == [left]

@@ -95,14 +95,24 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, root: Path | Non
     fsync_dir(path.parent)
 
 
-def atomic_symlink(target: str | Path, link: Path, *, sync: bool = True) -> None:
+def atomic_symlink(target: str | Path, link: Path) -> None:
     """Point `link` at `target` in one rename (a symlink is replaced, never removed first).
 
-    A real directory (or file) at `link` is refused, never replaced: it is not ours.
-    `sync=False` leaves out the fsync of the link's directory: a caller that points many links
-    in one directory fsyncs it once afterwards (fsync_dir), before relying on any of them."""
+    A real directory (or file) at `link` is refused, never replaced: it is not ours."""
     link = Path(link)
     check_no_symlinks(link.parent)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    replace_symlink(target, link)
+    fsync_dir(link.parent)
+
+
+def replace_symlink(target: str | Path, link: str | Path) -> None:
+    """The rename of atomic_symlink, without its check of the directories on the way and its
+    fsync of the link's directory: a caller pointing many links in one directory checks that
+    directory once, then fsyncs it once after the last link (Vault.point_live_many).
+
+    A real directory (or file) at `link` is refused, never replaced: it is not ours."""
+    link = os.fspath(link)
     try:
         st = os.lstat(link)
     except FileNotFoundError:
@@ -112,13 +122,11 @@ def atomic_symlink(target: str | Path, link: Path, *, sync: bool = True) -> None
             kind = "directory" if stat.S_ISDIR(st.st_mode) else "file"
             raise StoreError(f"{link} is a real {kind}, not the symlink certfailover manages; "
                              "move it away (certfailover does not delete it)")
-    link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.parent / f".{link.name}.{os.getpid()}.tmp"
+    head, name = os.path.split(link)
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")
     try:
-        tmp.unlink()
+        os.unlink(tmp)
     except FileNotFoundError:
         pass
     os.symlink(target, tmp)
     os.replace(tmp, link)
-    if sync:
-        fsync_dir(link.parent)

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..errors import InputError, StoreError
-from .files import atomic_symlink, check_no_symlinks, fsync_dir, register_store_root
+from .files import check_no_symlinks, fsync_dir, register_store_root, replace_symlink
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -240,22 +240,29 @@ class Vault:
             raise
         return final
 
-    def point_live(self, site: str, target: Path, *, sync: bool = True) -> None:
-        """Make live/<site> point at `target` (an archive directory) in one atomic rename.
+    def point_live(self, site: str, target: Path) -> None:
+        """Make live/<site> point at `target` (an archive directory) in one atomic rename."""
+        self.point_live_many([(site, target)])
 
-        `sync=False`: no fsync of live/ here; the caller flipping many sites calls
-        `sync_live()` once after the last one (and before anything relies on them)."""
-        target = Path(target)
-        if not (target / "fullchain.pem").is_file() or not (target / "privkey.pem").is_file():
-            raise StoreError(f"{target}: not a complete certificate directory")
-        link = self.live_path(site)
-        rel = os.path.relpath(target, link.parent)
-        atomic_symlink(rel, link, sync=sync)
-
-    def sync_live(self) -> None:
-        """fsync live/: makes every `point_live(..., sync=False)` before it durable."""
+    def point_live_many(self, links: Sequence[tuple[str, Path]]) -> None:
+        """point_live for many sites: each live/<site> -> its target in one atomic rename, with
+        the same checks (complete certificate directory, no symlinked live/, no real file or
+        directory replaced), then ONE fsync of live/ after the last rename, also when one fails
+        part-way (what was renamed is made durable, then the error is raised)."""
+        if not links:
+            return
         live = self.root / "live"
-        if live.is_dir():
+        check_no_symlinks(live)
+        live.mkdir(parents=True, exist_ok=True)
+        try:
+            for site, target in links:
+                t = os.fspath(target)
+                if not os.path.isfile(os.path.join(t, "fullchain.pem")) or \
+                        not os.path.isfile(os.path.join(t, "privkey.pem")):
+                    raise StoreError(f"{target}: not a complete certificate directory")
+                link = self.live_path(site)
+                replace_symlink(os.path.relpath(t, live), link)
+        finally:
             fsync_dir(live)
 
     # -- reads ------------------------------------------------------------------------------
