@@ -41,7 +41,8 @@ def _config(path: Path, store: Path, url: str, cas: list[PebbleCA], bind: BindSe
             bundle: Path) -> Path:
     lines = ["[store]", f"directory = {json.dumps(str(store))}", f"database = {json.dumps(url)}",
              "[daemon]", "interval = 0.5", "issue_timeout = 20", "verify_timeout = 5",
-             "[fleet]", 'role = "controller"', 'kek = "env:CF_KEK"', 'converge_timeout = "2s"']
+             "[fleet]", 'role = "controller"', 'kek = "env:CF_KEK"', 'converge_timeout = "2s"',
+             'lease_ttl = "6s"']
     for ca in cas:
         lines += ["[[ca]]", f"name = {json.dumps(ca.name)}",
                   f"directory = {json.dumps(ca.directory_url)}",

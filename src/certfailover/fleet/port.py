@@ -32,6 +32,6 @@ def controller_port(config: Config, vault: Vault, db: Database) -> DeployPort | 
     share = ControllerShare(
         Leases(make_engine(fleet.database, f"certfailover controller {holder}"), holder),
         [s.name for s in config.sites], db=db, vault=vault, ring=fleet.keyring,
-        stale_orders=config.daemon.issue_timeout + 60.0)
+        ttl=fleet.lease_ttl, stale_orders=config.daemon.issue_timeout + 60.0)
     return FleetDeployer(share, fleet.keyring, vault, converge_timeout=fleet.converge_timeout,
                          record=db.add_events)

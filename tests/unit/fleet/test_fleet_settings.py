@@ -38,7 +38,8 @@ def test_an_agent_table(tmp_path: Path) -> None:
 def test_defaults_and_database_override() -> None:
     s = parse({"role": "controller", "kek": "env:K", "database": PG + "2"}, store="sqlite:///x")
     assert s.host and s.poll == 30.0 and s.database == PG + "2" and s.keyring.previous == ()
-    assert s.prefetch == 2000
+    assert s.prefetch == 2000 and s.lease_ttl == 30.0
+    assert parse({"role": "controller", "kek": "env:K", "lease_ttl": "6s"}).lease_ttl == 6.0
     assert parse({"role": "agent", "kek": "env:K", "prefetch": 0}).prefetch == 0  # off
 
 
@@ -58,6 +59,8 @@ def test_defaults_and_database_override() -> None:
     ({"role": "agent", "kek": "env:K", "prefetch": "lots"}, None, "[fleet].prefetch",
      "an integer"),
     ({"role": "agent", "kek": "env:K", "prefetch": True}, None, "[fleet].prefetch", "boolean"),
+    ({"role": "controller", "kek": "env:K", "lease_ttl": 0}, None, "[fleet].lease_ttl",
+     "positive"),
     ({"role": "agent", "kek": "env:K", "colour": 1}, None, "[fleet].colour", "unknown key"),
     ({"role": "agent", "kek": "env:K", "database": "sqlite:///x"}, None, "[fleet].database",
      "PostgreSQL"),
