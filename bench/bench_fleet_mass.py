@@ -1,9 +1,12 @@
 """Mass failover across a fleet (issue 12): N sites on 3 agent hosts, one PostgreSQL.
 
 Setup (not timed in the headline): one real PostgreSQL (the lab's), two test CAs (test PKI, not
-Pebble, for speed) and two certificates per site, one from each CA. Even sites are active on CA
-"a", odd sites on CA "b". Three agents (own vault, own nginx serving all N sites on loopback,
-own database engine) stage, start nginx and verify the initial state.
+Pebble, for speed) and two certificates per site, one from each CA, every one sealed in the
+database as controllers seal each certificate they store. Even sites are active on CA "a", odd
+sites on CA "b". Three agents (own vault, own nginx serving all N sites on loopback, reloaded
+by SIGHUP to the pid in its pid file after `nginx -t`, own database engine) stage, start nginx,
+verify the initial state and prefetch their standbys (`Agent.prefetch`), as the agent's loop
+does between incidents. `--no-prefetch`: the standbys are unsealed during the switch instead.
 
 The incident: CA "a" is distrusted. The controller publishes, in ONE fenced transaction, the
 CA-"b" certificate of the N/2 sites active on "a" (sealed, desired rows, one NOTIFY). The agents
@@ -44,7 +47,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certfailover import deploy, keys
-from certfailover.fleet import controller, coord
+from certfailover.fleet import controller, coord, sealed
 from certfailover.fleet.agent import Agent, AgentSite
 from certfailover.fleet.coord import Leader
 from certfailover.fleet.sealed import Kek, Keyring, Plain
@@ -58,6 +61,7 @@ from certfailover_lab.webservers import LabCA, VHost, WebServer, chain_validator
 
 HOSTS = 3
 PROCESSES = False  # --processes: each agent in its own process
+PREFETCH = True  # --no-prefetch: standbys are unsealed inside the switch
 
 
 @dataclass
@@ -100,7 +104,7 @@ def agent_process(agent: Agent, adapter: Counting, url: str, stop: Any, out: Any
     try:
         queries = Queries()
         agent.engine = queries.watch(coord.make_engine(url, agent.host))
-        agent.run(url, stop, poll=30.0)  # type: ignore[arg-type]
+        agent.run(url, stop, poll=30.0)
         last = agent.last_switch
         out.put({"host": agent.host, "server": adapter.name, "reloads": len(adapter.calls),
                  "queries": queries.n,
@@ -154,6 +158,9 @@ def run(n: int, tmp: Path, pg: PostgresServer) -> dict[str, Any]:
     assert leader.try_lead()
     with leader.fenced() as conn:
         controller.publish(conn, ring, initial, epoch=leader.epoch or 0)
+        if PREFETCH:  # every standby sealed too (controllers seal what they store)
+            sealed.seal_many(conn, ring, [(d.cert_id, d.site, d.plain) for d in certs.values()
+                                          if d not in initial])
     validate = chain_validator([c.root.cert for c in cas.values()])
     queries = Queries()
     hosts: list[tuple[Agent, WebServer, Counting]] = []
@@ -183,7 +190,8 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
         staging.stage()
         staging.engine.dispose()
         srv = start_nginx(tmp / name / "nginx",
-                          [VHost(f"{s}.test", (vault.live_path(s),)) for s in sites])
+                          [VHost(f"{s}.test", (vault.live_path(s),)) for s in sites],
+                          pid_file=True)
         adapter = Counting(make_adapter(srv.spec))
         agent = Agent(name, queries.watch(coord.make_engine(url, name)), ring, vault,
                       {"nginx": adapter},
@@ -196,6 +204,8 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
         agent.start()
         r = agent.sync()
         assert len(r.changed) == n and not r.failed, r.failed
+        while PREFETCH and agent.prefetch(5000)[0]:
+            pass
 
     starts = [threading.Thread(target=prove, args=(agent,)) for agent, _, _ in hosts]
     for t in starts:
@@ -204,6 +214,11 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
         t.join()
     assert all(len(a.verified) == n for a, _, _ in hosts)
     initial_verify = time.monotonic() - t0
+    if PREFETCH:
+        for agent, _, _ in hosts:
+            missing = [s for s in affected if not (agent.vault.archive_dir(
+                *certs[(s, "b")].cert_id.split("/")) / "privkey.pem").is_file()]
+            assert not missing, f"{agent.host}: standbys not prefetched: {missing[:3]}"
     for _, _, adapter in hosts:
         adapter.calls.clear()
     setup = time.monotonic() - t_setup
@@ -279,13 +294,13 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
                                expected_sha256=certs[(s, "a")].sha256,
                                endpoints=(srv.endpoint,), sni=f"{s}.test") for s in affected]
     t0 = time.monotonic()
-    results = deploy.activate(vault, adapter, batch, validate=validate, verify_timeout=600.0,
-                              settle=0.3)
+    switched = deploy.activate(vault, adapter, batch, validate=validate, verify_timeout=600.0,
+                               settle=0.3)
     baseline = time.monotonic() - t0
-    assert all(r.ok for r in results)
+    assert all(r.ok for r in switched)
     progress_engine.dispose()
     return {
-        "sites": n, "affected": len(affected), "hosts": HOSTS,
+        "sites": n, "affected": len(affected), "hosts": HOSTS, "prefetched": PREFETCH,
         "fleet_s": round(fleet, 2), "publish_s": round(publish, 2),
         "baseline_single_host_s": round(baseline, 2), "ratio": round(fleet / baseline, 2),
         "reloads_per_server": reloads, "agent_queries": agent_queries,
@@ -306,9 +321,11 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--processes", action="store_true",
                     help="run each agent in its own process (default: threads of this one)")
+    ap.add_argument("--no-prefetch", action="store_true",
+                    help="standbys not sealed nor prefetched ahead: unsealed in the switch")
     args = ap.parse_args()
-    global PROCESSES
-    PROCESSES = args.processes
+    global PROCESSES, PREFETCH
+    PROCESSES, PREFETCH = args.processes, not args.no_prefetch
     out = []
     with PostgresServer() as pg:
         for n in args.sites or [1000]:
