@@ -230,7 +230,12 @@ def start_haproxy(prefix: Path, vhosts: Sequence[VHost], *, crt_file: str = "com
     def build(port: int) -> WebServer:
         conf = prefix / "haproxy.cfg"
         sock = prefix / "admin.sock"
-        crts = " ".join(f"crt {live}/{crt_file}" for vh in vhosts for live in vh.lives)
+        paths = [f"{live}/{crt_file}" for vh in vhosts for live in vh.lives]
+        crts = " ".join(f"crt {p}" for p in paths)
+        if len(paths) > 20:  # a config line holds 64 words: many sites go in a crt-list
+            listing = prefix / "crt-list.txt"
+            listing.write_text("".join(p + "\n" for p in paths))
+            crts = f"crt-list {listing}"
         conf.write_text(
             f"global\n  stats socket {sock} level admin\n"
             "defaults\n  mode http\n  timeout client 10s\n  timeout connect 5s\n"
