@@ -98,13 +98,16 @@ def run_status(args: argparse.Namespace) -> int:
         engine.dispose()
     rows: list[dict[str, Any]] = [
         {"site": v.site, "host": v.host, "desired": v.desired, "served": v.served,
+         "desired_chain": v.desired_chain, "served_chain": v.served_chain,
          "verified_at": v.verified_at, "reported": v.reported, "error": v.error,
          "state": "stale" if v.stale else "ok" if v.converged else
                   "error" if v.error else "switching"} for v in views]
-    text = table([[r["site"], r["host"], _short(r["desired"]), _short(r["served"]), r["state"],
+    # a chain (docs/chains.md) by the first 12 hex digits of its digest; "-": none named/known
+    text = table([[r["site"], r["host"], _short(r["desired"]), _short(r["desired_chain"])[:12],
+                   _short(r["served"]), _short(r["served_chain"])[:12], r["state"],
                    r["error"][:60]] for r in rows],
-                 ["SITE", "HOST", "DESIRED", "SERVED", "STATE", "ERROR"]) if rows else \
-        "no agent has reported yet"
+                 ["SITE", "HOST", "DESIRED", "CHAIN", "SERVED", "CHAIN", "STATE", "ERROR"]) \
+        if rows else "no agent has reported yet"
     emit(args, rows, text)
     return 0 if all(r["state"] == "ok" for r in rows) else 1
 

@@ -2,13 +2,19 @@
 
 One `sync()`:
 
-    1. read the desired certificate of this host's sites (`fleet_desired`, one query);
-    2. for each site whose verified leaf differs: unseal its material (`fleet_sealed`, one
-       query) and write it to the host's own vault (`Vault.save`: atomic, key 0600);
+    1. read the desired certificate and chain of this host's sites (`fleet_desired`, one
+       query);
+    2. for each site whose verified leaf or chain differs: find the desired chain's directory
+       in the host's vault (chain 0 is the archive directory, chain i `chains/<i>`, as on the
+       controller; a chain is named by `sealed.chain_digest`, not by its index); when it is not
+       there, unseal the certificate's record (`fleet_sealed`, one query: leaf, key and every
+       stored chain) and write it (`Vault.save`: atomic, key 0600), or add the chains the
+       vault lacks to a certificate already there (`Vault.add_chain`);
     3. per server, ONE `deploy.activate` batch: journal, flip live links, one reload / hot swap,
-       prove every site by handshake at this host's endpoints, roll back what does not verify;
-    4. report per site what this host verifiably serves (`fleet_served`: leaf SHA-256, verified
-       at, error) and a heartbeat for all its sites;
+       prove every site by handshake at this host's endpoints (a chain switch, the same leaf
+       in another chain directory, by the served chain too), roll back what does not verify;
+    4. report per site what this host verifiably serves (`fleet_served`: leaf SHA-256, chain
+       digest, verified at, error) and a heartbeat for all its sites;
     5. prefetch: unseal and write into the vault the sealed records of this host's sites that
        are not there yet (the standbys the controllers sealed), at most `prefetch` per pass, in
        slices that stop as soon as a notice arrives. A later switch to a prefetched
@@ -46,7 +52,7 @@ from ..errors import CertFailoverError, StoreError
 from ..probe import leaf_sha256
 from ..servers.base import Endpoint, ServerAdapter
 from ..store.db import fleet_desired, fleet_sealed, fleet_served
-from ..store.vault import Vault
+from ..store.vault import Vault, chain_dirs
 from . import sealed
 from .coord import Listener, chunks
 from .sealed import Keyring
@@ -90,6 +96,17 @@ class _Retry:
     note: str  # the backoff state, as appended to the reported error
 
 
+# a site's desired state: certificate id, leaf SHA-256, chain digest (None: any chain, a row
+# published before schema 9)
+_Want = tuple[str, str, str | None]
+
+
+def _wanted(cert_id: str, chain: str | None) -> str:
+    """What a failed attempt was with (the backoff's key and note): the certificate, and the
+    chain when one is named (a chain switch keeps the certificate id)."""
+    return cert_id if chain is None else f"{cert_id} (chain {chain[:16]})"
+
+
 def _split(cert_id: str) -> tuple[str, str, str]:
     site, ca, serial = cert_id.split("/")
     return site, ca, serial
@@ -125,6 +142,8 @@ class Agent:
                                  "which is not configured")
         self.verify_timeout, self.settle = verify_timeout, settle
         self.verified: dict[str, str] = {}  # site -> leaf SHA-256 this host proved it serves
+        self.verified_chain: dict[str, str | None] = {}  # site -> the chain proved with it
+        self._digests: dict[Path, str | None] = {}  # chain directory -> its chain digest
         self.stale_since: datetime | None = None
         self.last_error = ""
         self.last_switch: SyncResult | None = None  # the last pass that had work
@@ -145,11 +164,13 @@ class Agent:
         with self.engine.begin() as conn:
             for part in chunks(fresh):
                 conn.execute(pg_insert(fleet_served).values(part).on_conflict_do_nothing())
-            rows = conn.execute(sa.select(fleet_served.c.site, fleet_served.c.sha256)
-                                .where(fleet_served.c.host == self.host))
-            self.verified = {r.site: r.sha256 for r in rows if r.sha256 and r.site in self.sites}
-        if notes:
-            self.verified = {}  # recovery changed what is served: prove everything again
+            rows = [r for r in conn.execute(
+                sa.select(fleet_served.c.site, fleet_served.c.sha256, fleet_served.c.chain)
+                .where(fleet_served.c.host == self.host)) if r.sha256 and r.site in self.sites]
+            self.verified = {r.site: r.sha256 for r in rows}
+            self.verified_chain = {r.site: r.chain for r in rows}
+        if notes:  # recovery changed what is served: prove everything again
+            self.verified, self.verified_chain = {}, {}
         return notes
 
     def stage(self) -> int:
@@ -160,11 +181,15 @@ class Agent:
             todo = {s: d for s, d in desired.items() if self.vault.live_target(s) is None}
             records, missing = self._fetch(conn, todo)
         errors = self._write(records)
-        failed = {s: missing.get(cid) or errors[cid] for s, (cid, _) in todo.items()
+        failed = {s: missing.get(cid) or errors[cid] for s, (cid, _, _) in todo.items()
                   if cid in missing or cid in errors}
-        for site, (cert_id, _) in todo.items():
+        for site, (cert_id, _, chain) in todo.items():
             if site not in failed:
-                self.vault.point_live(site, self.vault.archive_dir(*_split(cert_id)))
+                target = self._target(cert_id, chain)
+                if target is None:
+                    failed[site] = self._no_chain(cert_id, chain)
+                else:
+                    self.vault.point_live(site, target)
         if failed:
             raise StoreError(f"agent {self.host}: {len(todo) - len(failed)} site(s) staged, "
                              f"{len(failed)} not: " + "; ".join(
@@ -172,13 +197,54 @@ class Agent:
         return len(todo)
 
     # -- one pass ------------------------------------------------------------------------------
-    def _desired(self, conn: sa.Connection) -> dict[str, tuple[str, str]]:
-        out: dict[str, tuple[str, str]] = {}
+    def _desired(self, conn: sa.Connection) -> dict[str, _Want]:
+        out: dict[str, _Want] = {}
         for part in chunks(sorted(self.sites), 5000):
-            out.update((r.site, (r.cert_id, r.sha256)) for r in conn.execute(
-                sa.select(fleet_desired.c.site, fleet_desired.c.cert_id, fleet_desired.c.sha256)
+            out.update((r.site, (r.cert_id, r.sha256, r.chain)) for r in conn.execute(
+                sa.select(fleet_desired.c.site, fleet_desired.c.cert_id, fleet_desired.c.sha256,
+                          fleet_desired.c.chain)
                 .where(fleet_desired.c.site.in_(part))))
         return out
+
+    def _digest(self, directory: Path) -> str | None:
+        """The chain digest of a chain directory of the vault (None: unreadable); its files
+        never change once written, so it is computed once."""
+        if directory not in self._digests:
+            try:
+                self._digests[directory] = sealed.chain_digest(
+                    (directory / "chain.pem").read_bytes())
+            except (OSError, ValueError):
+                return None
+        return self._digests[directory]
+
+    def _target(self, cert_id: str, chain: str | None) -> Path | None:
+        """The vault directory serving `cert_id` with `chain` (None: chain 0), or None when
+        the vault does not hold it (yet)."""
+        try:
+            base = self.vault.archive_dir(*_split(cert_id))
+        except (ValueError, StoreError):
+            return None
+        if not (base / "privkey.pem").is_file():
+            return None
+        if chain is None:
+            return base
+        try:
+            dirs = chain_dirs(base)
+        except OSError:
+            return None
+        return next((d for d in dirs if (d / "privkey.pem").is_file()
+                     and self._digest(d) == chain), None)
+
+    def _no_chain(self, cert_id: str, chain: str | None) -> str:
+        held: list[str] = []
+        try:
+            held = [self._digest(d) or "unreadable"
+                    for d in chain_dirs(self.vault.archive_dir(*_split(cert_id)))]
+        except (OSError, ValueError, StoreError):
+            pass
+        return (f"certificate {_wanted(cert_id, chain)}: that chain is neither in its sealed "
+                f"record nor in the vault (chains here: "
+                f"{', '.join(h[:16] for h in held) or 'none'})")
 
     def _has(self, cert_id: str) -> bool:
         """The certificate's material is in the vault (nothing is ever removed from it)."""
@@ -192,11 +258,11 @@ class Agent:
             self._in_vault.add(cert_id)
         return there
 
-    def _fetch(self, conn: sa.Connection, todo: Mapping[str, tuple[str, str]]
+    def _fetch(self, conn: sa.Connection, todo: Mapping[str, _Want]
                ) -> tuple[dict[str, sealed.Sealed], dict[str, str]]:
-        """The sealed records of the certificates not in the vault yet (one query per 1,000),
-        and cert id -> why for those the database has no record of."""
-        need = {cid for cid, _ in todo.values() if not self._has(cid)}
+        """The sealed records of the certificates (with the chain) not in the vault yet (one
+        query per 1,000), and cert id -> why for those the database has no record of."""
+        need = {cid for cid, _, chain in todo.values() if self._target(cid, chain) is None}
         records = sealed.load_many(conn, sorted(need)) if need else {}
         missing = {cid: f"certificate {cid}: no sealed material in the database (fleet_sealed)"
                    for cid in sorted(need - set(records))}
@@ -206,13 +272,26 @@ class Agent:
         """Unseal and save into the vault, after the database connection went back to the
         pool (writing thousands of directories must not hold a transaction open). Returns
         cert id -> why for the records that could not be unsealed or written (a wrong or
-        unknown KEK, a tampered record, a full or read-only disk): the others are written."""
+        unknown KEK, a tampered record, a full or read-only disk): the others are written. A
+        certificate already in the vault gets the record's chains it lacks (`add_chain`)."""
         def write(cid: str) -> str | None:
             try:
                 plain = sealed.open_record(self.ring, records[cid])
                 site, ca, serial = _split(cid)
-                self.vault.save(site, ca, serial, leaf_pem=plain.cert_pem,
-                                chain_pem=plain.chain_pem, key_pem=plain.key_pem)
+                base = self.vault.archive_dir(site, ca, serial)
+                if not (base / "privkey.pem").is_file():
+                    if plain.alt_chains:
+                        self.vault.save(site, ca, serial, leaf_pem=plain.cert_pem,
+                                        chain_pem=plain.chain_pem, key_pem=plain.key_pem,
+                                        alt_chains_pem=plain.alt_chains)
+                    else:
+                        self.vault.save(site, ca, serial, leaf_pem=plain.cert_pem,
+                                        chain_pem=plain.chain_pem, key_pem=plain.key_pem)
+                else:
+                    here = {self._digest(d) for d in chain_dirs(base)}
+                    for pem in plain.chains:
+                        if sealed.chain_digest(pem) not in here:
+                            self._digest(self.vault.add_chain(base, pem))
             except sealed.SealError as exc:
                 return f"certificate {cid}: cannot unseal: {_cause(exc)}"
             except (OSError, CertFailoverError, ValueError) as exc:
@@ -242,16 +321,18 @@ class Agent:
             with self.engine.connect() as conn:
                 desired = self._desired(conn)
                 queries += 1
-                todo: dict[str, tuple[str, str]] = {}
-                for site, (cert_id, sha) in desired.items():
-                    if self.verified.get(site) == sha:
+                todo: dict[str, _Want] = {}
+                for site, (cert_id, sha, chain) in desired.items():
+                    if self.verified.get(site) == sha and \
+                            (chain is None or self.verified_chain.get(site) == chain):
                         self._retry.pop(site, None)
                         continue
                     wait = self._retry.get(site)
-                    if wait is not None and wait.cert_id == cert_id and now < wait.at:
+                    if wait is not None and wait.cert_id == _wanted(cert_id, chain) \
+                            and now < wait.at:
                         deferred[site] = wait.note  # failed with this certificate: not yet again
                         continue
-                    todo[site] = (cert_id, sha)
+                    todo[site] = (cert_id, sha, chain)
                 records, missing = self._fetch(conn, todo) if todo else ({}, {})
                 queries += 1 if records or missing else 0
         except sa.exc.SQLAlchemyError as exc:
@@ -264,13 +345,17 @@ class Agent:
         changed: list[str] = []
         applies: dict[str, int] = {}
         by_server: dict[str, list[deploy.Activation]] = defaultdict(list)
-        for site, (cert_id, sha) in sorted(todo.items()):
+        for site, (cert_id, sha, chain) in sorted(todo.items()):
             if cert_id in unwritable:  # this site alone: the others of the pass go on
                 failed[site] = unwritable[cert_id]
                 continue
+            target = self._target(cert_id, chain)
+            if target is None:  # the record lacks that chain (or the vault lost it)
+                failed[site] = self._no_chain(cert_id, chain)
+                continue
             s = self.sites[site]
             by_server[s.server].append(deploy.Activation(
-                site=site, target=self.vault.archive_dir(*_split(cert_id)), expected_sha256=sha,
+                site=site, target=target, expected_sha256=sha,
                 endpoints=s.endpoints, sni=s.sni, key_type=s.key_type))
         t1 = time.monotonic()
         for server, batch in sorted(by_server.items()):
@@ -285,6 +370,7 @@ class Agent:
             for r, a in zip(results, batch, strict=True):
                 if r.ok:
                     self.verified[r.site] = a.expected_sha256
+                    self.verified_chain[r.site] = self._digest(a.target)
                     self._retry.pop(r.site, None)
                     changed.append(r.site)
                 else:
@@ -293,7 +379,7 @@ class Agent:
                         applies[server] += 1
         spent["switch_and_verify"] = time.monotonic() - t1
         for site in failed:
-            failed[site] += self._back_off(site, todo[site][0])
+            failed[site] += self._back_off(site, _wanted(todo[site][0], todo[site][2]))
         t1 = time.monotonic()
         try:
             queries += self._report(changed, failed)
@@ -418,9 +504,11 @@ class Agent:
     def _report(self, changed: Sequence[str], failed: Mapping[str, str]) -> int:
         now = datetime.now(UTC)
         rows = [{"host": self.host, "site": s, "sha256": self.verified.get(s),
-                 "verified_at": now, "error": "", "reported": now} for s in changed]
+                 "chain": self.verified_chain.get(s), "verified_at": now, "error": "",
+                 "reported": now} for s in changed]
         rows += [{"host": self.host, "site": s, "sha256": self.verified.get(s),
-                  "verified_at": None, "error": why[:2000], "reported": now}
+                  "chain": self.verified_chain.get(s), "verified_at": None,
+                  "error": why[:2000], "reported": now}
                  for s, why in failed.items()]
         with self.engine.begin() as conn:
             for part in chunks(rows):
@@ -429,7 +517,8 @@ class Agent:
                                                  fleet_served.c.verified_at)
                 conn.execute(ins.on_conflict_do_update(
                     index_elements=["host", "site"],
-                    set_={"sha256": ins.excluded.sha256, "verified_at": keep_verified,
+                    set_={"sha256": ins.excluded.sha256, "chain": ins.excluded.chain,
+                          "verified_at": keep_verified,
                           "error": ins.excluded.error, "reported": ins.excluded.reported}))
             conn.execute(fleet_served.update().where(fleet_served.c.host == self.host)
                          .values(reported=now))  # the heartbeat: this host is in touch
@@ -484,3 +573,8 @@ class Agent:
         if target is None:
             return None
         return leaf_sha256(self.vault.load(Path(target)).leaf)
+
+    def live_chain(self, site: str) -> str | None:
+        """The chain digest of the directory the live link of `site` points at."""
+        target = self.vault.live_target(site)
+        return None if target is None else self._digest(Path(target))

@@ -4,15 +4,20 @@
 `[fleet] role = "controller"`. For one batch (a mass failover is one batch per controller: one
 publish, one NOTIFY, one reload per agent server):
 
-    1. read each target's material from the controller's vault and publish it sealed, with the
-       desired rows, in a fenced transaction: under this controller's site leases
-       (`ControllerShare.fenced`: a site whose lease another controller took is not written
-       and is reported failed), or the leader's epoch (`Leader.fenced`);
-    2. wait until every host serving each site reports the new leaf as verified
-       (`fleet_served`), at most `converge_timeout` seconds;
+    1. read each target's material from the controller's vault (the certificate with every
+       stored chain) and publish it sealed, with the desired rows (leaf and the chain of the
+       target directory, `sealed.chain_digest`), in a fenced transaction: under this
+       controller's site leases (`ControllerShare.fenced`: a site whose lease another
+       controller took is not written and is reported failed), or the leader's epoch
+       (`Leader.fenced`). A chain switch (docs/chains.md: the same certificate, another of its
+       chain directories) is published like any switch: the desired leaf stays, the chain
+       changes;
+    2. wait until every host serving each site reports the desired leaf AND chain as verified
+       (`fleet_served`), at most `converge_timeout` seconds; a host that has not reported for
+       `stale_after` seconds (cut off, stopped) does not hold the wait;
     3. a site is switched (ok) when every host verified it; a site with a host that did not
-       converge is reported failed (not rolled back: see docs/fleet.md, "Rollback policy"), and
-       one `fleet_not_converged` event per host is stored.
+       converge (stale ones included) is reported failed (not rolled back: see docs/fleet.md,
+       "Rollback policy"), and one `fleet_not_converged` event per host is stored.
 """
 
 from __future__ import annotations
@@ -26,48 +31,48 @@ from ..engine import Switch, SwitchResult
 from ..errors import CertFailoverError
 from ..model import Event
 from ..store.vault import Vault
-from . import controller
+from . import controller, sealed
 from .coord import Leader
-from .sealed import Keyring, Plain
+from .sealed import Keyring
 from .share import ControllerShare
 
 __all__ = ["FleetDeployer"]
 
 
-def _material(directory: Path) -> Plain:
-    d = Path(directory)
-    return Plain((d / "cert.pem").read_bytes(), (d / "chain.pem").read_bytes(),
-                 (d / "privkey.pem").read_bytes())
+def _desired(sw: Switch) -> controller.Desired:
+    """What to publish for one switch: the target's certificate with all its chains, and the
+    digest of the chain its directory serves. OSError/ValueError when unreadable."""
+    where = Path(sw.target.path)
+    return controller.Desired(sw.site.name, sw.target.id, sw.target.sha256,
+                              sealed.material(where),
+                              sealed.chain_digest((where / "chain.pem").read_bytes()))
 
 
 class FleetDeployer:
     def __init__(self, fence: Leader | ControllerShare, ring: Keyring, vault: Vault, *,
                  converge_timeout: float = 60.0, record: Callable[[list[Event]], None],
-                 poll: float = 0.1) -> None:
+                 poll: float = 0.1, stale_after: float = 120.0) -> None:
         self.fence, self.ring, self.vault = fence, ring, vault
         self.converge_timeout, self.record, self.poll = converge_timeout, record, poll
+        self.stale_after = stale_after  # a host silent this long does not hold the wait
         self.alerted: set[tuple[str, str, str]] = set()
 
     def __call__(self, server: str | None, switches: Sequence[Switch]) -> list[SwitchResult]:
-        # a chain switch (same certificate, another chain directory) is not published to the
-        # agents yet: the desired row names a certificate, not a chain, and the agents prove
-        # the leaf only. Said as a failed switch, never as a verified one (docs/fleet.md).
-        chain_switches = [sw for sw in switches if sw.previous is not None
-                          and sw.previous.id == sw.target.id]
-        refused = [SwitchResult(sw.site.name, False, False,
-                                "a chain switch is not published to fleet agents yet: every "
-                                "host keeps serving the previous chain of "
-                                f"{sw.target.id}", -1.0) for sw in chain_switches]
-        switches = [sw for sw in switches if sw not in chain_switches]
-        if not switches:
-            return refused
-        return refused + self._publish(switches)
+        unread: list[SwitchResult] = []
+        items: list[controller.Desired] = []
+        for sw in switches:
+            try:
+                items.append(_desired(sw))
+            except (OSError, ValueError) as exc:  # this site alone: nothing published for it
+                unread.append(SwitchResult(sw.site.name, False, False,
+                                           f"not published: cannot read the material of "
+                                           f"{sw.target.id} at {sw.target.path}: {exc}", -1.0))
+        if not items:
+            return unread
+        return unread + self._publish(items)
 
-    def _publish(self, switches: Sequence[Switch]) -> list[SwitchResult]:
+    def _publish(self, items: Sequence[controller.Desired]) -> list[SwitchResult]:
         t0 = time.monotonic()
-        items = [controller.Desired(sw.site.name, sw.target.id, sw.target.sha256,
-                                    _material(Path(sw.target.path)))
-                 for sw in switches]
         lost: list[SwitchResult] = []
         if isinstance(self.fence, ControllerShare):
             with self.fence.fenced([d.site for d in items]) as (conn, held, others):
@@ -85,34 +90,46 @@ class FleetDeployer:
                                         "published")
             with self.fence.fenced() as conn:
                 controller.publish(conn, self.ring, items, epoch=self.fence.epoch or 0)
-        want = {d.site: d.sha256 for d in items}
+        want = {d.site: (d.sha256, d.chain) for d in items}
         first: dict[str, float] = {}
         while True:
-            pending: dict[str, list[str]] = defaultdict(list)
-            for v in controller.progress(self.fence.engine, stale_after=float("inf")):
-                if v.site in want:
-                    if v.served == want[v.site]:
-                        first.setdefault(v.site, time.monotonic() - t0)
-                    else:
-                        pending[v.site].append(v.host)
+            pending: dict[str, list[str]] = defaultdict(list)  # hosts waited for
+            stale: dict[str, list[str]] = defaultdict(list)  # hosts silent: not waited for
+            for v in controller.progress(self.fence.engine, stale_after=self.stale_after):
+                if v.site not in want:
+                    continue
+                sha, chain = want[v.site]
+                if controller.matches(sha, chain, v.served, v.served_chain):
+                    first.setdefault(v.site, time.monotonic() - t0)
+                elif v.stale:
+                    stale[v.site].append(v.host)
+                else:
+                    pending[v.site].append(v.host)
             if not pending or time.monotonic() - t0 >= self.converge_timeout:
                 break
             time.sleep(self.poll)
-        if pending:
+        if pending or stale:
             lag = [x for x in controller.laggards(self.fence.engine, after=0.0)
-                   if x.site in pending and x.desired == want[x.site]]
+                   if (x.site in pending or x.site in stale)
+                   and (x.desired, x.desired_chain) == want[x.site]]
             events = controller.alerts(lag, self.alerted)
             if events:
                 self.record(events)
         took = time.monotonic() - t0
         out = lost
         for d in items:
-            hosts = pending.get(d.site)
-            if hosts:
+            hosts, silent = pending.get(d.site, []), stale.get(d.site, [])
+            if hosts or silent:
+                why = []
+                if hosts:
+                    why.append(f"not verified on {', '.join(sorted(hosts))} after "
+                               f"{self.converge_timeout:g} s")
+                if silent:
+                    why.append(f"not verified on {', '.join(sorted(silent))} (stale: no "
+                               f"report for over {self.stale_after:g} s; not waited for)")
                 out.append(SwitchResult(d.site, False, False,
-                                        f"not verified on {', '.join(sorted(hosts))} after "
-                                        f"{self.converge_timeout:g} s (the others serve it; "
-                                        "the desired certificate stays published)", -1.0))
+                                        "; ".join(why) + " (the others serve it; the desired "
+                                        "certificate stays published)", -1.0))
             else:
                 out.append(SwitchResult(d.site, True, False, "verified on every host",
                                         first.get(d.site, took)))

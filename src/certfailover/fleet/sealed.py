@@ -12,6 +12,11 @@ host of the fleet, so the key is never stored there in plain text:
 * every record names the id of the KEK that sealed it (a fingerprint, not the key);
 * rotation: `rotate()` re-seals every record under the current KEK; until it has finished the
   keyring's previous KEKs still open the records they sealed.
+
+A record holds one certificate with every chain stored for it (docs/chains.md): the leaf,
+chain 0, the key, and the alternate chains 1, 2, ... (`Plain.alt_chains`; a record sealed
+without them opens with none). A chain is named across hosts by `chain_digest` (SHA-256 of its
+certificates' DER, in order), not by its index.
 """
 
 from __future__ import annotations
@@ -24,18 +29,22 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import sqlalchemy as sa
+from cryptography import x509
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import CertFailoverError
 from ..store.db import fleet_sealed
+from ..store.vault import base_dir, chain_dirs
 from ..tables import Secret
 
-__all__ = ["Kek", "Keyring", "Plain", "SealError", "Sealed", "kek_from_secret", "kek_ids", "load",
-           "load_many",
-           "open_record", "rotate", "seal", "seal_many", "store"]
+__all__ = ["Kek", "Keyring", "Plain", "SealError", "Sealed", "chain_digest", "kek_from_secret",
+           "kek_ids", "load", "load_many", "material", "open_record", "rotate", "seal",
+           "seal_many", "store"]
 
 _AAD_TAG = b"certfailover sealed v1"
 _NONCE = 12
@@ -101,11 +110,35 @@ class Keyring:
 
 @dataclass(frozen=True)
 class Plain:
-    """What is sealed: one certificate's PEM material."""
+    """What is sealed: one certificate's PEM material, with every stored chain."""
 
     cert_pem: bytes
-    chain_pem: bytes
+    chain_pem: bytes  # chain 0
     key_pem: bytes = field(repr=False)
+    alt_chains: tuple[bytes, ...] = ()  # chains 1, 2, ... (PEM), as stored in the vault
+
+    @property
+    def chains(self) -> tuple[bytes, ...]:
+        """Every chain, index order (0: `chain_pem`)."""
+        return (self.chain_pem, *self.alt_chains)
+
+
+def chain_digest(chain_pem: bytes) -> str:
+    """SHA-256 (hex) of a chain's certificates' DER, concatenated in order: the chain's name in
+    `fleet_desired.chain` and `fleet_served.chain` (the same on every host, whatever index it
+    has in a vault). An empty chain is the digest of nothing. ValueError: not PEM certificates."""
+    certs = x509.load_pem_x509_certificates(chain_pem) if chain_pem.strip() else []
+    return hashlib.sha256(b"".join(c.public_bytes(serialization.Encoding.DER)
+                                   for c in certs)).hexdigest()
+
+
+def material(directory: Path) -> Plain:
+    """A stored certificate's material from its vault directory (or one of its chain
+    directories): leaf, chain 0, key and every alternate chain, as sealed for the agents."""
+    base = base_dir(Path(directory))
+    return Plain((base / "cert.pem").read_bytes(), (base / "chain.pem").read_bytes(),
+                 (base / "privkey.pem").read_bytes(),
+                 tuple((d / "chain.pem").read_bytes() for d in chain_dirs(base)[1:]))
 
 
 @dataclass(frozen=True)
@@ -126,8 +159,11 @@ def _aad(cert_id: str, site: str, kek_id: str) -> bytes:
 def seal(ring: Keyring, cert_id: str, site: str, plain: Plain) -> Sealed:
     kek = ring.current
     nonce = os.urandom(_NONCE)
-    doc = json.dumps({"cert": plain.cert_pem.decode(), "chain": plain.chain_pem.decode(),
-                      "key": plain.key_pem.decode()}).encode()
+    fields: dict[str, object] = {"cert": plain.cert_pem.decode(),
+                                 "chain": plain.chain_pem.decode(), "key": plain.key_pem.decode()}
+    if plain.alt_chains:  # absent in records of a certificate with one chain (as before)
+        fields["alt_chains"] = [c.decode() for c in plain.alt_chains]
+    doc = json.dumps(fields).encode()
     ct = AESGCM(kek.key).encrypt(nonce, doc, _aad(cert_id, site, kek.id))
     return Sealed(cert_id, site, kek.id, nonce, ct)
 
@@ -141,7 +177,11 @@ def open_record(ring: Keyring, rec: Sealed) -> Plain:
     try:
         doc = json.loads(AESGCM(kek.key).decrypt(rec.nonce, rec.ciphertext,
                                                  _aad(rec.cert_id, rec.site, rec.kek_id)))
-        return Plain(doc["cert"].encode(), doc["chain"].encode(), doc["key"].encode())
+        alt = doc.get("alt_chains", [])
+        if not isinstance(alt, list) or not all(isinstance(c, str) for c in alt):
+            raise ValueError("alt_chains is not a list of PEM texts")
+        return Plain(doc["cert"].encode(), doc["chain"].encode(), doc["key"].encode(),
+                     tuple(c.encode() for c in alt))
     except InvalidTag:
         raise SealError(f"sealed material of {rec.cert_id}: does not authenticate under key id "
                         f"{rec.kek_id} (tampered, moved from another record, or a different "
