@@ -577,3 +577,41 @@ def test_stage_links_what_it_can_and_names_the_rest(fleet: Fleet, tmp_path: Path
             {s: f.certs[(s, "ca-a")].sha256 for s in ("www", "shop")}
     finally:
         agent.engine.dispose()
+
+
+def test_a_stale_host_does_not_hold_the_controllers_wait(fleet: Fleet, tmp_path: Path) -> None:
+    """A host cut off for longer than stale_after is not waited for (the switch returns as soon
+    as the others verified it, not after converge_timeout); it is alerted and named stale."""
+    f = fleet
+    sync_all(f)
+    vault = Vault(tmp_path / "controller")
+    vault.ensure()
+    recorded: list[Event] = []
+    deployer = FleetDeployer(f.leader, f.ring, vault, converge_timeout=60.0,
+                             record=recorded.extend, stale_after=3.0)
+    stop = threading.Event()
+    # web1 and web2 run (a heartbeat every second); web3 is cut off: it does not report
+    threads = [threading.Thread(target=h.agent.run, args=(f.url, stop), kwargs={"poll": 1.0})
+               for h in f.hosts[:2]]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(3.5)  # web3's last report is now older than stale_after
+        assert {v.host for v in controller.progress(f.engine, stale_after=3.0) if v.stale} == \
+            {"web3"}
+        t0 = time.monotonic()
+        results = deployer(None, controller_switches(f, vault, "ca-b"))
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(40)
+    assert took < 15, took  # not the 60 s converge_timeout
+    assert not any(r.ok for r in results)
+    assert all("web3 (stale: no report for over 3 s; not waited for)" in r.message
+               and "web1" not in r.message for r in results)
+    for h in f.hosts[:2]:
+        assert {s: h.served(s) for s in SITES} == {s: f.certs[(s, "ca-b")].sha256
+                                                   for s in SITES}
+    assert sorted((e.site, e.kind, e.data["host"]) for e in recorded) == \
+        sorted((s, EventKind.FLEET_NOT_CONVERGED, "web3") for s in SITES)
