@@ -189,6 +189,9 @@ class Engine:
         #: told of every certificate stored, before its row is written (a fleet controller
         #: seals it for the others)
         self.on_stored: Callable[[Cert], None] | None = None
+        #: where the material a site's servers were told to serve is (a live link's target);
+        #: a fleet controller has no live links: what its agents were told (fleet_desired)
+        self.served_target: Callable[[str], Path | None] = vault.live_target
         #: asked for a certificate whose material is not in this vault (a fleet controller
         #: writes it from the sealed record another controller stored); then read again
         self.on_missing: Callable[[Cert], None] | None = None
@@ -698,7 +701,7 @@ class Engine:
                 self.material(cert)
             leaf, stored = self._stored_chains[cert.id]
             choice, served, _ = chains.pick(self.chains, cert, stored, leaf, site,
-                                            self.clock(), self.vault.live_target(site.name))
+                                            self.clock(), self.served_target(site.name))
         except Exception:  # judging chains never stops a switch (logged)
             log.exception("site %s: cannot judge the chains of %s", site.name, cert.id)
             return None

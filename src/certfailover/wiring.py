@@ -335,6 +335,7 @@ def build(config: Config, *, clock: Clock = utcnow, notify: Notify | None = None
     share = fleet_share(engine)
     if share is not None:  # seal each new certificate for the other controllers at once
         engine.on_stored, engine.on_missing = share.seal_one, share.fetch_one
+        engine.served_target = share.served_target  # the chain the agents were told to serve
     return Runtime(config, db, vault, engine, stores, deployer)
 
 

@@ -34,4 +34,4 @@ def controller_port(config: Config, vault: Vault, db: Database) -> DeployPort | 
         [s.name for s in config.sites], db=db, vault=vault, ring=fleet.keyring,
         ttl=fleet.lease_ttl, stale_orders=config.daemon.issue_timeout + 60.0)
     return FleetDeployer(share, fleet.keyring, vault, converge_timeout=fleet.converge_timeout,
-                         record=db.add_events)
+                         record=db.add_events, stale_after=fleet.stale_after)

@@ -36,11 +36,11 @@ import sqlalchemy as sa
 
 from ..errors import CertFailoverError, StoreError
 from ..model import Cert
-from ..store.db import Database, fleet_sealed
-from ..store.vault import Vault
+from ..store.db import Database, fleet_desired, fleet_sealed
+from ..store.vault import Vault, chain_dirs
 from . import sealed
 from .coord import Leases
-from .sealed import Keyring, Plain
+from .sealed import Keyring
 
 __all__ = ["ControllerShare", "site_work"]
 
@@ -60,11 +60,6 @@ def _few(sites: frozenset[str]) -> str:
         if names else "none"
 
 
-def _material(directory: Path) -> Plain:
-    return Plain((directory / "cert.pem").read_bytes(), (directory / "chain.pem").read_bytes(),
-                 (directory / "privkey.pem").read_bytes())
-
-
 class ControllerShare:
     """This controller's share of `sites` (see the module docstring)."""
 
@@ -79,6 +74,8 @@ class ControllerShare:
         self.controllers = 1  # live controllers at the last refresh
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._desired: dict[str, tuple[str, str | None]] = {}  # site -> (cert id, chain)
+        self._desired_read = False
         self._said: set[str] = set()  # material problems already logged
 
     @property
@@ -103,6 +100,7 @@ class ControllerShare:
                                  f"{str(exc).splitlines()[0]}") from exc
             self.owned = held
             try:
+                self._desired, self._desired_read = self._read_desired(held), True
                 self._sync_material(held)
                 self._close_stale_orders()
             except (sa.exc.SQLAlchemyError, CertFailoverError, OSError) as exc:
@@ -199,13 +197,45 @@ class ControllerShare:
             log.warning("controller %s: cannot write %s from its sealed record: %s",
                         self.holder, cert.id, exc)
 
+    def _read_desired(self, sites: frozenset[str]) -> dict[str, tuple[str, str | None]]:
+        out: dict[str, tuple[str, str | None]] = {}
+        with self.engine.connect() as conn:
+            q = sa.select(fleet_desired.c.site, fleet_desired.c.cert_id, fleet_desired.c.chain)
+            if len(sites) == 1:
+                q = q.where(fleet_desired.c.site.in_(sorted(sites)))
+            for r in conn.execute(q):
+                if r.site in sites:
+                    out[str(r.site)] = (str(r.cert_id), r.chain)
+        return out
+
+    def served_target(self, site: str) -> Path | None:
+        """Engine.served_target on a controller: the directory of what the fleet was told to
+        serve for `site` (the desired certificate, in the chain directory whose chain digest
+        the desired row names), as a live link's target is on a single host. None: nothing
+        desired, or not in this vault. From the rows read at the last refresh (every tick)."""
+        if self._desired_read:
+            want = self._desired.get(site)
+        else:  # no refresh yet (a command run by hand): read this site's row
+            want = self._read_desired(frozenset((site,))).get(site)
+        cert = self.db.cert(want[0]) if want is not None else None
+        if want is None or cert is None:
+            return None
+        for d in chain_dirs(Path(cert.path)):
+            try:
+                if want[1] is None or sealed.chain_digest(
+                        (d / "chain.pem").read_bytes()) == want[1]:
+                    return d
+            except (OSError, ValueError):
+                continue
+        return None
+
     def seal_one(self, cert: Cert) -> None:
         """Engine.on_stored: seal a certificate as soon as it is stored."""
         self.seal([cert])
 
     def seal(self, certs: Sequence[Cert]) -> int:
         """Seal the material of `certs` from this controller's vault (insert or replace)."""
-        items = [(c.id, c.site, _material(Path(c.path))) for c in certs]
+        items = [(c.id, c.site, sealed.material(Path(c.path))) for c in certs]
         if not items:
             return 0
         with self.engine.begin() as conn:
@@ -245,7 +275,8 @@ class ControllerShare:
             return
         plain = sealed.open_record(self.ring, rec)
         self.vault.save(cert.site, cert.ca, cert.serial, leaf_pem=plain.cert_pem,
-                        chain_pem=plain.chain_pem, key_pem=plain.key_pem)
+                        chain_pem=plain.chain_pem, key_pem=plain.key_pem,
+                        alt_chains_pem=plain.alt_chains)
         log.info("controller %s: wrote %s from the sealed record", self.holder, cert.id)
 
     def _close_stale_orders(self) -> None:
