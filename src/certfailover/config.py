@@ -76,6 +76,8 @@ class CAConfig:
     crl_urls: tuple[str, ...] = ()
     ari_url: str | None = None
     crl_sign_required: bool = True  # CRL signer needs the cRLSign key usage (Pebble lacks it)
+    #: orders to this CA per hour, all sites together (None: no cap); see issuance.hold
+    max_orders_per_hour: int | None = None
 
 
 @dataclass(frozen=True)
@@ -417,7 +419,10 @@ def _ca(t: Table, name: str, base: Path, env: Mapping[str, str]) -> CAConfig:
         ca_bundle=bundle_path, preferred_chain=t.get("preferred_chain", str, None),
         crl_urls=crl_urls, ari_url=ari_url,
         crl_sign_required=t.get("crl_sign_required", bool, True),
+        max_orders_per_hour=t.get("max_orders_per_hour", int, None),
     )
+    if ca.max_orders_per_hour is not None and ca.max_orders_per_hour < 1:
+        raise t.err("max_orders_per_hour", "must be a positive integer (leave it out for no cap)")
     t.check_unknown()
     return ca
 

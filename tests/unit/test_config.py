@@ -54,6 +54,13 @@ def test_good_config_parses(tmp_path: Path) -> None:
     assert "c2VjcmV0" not in repr(b), "secrets must never show in a repr (logs)"
 
 
+def test_ca_rate_cap_is_optional(tmp_path: Path) -> None:
+    text = GOOD.replace('eab_kid = "kid-1"', 'eab_kid = "kid-1"\nmax_orders_per_hour = 100')
+    cfg = config.load(write(tmp_path, text), env={"B_HMAC": "c2VjcmV0"})
+    assert cfg.cas["b"].max_orders_per_hour == 100
+    assert cfg.cas["a"].max_orders_per_hour is None, "default: no cap"
+
+
 @pytest.mark.parametrize(("edit", "where", "message"), [
     (("cas = [\"a\", \"b\"]", "cas = [\"a\", \"zz\"]"), "[[site]] 'www'.cas", "'zz' is not a configured"),
     (("server = \"web\"", "server = \"web\"\nkee_type = \"rsa-2048\""), "[[site]] 'www'.kee_type",
