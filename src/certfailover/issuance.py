@@ -10,6 +10,9 @@ history, so it survives restarts and is the same for every process sharing the s
     backoff     after failed or unusable orders for a site and CA: base, base*2, ... capped,
                 counted from when the failure was known (the order's end), not from a tick
     CA backoff  after transient failures (down, hanging, 5xx) of a CA, for every site alike
+    CA rate     at most `max_orders_per_hour` orders to a CA in any hour, all sites together
+                (a `[[ca]]` key, default: no cap), so a mass failover does not break the CA's
+                own rate limits; the orders table is shared, so every controller counts them all
 
 `Workers` runs orders in the background, one thread per CA, each order with a hard deadline
 after which its result is discarded; the daemon is told when an order ends so that the site
@@ -18,10 +21,11 @@ is decided again at once.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,7 +33,10 @@ from .model import Order, utcnow
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Budget", "Hold", "Job", "Workers", "hold"]
+__all__ = ["RATE_WINDOW", "Budget", "CAOrders", "Hold", "Job", "Workers", "hold"]
+
+#: the window of a CA's `max_orders_per_hour`
+RATE_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class Budget:
 class Hold:
     """Why no order goes to a CA now. `kind` is stable (for "said once" checks)."""
 
-    kind: str  # in_flight, budget, backoff, ca_backoff
+    kind: str  # in_flight, budget, backoff, ca_backoff, ca_rate
     until: datetime | None
     message: str
 
@@ -69,11 +76,42 @@ def _failure_streak(orders: Sequence[Order], *, transient_only: bool) -> tuple[i
     return n, last
 
 
-def hold(orders: Sequence[Order], site: str, ca: str, now: datetime, budget: Budget) -> Hold | None:
+class CAOrders:
+    """One CA's orders (all sites), indexed once for the many `hold` calls of a tick: a mass
+    failover asks for thousands of sites against the same history, so nothing here is
+    recomputed per site.
+
+    `queued`: orders to the CA not in the history yet (handed to the workers, not started):
+    they count against the CA's rate like started ones."""
+
+    def __init__(self, orders: Iterable[Order], *, queued: int = 0) -> None:
+        self.orders = list(orders)
+        self.queued = queued
+        self.by_site: dict[str, list[Order]] = {}
+        for o in self.orders:
+            self.by_site.setdefault(o.site, []).append(o)
+        self.starts = sorted(o.started for o in self.orders)
+        self._streak: tuple[int, Order | None] | None = None
+
+    def streak(self) -> tuple[int, Order | None]:
+        """The CA's transient failures in a row (any site), and the last of them."""
+        if self._streak is None:
+            self._streak = _failure_streak(self.orders, transient_only=True)
+        return self._streak
+
+    def started_after(self, since: datetime) -> list[datetime]:
+        """When the orders started after `since` began, oldest first."""
+        return self.starts[bisect.bisect_right(self.starts, since):]
+
+
+def hold(orders: Sequence[Order] | CAOrders, site: str, ca: str, now: datetime, budget: Budget,
+         *, ca_rate: int | None = None) -> Hold | None:
     """Why `site` may not order from `ca` at `now` (None: go ahead).
 
-    `orders`: the CA's orders over at least the budget's window (any sites)."""
-    mine = [o for o in orders if o.site == site]
+    `orders`: the CA's orders over at least the budget's window and, with `ca_rate` (the CA's
+    `max_orders_per_hour`), the last hour (all sites)."""
+    index = orders if isinstance(orders, CAOrders) else CAOrders(orders)
+    mine = index.by_site.get(site, [])
     if any(o.outcome == "pending" for o in mine):
         return Hold("in_flight", None, "an order is already in flight")
     recent = sorted(o.started for o in mine if o.started > now - budget.window)
@@ -90,12 +128,22 @@ def hold(orders: Sequence[Order], site: str, ca: str, now: datetime, budget: Bud
             what = "unusable certificate(s)" if last.outcome == "unusable" else "failed order(s)"
             return Hold("backoff", until, f"backing off until {until:%H:%M:%S}Z after {n} "
                                           f"{what}: {last.reason}")
-    n, last = _failure_streak(orders, transient_only=True)
+    n, last = index.streak()
     if last is not None and last.finished is not None:
         until = last.finished + budget.delay(n)
         if now < until:
             return Hold("ca_backoff", until, f"CA {ca} failing ({n} in a row); backing off until "
                                              f"{until:%H:%M:%S}Z: {last.reason}")
+    if ca_rate is not None:
+        # queued orders have not started: they start now at the earliest, so leave it last
+        starts = index.started_after(now - RATE_WINDOW) + [now] * index.queued
+        if len(starts) >= ca_rate:
+            until = starts[-ca_rate] + RATE_WINDOW
+            queued = f", {index.queued} of them queued" if index.queued else ""
+            return Hold("ca_rate", until,
+                        f"CA {ca} rate limit: {len(starts)} orders (all sites{queued}) in the last "
+                        f"hour (max_orders_per_hour = {ca_rate}); next one allowed at "
+                        f"{until:%Y-%m-%d %H:%M:%S}Z")
     return None
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from certfailover.issuance import Budget, Job, Outcome, Workers, hold
+from certfailover.issuance import RATE_WINDOW, Budget, CAOrders, Job, Outcome, Workers, hold
 from certfailover.model import Order
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -73,6 +74,62 @@ def test_backoff_is_capped() -> None:
     small = Budget(max_orders=100, backoff_base=timedelta(hours=1), backoff_cap=timedelta(hours=2))
     h = hold(hist, "www", "b", NOW, small)
     assert h is not None and h.until is not None and h.until - NOW < timedelta(hours=2)
+
+
+def test_ca_rate_caps_orders_of_all_sites_in_the_last_hour() -> None:
+    # ten sites ordered from b in the last hour (one an hour ago exactly: out of the window)
+    hist = [order(n, "issued", ago=60 * (50 - 5 * n), site=f"s{n}") for n in range(10)]
+    hist.append(order(10, "issued", ago=3600, site="old"))
+    h = hold(hist, "www", "b", NOW, BUDGET, ca_rate=10)
+    assert h is not None and h.kind == "ca_rate"
+    assert "CA b" in h.message and "10 orders" in h.message and "max_orders_per_hour = 10" \
+        in h.message
+    oldest = min(o.started for o in hist if o.site != "old")
+    assert h.until == oldest + RATE_WINDOW == NOW + timedelta(minutes=10)
+    assert hold(hist, "www", "b", h.until, BUDGET, ca_rate=10) is None, "room again at `until`"
+    assert hold(hist, "www", "b", NOW, BUDGET, ca_rate=11) is None, "below the cap: go ahead"
+    assert hold(hist, "www", "b", NOW, BUDGET) is None, "no cap: no hold"
+
+
+def test_ca_rate_until_when_over_the_cap() -> None:
+    # another controller overshot: 12 in the hour, cap 10: three must leave, the third oldest
+    hist = [order(n, "issued", ago=60 * (55 - n), site=f"s{n}") for n in range(12)]
+    h = hold(hist, "www", "b", NOW, BUDGET, ca_rate=10)
+    assert h is not None and h.kind == "ca_rate" and "12 orders" in h.message
+    assert h.until == hist[2].started + RATE_WINDOW
+
+
+def test_ca_rate_counts_failed_pending_and_queued_orders() -> None:
+    hist = [order(1, "failed", ago=100, site="a"), order(2, "pending", ago=50, site="b"),
+            order(3, "unusable", ago=40, site="c")]
+    assert hold(hist, "www", "b", NOW, BUDGET, ca_rate=4) is None
+    h = hold(CAOrders(hist, queued=1), "www", "b", NOW, BUDGET, ca_rate=4)
+    assert h is not None and h.kind == "ca_rate" and "1 of them queued" in h.message
+    assert h.until == hist[0].started + RATE_WINDOW
+    # queued orders have not started: they leave the window last, an hour from now at least
+    h2 = hold(CAOrders([], queued=3), "www", "b", NOW, BUDGET, ca_rate=3)
+    assert h2 is not None and h2.until == NOW + RATE_WINDOW
+
+
+def test_ca_rate_is_per_ca_and_site_holds_come_first() -> None:
+    full = [order(n, "issued", ago=60 + n, site=f"s{n}") for n in range(5)]
+    other = [dataclasses.replace(o, ca="c") for o in full]
+    assert hold([], "www", "b", NOW, BUDGET, ca_rate=5) is None, "another CA's orders do not count"
+    h = hold(other, "www", "c", NOW, BUDGET, ca_rate=5)
+    assert h is not None and h.kind == "ca_rate" and "CA c" in h.message
+    mine = [*full, order(9, "pending", ago=5)]
+    h2 = hold(mine, "www", "b", NOW, BUDGET, ca_rate=5)
+    assert h2 is not None and h2.kind == "in_flight", "the site's own order in flight says more"
+
+
+def test_ca_orders_index_answers_like_the_list() -> None:
+    hist = [order(1, "failed", ago=20, site="api", transient=True),
+            order(2, "issued", ago=4000, site="www"), order(3, "failed", ago=70, site="www")]
+    index = CAOrders(hist)
+    for site in ("www", "api", "new"):
+        for at in (NOW, NOW + timedelta(minutes=5)):
+            assert hold(index, site, "b", at, BUDGET, ca_rate=2) == \
+                hold(hist, site, "b", at, BUDGET, ca_rate=2)
 
 
 def _outcome(job: Job) -> Outcome:
