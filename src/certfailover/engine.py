@@ -34,7 +34,7 @@ from .errors import (
 )
 from .events import EventKind
 from .health import run_checks
-from .issuance import Budget, Hold, Job, Outcome, Workers, hold
+from .issuance import RATE_WINDOW, Budget, CAOrders, Hold, Job, Outcome, Workers, hold
 from .model import (
     Action,
     Cert,
@@ -119,9 +119,13 @@ def _unknown_changes(cert_id: str, checks: Iterable[Check], fresh: Sequence[Find
 
 @dataclass
 class OrderBook:
-    """One tick's cache of what deciding whether a CA may be asked costs a query, per CA."""
+    """One tick's cache of what deciding whether a CA may be asked costs a query, per CA.
 
-    orders: dict[str, list[Order]] = field(default_factory=dict)
+    `orders[ca]` is read once per tick and indexed (issuance.CAOrders); an order handed to the
+    workers is counted into it (`queued`) instead of reading the table again, since it is not
+    in the table until its worker starts it. An order run inline is popped: read again."""
+
+    orders: dict[str, CAOrders] = field(default_factory=dict)
     dead: dict[str, dict[str, str]] = field(default_factory=dict)
     decided: datetime | None = None  # when the tick read the certificates it decides on
 
@@ -131,6 +135,14 @@ class TickReport:
     decisions: list[Decision] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     health: dict[str, Health] = field(default_factory=dict)
+
+
+def _urgency(d: Decision) -> int:
+    """Which sites get a CA's room first: nothing healthy to serve (or nothing served), then a
+    site that just failed over (its standby became its active), then one short of standbys."""
+    if d.action is Action.NONE_HEALTHY or (d.target is None and d.active is None):
+        return 0
+    return 1 if d.action is Action.FAILOVER else 2
 
 
 def cert_id(site: str, ca: str, serial: str) -> str:
@@ -494,8 +506,9 @@ class Engine:
         return None
 
     def _recent_orders(self, ca: str) -> list[Order]:
-        """The CA's orders within the budget's window (the history that can matter)."""
-        return self.db.orders(ca=ca, since=self.clock() - self.budget.window)
+        """The CA's orders within the budget's window and the CA rate's hour (the history
+        that can matter)."""
+        return self.db.orders(ca=ca, since=self.clock() - max(self.budget.window, RATE_WINDOW))
 
     def run_job(self, job: Job, cancelled: Callable[[], bool]) -> Outcome:
         """The background workers' runner (see issuance.Workers)."""
@@ -566,7 +579,8 @@ class Engine:
             again = []
             # no issuance for a site whose chain was switched in this tick
             switched = {e.site for e in report.events if e.kind == EventKind.CHAIN_SWITCH}
-            for site, d in decisions:
+            # the most urgent first: a CA's rate (max_orders_per_hour) may leave room for few
+            for site, d in sorted(decisions, key=lambda sd: _urgency(sd[1])):
                 if site.name in switched:
                     continue
                 try:
@@ -746,8 +760,15 @@ class Engine:
             return Hold("ca_dead", None, dead[0])
         now = self.clock()
         if ca not in book.orders:
-            book.orders[ca] = self._recent_orders(ca)
-        return hold(book.orders[ca], site.name, ca, now, self.budget)
+            rows = self._recent_orders(ca)
+            # orders queued here but not started yet (read after the rows: a job that starts
+            # in between has a pending row and is not counted twice)
+            busy = self.orders.busy() if self.orders is not None else set()
+            pending = {o.site for o in rows if o.outcome == "pending"}
+            queued = sum(1 for s, c in busy if c == ca and s not in pending)
+            book.orders[ca] = CAOrders(rows, queued=queued)
+        cap = self.config.cas[ca].max_orders_per_hour if ca in self.config.cas else None
+        return hold(book.orders[ca], site.name, ca, now, self.budget, ca_rate=cap)
 
     def _replenish(self, site: SiteConfig, d: Decision, report: TickReport,
                    book: OrderBook) -> int:
@@ -766,10 +787,13 @@ class Engine:
                 continue
             replaces = self._replaces(site, ca, report)
             if self.orders is not None:
-                got += int(self.orders.submit(Job(site.name, ca, replaces, book.decided)))
+                queued = self.orders.submit(Job(site.name, ca, replaces, book.decided))
+                got += int(queued)
+                if queued and ca in book.orders:  # counts against the CA's rate this tick
+                    book.orders[ca].queued += 1
             else:
                 got += int(self.order(site, ca, replaces=replaces, report=report) is not None)
-            book.orders.pop(ca, None)
+                book.orders.pop(ca, None)  # it ran: its outcome matters to the next site
         if got >= d.need or (self.orders is not None and got):
             self._missing.pop(site.name, None)
             return got
