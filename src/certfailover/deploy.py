@@ -11,8 +11,8 @@ One batch = the sites that change on ONE server in one tick:
                  one and validate() accepts the served chain (reloads are asynchronous); a
                  small bounded pool of threads (PROBE_WORKERS) does the handshakes
     5. rollback  sites that did not verify in time: the batch journal rewritten with just them,
-                 phase "rollback", flip back, apply
-                 once more for them, re-probe until the previous leaf is served
+                 phase "rollback", flip back, apply once more for them, re-probe until the
+                 previous leaf is served
                  (a chain switch, docs/chains.md: the same leaf in another chain directory of
                  the same certificate; then the served chain must be the expected one too)
     6. forget    remove the batch journal
