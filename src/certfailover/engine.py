@@ -446,6 +446,15 @@ class Engine:
                 self.db.drop_order(order_id)
                 raise OrderInFlight(f"{site.name}: {', '.join(fresh)} from {ca} was stored since "
                                     "the decision (another controller's order): not ordered again")
+        cap = self.config.cas[ca].max_orders_per_hour if ca in self.config.cas else None
+        if cap is not None:  # controllers filling the same room at once: the earliest rows win
+            since = self.clock() - RATE_WINDOW  # as hold(): an order an hour old is out
+            ahead = [o for o in self.db.orders(ca=ca, since=since)
+                     if o.id <= order_id and o.started > since]
+            if len(ahead) > cap:
+                self.db.drop_order(order_id)
+                raise OrderInFlight(f"{site.name}: {ca} has {len(ahead) - 1} orders in the last "
+                                    f"hour (max_orders_per_hour = {cap}): not ordered now")
         try:
             issued = issuer.issue(csr, deadline=deadline, replaces=replaces)
             if cancelled():

@@ -268,3 +268,27 @@ def test_an_order_placed_elsewhere_is_not_placed_again_nor_called_a_failure(
     assert "issuance_failed" not in [e.kind for e in rt.db.events(site="www")]
     rt.db.finish_order(elsewhere, T0, "failed", reason="test")
     assert rt.engine.order(rt.config.site("www"), "b") is not None and b.calls == 1
+
+
+def test_controllers_filling_a_cas_hourly_room_at_once_never_exceed_it(tmp_path: Path) -> None:
+    """Each engine's hold() counts the orders it saw; two controllers may both see room. Under
+    its pending row an engine counts again: the earliest rows of the hour win, a later one is
+    dropped before the CA is asked (not a failure)."""
+    import dataclasses
+
+    clock = FakeClock(T0)
+    rt, roots = make_runtime(tmp_path, clock)
+    add_cert(rt, roots[0], "a")
+    b = SignsCSRs("b", roots[1])
+    rt.engine.issuers = {**rt.engine.issuers, "b": lambda site: b}
+    cas = dict(rt.engine.config.cas)
+    cas["b"] = dataclasses.replace(cas["b"], max_orders_per_hour=2)
+    rt.engine.config = dataclasses.replace(rt.engine.config, cas=cas)
+    for other in ("shop", "blog"):  # the other controller's orders, placed a moment before
+        rt.db.start_order(other, "b", T0)
+    assert rt.engine.order(rt.config.site("www"), "b") is None
+    assert b.calls == 0
+    assert [o.site for o in rt.db.orders(ca="b")] == ["shop", "blog"]  # ours was dropped
+    assert "issuance_failed" not in [e.kind for e in rt.db.events(site="www")]
+    clock.now = T0 + timedelta(minutes=61)  # the hour has passed: room again
+    assert rt.engine.order(rt.config.site("www"), "b") is not None and b.calls == 1
