@@ -57,9 +57,17 @@ from certfailover.store import db as dbmod
 from certfailover.store.vault import Vault
 from certfailover_lab.pki import make_leaf
 from certfailover_lab.postgres import PostgresServer
-from certfailover_lab.webservers import LabCA, VHost, WebServer, chain_validator, start_nginx
+from certfailover_lab.webservers import (
+    LabCA,
+    VHost,
+    WebServer,
+    chain_validator,
+    start_haproxy,
+    start_nginx,
+)
 
-HOSTS = 3
+HOSTS = 3  # --hosts
+SERVER = "nginx"  # --server haproxy: hot swaps over the Runtime API instead of one reload
 PROCESSES = False  # --processes: each agent in its own process
 PREFETCH = True  # --no-prefetch: standbys are unsealed inside the switch
 
@@ -189,9 +197,9 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
         staging.start()
         staging.stage()
         staging.engine.dispose()
-        srv = start_nginx(tmp / name / "nginx",
-                          [VHost(f"{s}.test", (vault.live_path(s),)) for s in sites],
-                          pid_file=True)
+        vhosts = [VHost(f"{s}.test", (vault.live_path(s),)) for s in sites]
+        srv = start_haproxy(tmp / name / "haproxy", vhosts) if SERVER == "haproxy" else \
+            start_nginx(tmp / name / "nginx", vhosts, pid_file=True)
         adapter = Counting(make_adapter(srv.spec))
         agent = Agent(name, queries.watch(coord.make_engine(url, name)), ring, vault,
                       {"nginx": adapter},
@@ -300,7 +308,8 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
     assert all(r.ok for r in switched)
     progress_engine.dispose()
     return {
-        "sites": n, "affected": len(affected), "hosts": HOSTS, "prefetched": PREFETCH,
+        "sites": n, "affected": len(affected), "hosts": HOSTS, "server": SERVER,
+        "prefetched": PREFETCH,
         "fleet_s": round(fleet, 2), "publish_s": round(publish, 2),
         "baseline_single_host_s": round(baseline, 2), "ratio": round(fleet / baseline, 2),
         "reloads_per_server": reloads, "agent_queries": agent_queries,
@@ -323,9 +332,14 @@ def main() -> int:
                     help="run each agent in its own process (default: threads of this one)")
     ap.add_argument("--no-prefetch", action="store_true",
                     help="standbys not sealed nor prefetched ahead: unsealed in the switch")
+    ap.add_argument("--hosts", type=int, default=3,
+                    help="agent hosts (1: the time each host takes when hosts have their own "
+                         "cores, which this one machine's shared cores are not)")
+    ap.add_argument("--server", choices=("nginx", "haproxy"), default="nginx")
     args = ap.parse_args()
-    global PROCESSES, PREFETCH
+    global PROCESSES, PREFETCH, HOSTS, SERVER
     PROCESSES, PREFETCH = args.processes, not args.no_prefetch
+    HOSTS, SERVER = args.hosts, args.server
     out = []
     with PostgresServer() as pg:
         for n in args.sites or [1000]:
