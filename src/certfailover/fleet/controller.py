@@ -111,8 +111,10 @@ def publish(conn: sa.Connection, ring: Keyring, items: Sequence[Desired], *,
 
 
 def progress(engine: sa.Engine, *, site: str | None = None,
-             stale_after: float = 120.0) -> list[HostView]:
-    """Desired vs served for every (site, host) pair, sorted by site and host."""
+             stale_after: float = 120.0,
+             sites: Sequence[str] | None = None) -> list[HostView]:
+    """Desired vs served for every (site, host) pair (of `site`, or of `sites`), sorted by site
+    and host."""
     q = (sa.select(fleet_served, fleet_desired.c.sha256.label("want"),
                    fleet_desired.c.chain.label("want_chain"))
          .select_from(fleet_served.outerjoin(fleet_desired,
@@ -120,6 +122,9 @@ def progress(engine: sa.Engine, *, site: str | None = None,
          .order_by(fleet_served.c.site, fleet_served.c.host))
     if site is not None:
         q = q.where(fleet_served.c.site == site)
+    if sites is not None:
+        q = q.where(fleet_served.c.site == sa.func.any(
+            sa.cast(sa.bindparam("sites", list(sites)), sa.ARRAY(sa.Text))))
     now = datetime.now(UTC)
     with engine.connect() as conn:
         return [HostView(r.site, r.host, r.want, r.sha256, r.verified_at, r.reported, r.error,

@@ -31,7 +31,7 @@ from ..engine import Switch, SwitchResult
 from ..errors import CertFailoverError
 from ..model import Event
 from ..store.vault import Vault
-from . import controller, sealed
+from . import controller, coord, sealed
 from .coord import Leader
 from .sealed import Keyring
 from .share import ControllerShare
@@ -91,23 +91,30 @@ class FleetDeployer:
             with self.fence.fenced() as conn:
                 controller.publish(conn, self.ring, items, epoch=self.fence.epoch or 0)
         want = {d.site: (d.sha256, d.chain) for d in items}
-        first: dict[str, float] = {}
+        done: dict[str, float] = {}  # site -> when its LAST host proved it
+        pending: dict[str, list[str]] = {}  # hosts waited for
+        stale: dict[str, list[str]] = {}  # hosts silent: not waited for
         while True:
-            pending: dict[str, list[str]] = defaultdict(list)  # hosts waited for
-            stale: dict[str, list[str]] = defaultdict(list)  # hosts silent: not waited for
-            for v in controller.progress(self.fence.engine, stale_after=self.stale_after):
-                if v.site not in want:
-                    continue
-                sha, chain = want[v.site]
-                if controller.matches(sha, chain, v.served, v.served_chain):
-                    first.setdefault(v.site, time.monotonic() - t0)
-                elif v.stale:
-                    stale[v.site].append(v.host)
-                else:
-                    pending[v.site].append(v.host)
+            # only the sites not done yet: a mass failover's rows shrink as hosts converge
+            todo = [s for s in want if s not in done]
+            waiting: dict[str, list[str]] = defaultdict(list)
+            quiet: dict[str, list[str]] = defaultdict(list)
+            for part in coord.chunks(todo, 5000):
+                for v in controller.progress(self.fence.engine, stale_after=self.stale_after,
+                                             sites=part):
+                    sha, chain = want[v.site]
+                    if controller.matches(sha, chain, v.served, v.served_chain):
+                        continue
+                    (quiet if v.stale else waiting)[v.site].append(v.host)
+            now = time.monotonic() - t0
+            for s in todo:
+                if s not in waiting and s not in quiet:
+                    done[s] = now
+            pending = {s: waiting[s] for s in waiting}
+            stale = {s: quiet[s] for s in quiet if s not in waiting}
             if not pending or time.monotonic() - t0 >= self.converge_timeout:
                 break
-            time.sleep(self.poll)
+            time.sleep(self.poll if len(pending) < 100 else max(self.poll, 0.5))
         if pending or stale:
             lag = [x for x in controller.laggards(self.fence.engine, after=0.0)
                    if (x.site in pending or x.site in stale)
@@ -132,5 +139,5 @@ class FleetDeployer:
                                         "certificate stays published)", -1.0))
             else:
                 out.append(SwitchResult(d.site, True, False, "verified on every host",
-                                        first.get(d.site, took)))
+                                        done.get(d.site, took)))
         return out

@@ -82,9 +82,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNam
         w.published.append(list(items))
         return len(items)
 
-    def progress(engine: object, *, site: str | None = None,
-                 stale_after: float = 120.0) -> list[HostView]:
-        return list(w.views.pop(0) if len(w.views) > 1 else w.views[0])
+    def progress(engine: object, *, site: str | None = None, stale_after: float = 120.0,
+                 sites: Sequence[str] | None = None) -> list[HostView]:
+        views = list(w.views.pop(0) if len(w.views) > 1 else w.views[0])
+        return [v for v in views if sites is None or v.site in sites]
 
     monkeypatch.setattr(controller, "publish", publish)
     monkeypatch.setattr(controller, "progress", progress)
@@ -273,3 +274,16 @@ def test_a_new_certificate_is_written_with_every_chain(tmp_path: Path) -> None:
     assert a._write({c.cert.id: sealed.seal(ring, c.cert.id, "www", c.plain)}) == {}
     got = a._target(c.cert.id, c.digests[1])
     assert got is not None and (got / "chain.pem").read_bytes() == c.plain.alt_chains[0]
+
+
+def test_the_switch_time_is_when_the_last_host_proved_it(world: SimpleNamespace) -> None:
+    """A site is switched when EVERY host serves it: its time is the last host's, and each
+    poll asks only for the sites not done yet."""
+    c: TwoChains = world.c
+    old, new = c.digests
+    slow = [view("web1", c.cert.sha256, new, c), view("web2", c.cert.sha256, old, c)]
+    world.views = [slow] * 20 + [[view("web1", c.cert.sha256, new, c),
+                                  view("web2", c.cert.sha256, new, c)]]
+    (result,) = world.deployer(None, [chain_switch(c)])
+    assert result.ok
+    assert result.seconds >= 20 * 0.01, result.seconds  # not web1's first poll
