@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml lab/pyproject.toml
 	touch $@
 
 test: deps venv  ## the whole suite (unit + integration on real pebble, nginx, apache2, haproxy, postgresql)
-	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25 $(PYTEST_ARGS)
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
