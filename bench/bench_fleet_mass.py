@@ -167,8 +167,9 @@ def run(n: int, tmp: Path, pg: PostgresServer) -> dict[str, Any]:
     with leader.fenced() as conn:
         controller.publish(conn, ring, initial, epoch=leader.epoch or 0)
         if PREFETCH:  # every standby sealed too (controllers seal what they store)
+            active = {d.cert_id for d in initial}
             sealed.seal_many(conn, ring, [(d.cert_id, d.site, d.plain) for d in certs.values()
-                                          if d not in initial])
+                                          if d.cert_id not in active])
     validate = chain_validator([c.root.cert for c in cas.values()])
     queries = Queries()
     hosts: list[tuple[Agent, WebServer, Counting]] = []
