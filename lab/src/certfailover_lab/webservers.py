@@ -117,15 +117,18 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path, what: s
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:g} s")
 
 
-def _launch(kind: str, prefix: Path, argv: list[str], port: int, spec: dict[str, Any]
-            ) -> WebServer:
+def _launch(kind: str, prefix: Path, argv: list[str], port: int, spec: dict[str, Any],
+            sites: int = 1) -> WebServer:
+    """Start and wait until it listens: 15 s, and 5 ms more per site (a server loads every
+    certificate before it listens: ~15 s more at 10,000 sites on a busy machine)."""
     log = prefix / "stdout.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=prefix, start_new_session=True)
     srv = WebServer(kind, prefix, Endpoint("127.0.0.1", port), spec, proc, log)
     try:
-        _wait_listening(proc, port, log, f"{kind} ({' '.join(argv)})")
+        _wait_listening(proc, port, log, f"{kind} ({' '.join(argv)})",
+                        timeout=15.0 + 0.005 * sites)
     except BaseException:
         srv.stop()
         raise
@@ -180,7 +183,7 @@ def start_nginx(prefix: Path, vhosts: Sequence[VHost], *, workers: int = 1,
                                 "test": [*base, "-t", "-q"], "reload": [*base, "-s", "reload"]}
         if pid_file:
             spec["pid_file"] = f"{prefix}/server.pid"
-        return _launch("nginx", prefix, base, port, spec)
+        return _launch("nginx", prefix, base, port, spec, len(vhosts))
 
     return _retry_port(build)
 
@@ -216,7 +219,7 @@ def start_apache(prefix: Path, vhosts: Sequence[VHost]) -> WebServer:
         base = ["apache2", "-d", str(prefix), "-f", str(conf)]
         spec = {"name": f"apache-{port}", "type": "apache", "test": [*base, "-t"],
                 "reload": [*base, "-k", "graceful"]}
-        return _launch("apache", prefix, [*base, "-DFOREGROUND"], port, spec)
+        return _launch("apache", prefix, [*base, "-DFOREGROUND"], port, spec, len(vhosts))
 
     return _retry_port(build)
 
@@ -246,7 +249,7 @@ def start_haproxy(prefix: Path, vhosts: Sequence[VHost], *, crt_file: str = "com
         argv = ["haproxy", "-W", "-db", "-f", str(conf), "-p", str(prefix / "server.pid")]
         spec: dict[str, Any] = {"name": f"haproxy-{port}", "type": "haproxy",
                                 "socket": str(sock), "test": ["haproxy", "-c", "-q", "-f", str(conf)]}
-        srv = _launch("haproxy", prefix, argv, port, spec)
+        srv = _launch("haproxy", prefix, argv, port, spec, len(vhosts))
         srv.spec["reload"] = ["kill", "-USR2", str(srv.proc.pid)]
         return srv
 
