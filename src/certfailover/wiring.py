@@ -397,7 +397,8 @@ def build_daemon(engine: Engine, config: Config, *, interval: float,
                               None, site, kind, msg, **data),
                           site_cas={s.name: s.cas for s in config.sites})
             d.ct_watch = WatchJob(watch, interval=config.ct.interval, on_poll=lambda results: (
-                d.wake() if any(r.distrusted for r in results) else None)).start()
+                d.wake() if any(r.distrusted for r in results) else None),
+                active=share.is_leader if share is not None else lambda: True).start()
     if isinstance(engine.caa, CAAGate):  # a CA that CAA forbids: said at start, on change
         gate = engine.caa
 

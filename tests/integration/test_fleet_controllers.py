@@ -154,6 +154,11 @@ def test_two_controllers_split_the_sites_issue_once_and_take_over_a_killed_one(
     pids = {str(h).rsplit(":", 1)[1] for h in holders()}
     assert len(pids) == 2  # two processes, each holding its share
 
+    def leader() -> str:  # the singleton role (the CT watch): one controller of the two
+        rows = _rows(db, "SELECT holder FROM fleet_epoch WHERE name = 'controller'")
+        return str(rows[0].holder).rsplit(":", 1)[1] if rows else ""
+    _until(lambda: leader() in pids, "one controller to lead", timeout=30)
+
     # each controller's own store holds the material of every certificate of its sites
     # (issued there, or written from the other's sealed record)
     def local(c: Controller) -> set[str]:
@@ -189,6 +194,7 @@ def test_two_controllers_split_the_sites_issue_once_and_take_over_a_killed_one(
         return sorted((str(r.site), str(r.ca)) for r in rows) == [(s, ca_b) for s in SITES]
     _until(switched, "controller 2 to switch every site to CA b", timeout=120)
     assert set(holders()) == {h for h in holders() if h.endswith(f":{two.proc.pid}")}
+    _until(lambda: leader() == str(two.proc.pid), "the survivor to lead", timeout=30)
     assert len(local(two)) == 12  # its own six, and the six of the dead one, from the seal
     for key in (two.private / "archive").glob("*/*/*/privkey.pem"):
         assert key.stat().st_mode & 0o777 == 0o600

@@ -16,8 +16,11 @@ __all__ = ["WatchJob"]
 
 class WatchJob:
     def __init__(self, watch: Watch, *, interval: float,
-                 on_poll: Callable[[list[LogResult]], None] | None = None) -> None:
-        self.watch, self.interval, self.on_poll = watch, interval, on_poll
+                 on_poll: Callable[[list[LogResult]], None] | None = None,
+                 active: Callable[[], bool] = lambda: True) -> None:
+        """`active`: asked before each pass; False skips it (a fleet controller that is not
+        the leader: one controller watches the logs for the fleet)."""
+        self.watch, self.interval, self.on_poll, self.active = watch, interval, on_poll, active
         self.polls = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ct-watch", daemon=True)
@@ -28,6 +31,9 @@ class WatchJob:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self.active():
+                self._stop.wait(min(self.interval, 10.0))  # asked again soon: may lead then
+                continue
             try:
                 results = self.watch.poll()
                 self.polls += 1

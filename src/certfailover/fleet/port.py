@@ -9,7 +9,7 @@ from ..engine import DeployPort
 from ..errors import ConfigError
 from ..store.db import Database
 from ..store.vault import Vault
-from .coord import Leases, make_engine
+from .coord import Leader, Leases, make_engine
 from .deployer import FleetDeployer
 from .share import ControllerShare
 
@@ -32,6 +32,7 @@ def controller_port(config: Config, vault: Vault, db: Database) -> DeployPort | 
     share = ControllerShare(
         Leases(make_engine(fleet.database, f"certfailover controller {holder}"), holder),
         [s.name for s in config.sites], db=db, vault=vault, ring=fleet.keyring,
-        ttl=fleet.lease_ttl, stale_orders=config.daemon.issue_timeout + 60.0)
+        ttl=fleet.lease_ttl, stale_orders=config.daemon.issue_timeout + 60.0,
+        leader=Leader(fleet.database, holder=holder))
     return FleetDeployer(share, fleet.keyring, vault, converge_timeout=fleet.converge_timeout,
                          record=db.add_events, stale_after=fleet.stale_after)

@@ -7,10 +7,12 @@
     3. renew the site leases (`site:<name>`) it holds, give back those beyond its share (a
        controller that joins gets them), claim free or expired ones up to its share
        (`Leases.claim`: SKIP LOCKED, never waits on another controller);
-    4. keep the material of its sites in step with the database: seal what it stored that
+    4. take the fleet's leader role if it is free (`coord.Leader`: the singleton work, the CT
+       watch, runs on the leader only);
+    5. keep the material of its sites in step with the database: seal what it stored that
        is not sealed yet, write into its vault what another controller sealed (so a site that
        moves here can be checked and switched at once);
-    5. close orders left pending by a dead controller (older than the issue deadline).
+    6. close orders left pending by a dead controller (older than the issue deadline).
 
 A controller that dies stops renewing: its leases expire after `ttl` and the others take its
 sites at their next refresh. The engine ticks only the sites held (`Daemon.share`), orders
@@ -39,7 +41,7 @@ from ..model import Cert
 from ..store.db import Database, fleet_desired, fleet_sealed
 from ..store.vault import Vault, chain_dirs
 from . import sealed
-from .coord import Leases
+from .coord import Leader, Leases
 from .sealed import Keyring
 
 __all__ = ["ControllerShare", "site_work"]
@@ -64,13 +66,17 @@ class ControllerShare:
     """This controller's share of `sites` (see the module docstring)."""
 
     def __init__(self, leases: Leases, sites: Sequence[str], *, db: Database, vault: Vault,
-                 ring: Keyring, ttl: float = 30.0, stale_orders: float = 600.0) -> None:
+                 ring: Keyring, ttl: float = 30.0, stale_orders: float = 600.0,
+                 leader: Leader | None = None) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.leases, self.sites = leases, sorted(set(sites))
         self.db, self.vault, self.ring = db, vault, ring
         self.ttl, self.stale_orders = ttl, stale_orders
         self.owned: frozenset[str] = frozenset()
+        #: the fleet's singleton work (the CT watch) runs on the one controller that leads
+        self.leader = leader
+        self.leading = leader is None
         self.controllers = 1  # live controllers at the last refresh
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -88,7 +94,7 @@ class ControllerShare:
 
     # -- leases ------------------------------------------------------------------------------
     def refresh(self) -> tuple[frozenset[str], frozenset[str]]:
-        """Steps 1-5; returns (sites held now, sites gained by this refresh). StoreError when
+        """Steps 1-6; returns (sites held now, sites gained by this refresh). StoreError when
         the database cannot be reached: then nothing is held any more (`owned` is empty), so a
         controller cut off does not act on sites another may have taken."""
         with self._lock:
@@ -99,6 +105,7 @@ class ControllerShare:
                 raise StoreError(f"controller {self.holder}: cannot refresh its site leases: "
                                  f"{str(exc).splitlines()[0]}") from exc
             self.owned = held
+            self._lead()
             try:
                 self._desired, self._desired_read = self._read_desired(held), True
                 self._sync_material(held)
@@ -132,6 +139,22 @@ class ControllerShare:
                      _few(now - self.owned), _few(self.owned - now))
         return now, now - self.owned
 
+    def _lead(self) -> None:
+        if self.leader is None:
+            return
+        try:
+            now = self.leader.try_lead()
+        except StoreError as exc:
+            log.warning("%s", exc)
+            now = False
+        if now != self.leading:
+            log.info("controller %s %s the fleet's leader (singleton work: the CT watch)",
+                     self.holder, "is now" if now else "is no longer")
+        self.leading = now
+
+    def is_leader(self) -> bool:
+        return self.leading
+
     def release(self) -> None:
         """Give every lease back at once (a clean stop: the others take over without waiting
         for the expiry)."""
@@ -143,6 +166,9 @@ class ControllerShare:
                 log.warning("controller %s: leases not released (they expire in %g s): %s",
                             self.holder, self.ttl, exc)
             self.owned = frozenset()
+            if self.leader is not None:
+                self.leader.release()
+                self.leading = False
 
     @contextmanager
     def fenced(self, sites: Sequence[str]
