@@ -81,9 +81,9 @@ class Counting:
     def name(self) -> str:
         return self.inner.name
 
-    def apply(self, changes: Sequence[LiveChange]) -> None:
+    def apply(self, changes: Sequence[LiveChange]) -> bool | None:
         self.calls.append(len(changes))
-        self.inner.apply(changes)
+        return self.inner.apply(changes)
 
 
 class Unused:

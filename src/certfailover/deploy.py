@@ -8,7 +8,9 @@ One batch = the sites that change on ONE server in one tick:
                  fsync of live/ for the batch, before apply)
     3. apply     adapter.apply(batch): one reload / hot swap for all sites
     4. verify    handshake at every endpoint of every site until the served leaf is the expected
-                 one and validate() accepts the served chain (reloads are asynchronous); a
+                 one and validate() accepts the served chain (reloads are asynchronous:
+                 steadily, for `settle` seconds; after a hot swap, apply() returning True,
+                 one expected answer proves a site); a
                  small bounded pool of threads (PROBE_WORKERS) does the handshakes
     5. rollback  sites that did not verify in time: the batch journal rewritten with just them,
                  phase "rollback", flip back, apply once more for them, re-probe until the
@@ -411,7 +413,8 @@ def activate(vault: Vault, adapter: ServerAdapter, batch: Sequence[Activation], 
     _point_all(vault, [(a.site, a.target) for a in batch])
     on_phase("apply")
     try:
-        adapter.apply([LiveChange(a.site, vault.live_path(a.site), a.target) for a in batch])
+        swapped = adapter.apply([LiveChange(a.site, vault.live_path(a.site), a.target)
+                                 for a in batch]) is True
     except ServerConfigError as exc:
         # the server refused the new state and still runs the old one: only the store goes back
         on_phase("config-error")
@@ -427,7 +430,8 @@ def activate(vault: Vault, adapter: ServerAdapter, batch: Sequence[Activation], 
                          settle, on_phase, probe_workers)
     on_phase("verify")
     outcomes = _wait_served({a.site: _expect(a, a.expected_sha256, previous[a.site], a.target)
-                             for a in batch}, validate, t0, verify_timeout, settle,
+                             for a in batch}, validate, t0, verify_timeout,
+                            0.0 if swapped else settle,  # a hot swap: one answer proves it
                             probe_workers)
     results = [ActivationResult(a.site, True, False, previous[a.site], outcomes[a.site].message,
                                 outcomes[a.site].first_seen)

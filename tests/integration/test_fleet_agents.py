@@ -57,12 +57,12 @@ class Counting:
     def name(self) -> str:
         return self.inner.name
 
-    def apply(self, changes: Sequence[LiveChange]) -> None:
+    def apply(self, changes: Sequence[LiveChange]) -> bool | None:
         if self.die_at_next_apply:  # after the journal and the flip, before the reload
             self.die_at_next_apply = False
             raise Killed
         self.calls.append([c.site for c in changes])
-        self.inner.apply(changes)
+        return self.inner.apply(changes)
 
 
 class Unused:

@@ -59,9 +59,9 @@ class CountingAdapter:
     def name(self) -> str:
         return self.inner.name
 
-    def apply(self, changes: Sequence[LiveChange]) -> None:
+    def apply(self, changes: Sequence[LiveChange]) -> bool | None:
         self.calls.append([c.site for c in changes])
-        self.inner.apply(changes)
+        return self.inner.apply(changes)
 
 
 def served_sha(ep: Endpoint, sni: str, key_type: str | None = None) -> str:

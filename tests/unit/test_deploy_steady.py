@@ -129,3 +129,31 @@ def test_an_old_answer_at_the_endpoint_restarts_the_clock(
     assert not by_site["s1"].ok, "s1 keeps getting its old leaf"
     assert by_site["s1"].rolled_back
     assert time.monotonic() - t0 >= 0.6
+
+
+class HotSwap:
+    """An adapter whose apply() is in force for every new connection when it returns."""
+
+    name = "hot"
+
+    def apply(self, changes: Sequence[LiveChange]) -> bool:
+        return True
+
+
+def test_after_a_hot_swap_one_expected_answer_proves_a_site(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vault, acts, old, new = batch(tmp_path, 40)
+    server = Server(old, new, switch_at=0.0)
+    monkeypatch.setattr(deploy, "served_chain", server)
+    t0 = time.monotonic()
+    results = deploy.activate(vault, HotSwap(), acts, validate=lambda c, s: None, settle=5.0)
+    assert all(r.ok for r in results)
+    assert time.monotonic() - t0 < 5.0, "no settle window after a hot swap"
+    assert server.probes == len(acts), "one handshake per site"
+    # a reload (apply returns None) still waits for steady evidence
+    vault2, acts2, old2, new2 = batch(tmp_path / "reload", 5)
+    monkeypatch.setattr(deploy, "served_chain", Server(old2, new2, switch_at=0.0))
+    t0 = time.monotonic()
+    assert all(r.ok for r in deploy.activate(vault2, NoReload(), acts2,
+                                             validate=lambda c, s: None, settle=0.3))
+    assert time.monotonic() - t0 >= 0.3

@@ -74,9 +74,12 @@ class ServerAdapter(Protocol):
         """The `[[server]]` name (journals record it; recover() looks adapters up by it)."""
         ...
 
-    def apply(self, changes: Sequence[LiveChange]) -> None:
+    def apply(self, changes: Sequence[LiveChange]) -> bool | None:
         """Make the server serve what each live symlink now points at. One call per batch.
 
+        Returns True when every new connection is served the new state once it returns (a hot
+        swap: no old generation of workers still answers), so one expected handshake proves a
+        site; None (a reload, asynchronous) asks for steady evidence (deploy's `settle`).
         Raises ServerConfigError (the server refused the new state and still runs the old one)
         or ServerError (anything else).
         """

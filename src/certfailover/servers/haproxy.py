@@ -90,23 +90,24 @@ class HAProxyAdapter:
     file: str = "combined.pem"
     timeout: float = 10.0
 
-    def apply(self, changes: Sequence[LiveChange]) -> None:
-        """Hot-swap every certificate loaded under each changed live dir.
+    def apply(self, changes: Sequence[LiveChange]) -> bool | None:
+        """Hot-swap every certificate loaded under each changed live dir: True (each commit is
+        in force for every new connection when it returns), None after a fallback reload.
 
         ServerConfigError when nothing was swapped (missing crt, refused payload), ServerError
         when some certificates of the batch were already committed.
         """
         if not changes:
-            return
+            return True
         if self.socket_path is None:
             self._fallback(changes, None)
-            return
+            return None
         api = RuntimeAPI(self.socket_path, self.timeout)
         try:
             names, txn = api.cert_names()
         except OSError as exc:
             self._fallback(changes, exc)
-            return
+            return None
         plan: list[tuple[str, bytes, Path]] = []
         for ch in changes:
             prefix = str(ch.live) + "/"
@@ -142,6 +143,7 @@ class HAProxyAdapter:
         except OSError as exc:
             raise ServerError(f"server {self.name!r}: stats socket {self.socket_path}: "
                               f"{exc}") from exc
+        return True
 
     def _fallback(self, changes: Sequence[LiveChange], cause: OSError | None) -> None:
         why = f"stats socket {self.socket_path}: {cause}" if cause else "no stats socket"
