@@ -520,8 +520,10 @@ class Agent:
                     set_={"sha256": ins.excluded.sha256, "chain": ins.excluded.chain,
                           "verified_at": keep_verified,
                           "error": ins.excluded.error, "reported": ins.excluded.reported}))
-            conn.execute(fleet_served.update().where(fleet_served.c.host == self.host)
-                         .values(reported=now))  # the heartbeat: this host is in touch
+            # the heartbeat (this host is in touch) for the rows not just written
+            conn.execute(fleet_served.update().where(fleet_served.c.host == self.host,
+                                                     fleet_served.c.reported < now)
+                         .values(reported=now))
         return 1 + len(chunks(rows))
 
     # -- the loop ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ..events import EventKind
 from ..model import Event
-from ..store.db import fleet_desired, fleet_served
+from ..store.db import fleet_desired, fleet_sealed, fleet_served
 from . import coord, sealed
 from .sealed import Keyring, Plain
 
@@ -84,7 +84,8 @@ def publish(conn: sa.Connection, ring: Keyring, items: Sequence[Desired], *,
     """Seal and record the desired certificate (and chain) of every item, and notify the agents
     once (at commit). Run it in `Leader.fenced()`; returns how many sites changed. A site whose
     desired certificate and chain are already these is left alone; a chain switch (the same
-    certificate, another chain) is a change: the record is sealed again with every chain."""
+    certificate, another chain) is a change: the record is sealed again with every chain. A
+    certificate whose record exists (sealed when it was stored) is not sealed again."""
     if not items:
         return 0
     now = datetime.now(UTC)
@@ -96,8 +97,16 @@ def publish(conn: sa.Connection, ring: Keyring, items: Sequence[Desired], *,
     todo = [d for d in items if current.get(d.site) != (d.cert_id, d.chain)]
     if not todo:
         return 0
+    # controllers seal every certificate (with every chain) when they store it: a record that
+    # exists is sealed again only for a chain other than chain 0 (to be sure it has it)
+    have: set[str] = set()
+    for ids in coord.chunks(sorted({d.cert_id for d in todo})):
+        have.update(str(r) for r in conn.execute(
+            sa.select(fleet_sealed.c.cert_id).where(fleet_sealed.c.cert_id.in_(ids))).scalars())
+    reseal = [d for d in todo if d.cert_id not in have or (
+        d.chain is not None and d.chain != sealed.chain_digest(d.plain.chain_pem))]
     sealed.seal_many(conn, ring, list({d.cert_id: (d.cert_id, d.site, d.plain)
-                                       for d in todo}.values()))
+                                       for d in reseal}.values()))
     desired = [{"site": d.site, "cert_id": d.cert_id, "sha256": d.sha256, "chain": d.chain,
                 "epoch": epoch, "since": now} for d in todo]
     for part in coord.chunks(desired):
