@@ -109,9 +109,12 @@ class HAProxyAdapter:
             self._fallback(changes, exc)
             return None
         plan: list[tuple[str, bytes, Path]] = []
+        by_dir: dict[str, list[str]] = {}  # one pass over the names, not one per change
+        for n in names:
+            by_dir.setdefault(n.rpartition("/")[0] + "/", []).append(n)
         for ch in changes:
             prefix = str(ch.live) + "/"
-            mine = [n for n in names if n.startswith(prefix)]
+            mine = by_dir.get(prefix) or [n for n in names if n.startswith(prefix)]
             if not mine:
                 raise ServerConfigError(
                     f"server {self.name!r}: haproxy has no certificate loaded under {prefix} "
