@@ -60,11 +60,13 @@ def _config(path: Path, store: Path, url: str, cas: list[PebbleCA], bind: BindSe
 
 
 def _until(cond: Callable[[], bool], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
+    print(f"{what}: {time.monotonic() - started:.1f} s")  # shown with -s or on failure
 
 
 class Controller:
