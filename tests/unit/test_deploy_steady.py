@@ -53,7 +53,8 @@ class Server:
         return [self.new[site]]
 
 
-def batch(tmp_path: Path, n: int) -> tuple[Vault, list[deploy.Activation],
+def batch(tmp_path: Path, n: int, endpoints: tuple[Endpoint, ...] = (EP,)
+          ) -> tuple[Vault, list[deploy.Activation],
                                            dict[str, x509.Certificate],
                                            dict[str, x509.Certificate]]:
     root = pki.make_root("R")
@@ -70,7 +71,8 @@ def batch(tmp_path: Path, n: int) -> tuple[Vault, list[deploy.Activation],
             which[site] = leaf
             if ca == "a":
                 vault.point_live(site, path)
-        acts.append(deploy.Activation(site, path, leaf_sha256(new[site]), (EP,), f"{site}.test"))
+        acts.append(deploy.Activation(site, path, leaf_sha256(new[site]), endpoints,
+                                      f"{site}.test"))
     return vault, acts, old, new
 
 

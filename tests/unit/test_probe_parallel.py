@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from test_deploy_steady import batch as steady_batch
 
-from certfailover import deploy, keys
-from certfailover.probe import leaf_sha256
+from certfailover import deploy
 from certfailover.servers.base import Endpoint, LiveChange
 from certfailover.store.vault import Vault
-from certfailover.testing import pki
 
 EPS = (Endpoint("127.0.0.1", 1), Endpoint("127.0.0.1", 2))
 
@@ -52,22 +50,7 @@ class Counting:
 def batch(tmp_path: Path, n: int) -> tuple[Vault, list[deploy.Activation],
                                            dict[str, x509.Certificate],
                                            dict[str, x509.Certificate]]:
-    root = pki.make_root("R")
-    vault = Vault(tmp_path / "store")
-    vault.ensure()
-    old, new, acts = {}, {}, []
-    for i in range(n):
-        site = f"s{i}"
-        for which, ca in ((old, "a"), (new, "b")):
-            leaf, key = pki.make_leaf(root, [f"{site}.test"])
-            path = vault.save(site, ca, format(leaf.serial_number, "x"),
-                              leaf_pem=leaf.public_bytes(Encoding.PEM), chain_pem=b"",
-                              key_pem=keys.key_pem(key))
-            which[site] = leaf
-            if ca == "a":
-                vault.point_live(site, path)
-        acts.append(deploy.Activation(site, path, leaf_sha256(new[site]), EPS, f"{site}.test"))
-    return vault, acts, old, new
+    return steady_batch(tmp_path, n, EPS)  # two endpoints per site
 
 
 @pytest.mark.parametrize("workers", [1, 3, deploy.PROBE_WORKERS])
