@@ -1,4 +1,4 @@
-"""One big switch on one real nginx: deploy.activate of N sites in one batch (journal, flip,
+"""One big switch on one real nginx (or HAProxy, `--server haproxy`): deploy.activate of N sites in one batch (journal, flip,
 one reload, handshake proof), the path every mass failover takes, on a single host and on
 each fleet agent.
 
@@ -6,7 +6,7 @@ Setup (not timed): a test PKI (certfailover.testing), two certificates per site 
 live -> the first, one nginx serving all N sites on loopback. Timed: the batch switch to the
 second certificates. Printed as JSON: seconds, seconds per phase, handshakes per site.
 
-Run: .venv/bin/python bench/bench_deploy_batch.py [--sites 2000]
+Run: .venv/bin/python bench/bench_deploy_batch.py [--sites 2000] [--server haproxy]
 Compare two revisions run by run (BENCHMARKS.md): PYTHONPATH=<other checkout>/src to run the
 same script against another deploy.py (add --reload-argv when that revision's nginx adapter has
 no `pid_file` option), or PYTHONPATH=<other>/src:<other>/lab/src with the other checkout's
@@ -30,7 +30,7 @@ from certfailover.probe import leaf_sha256
 from certfailover.servers import make_adapter
 from certfailover.store.vault import Vault
 from certfailover.testing.pki import make_leaf
-from certfailover_lab.webservers import LabCA, VHost, chain_validator, start_nginx
+from certfailover_lab.webservers import LabCA, VHost, chain_validator, start_haproxy, start_nginx
 
 
 def main() -> int:
@@ -39,6 +39,8 @@ def main() -> int:
     ap.add_argument("--reload-argv", dest="pid_file", action="store_false",
                     help="reload with `nginx -s reload` (default: SIGHUP to the master named "
                          "by the pid_file server option, after `nginx -t`)")
+    ap.add_argument("--server", choices=("nginx", "haproxy"), default="nginx",
+                    help="haproxy: hot swaps over the Runtime API instead of one reload")
     args = ap.parse_args()
     n = args.sites
     tmp = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
@@ -58,8 +60,11 @@ def main() -> int:
                 vault.point_live(site, path)
             else:
                 target[site] = (path, leaf_sha256(leaf))
-    srv = start_nginx(tmp / "nginx", [VHost(f"{s}.test", (tmp / "store" / "live" / s,))
-                                      for s in target], pid_file=args.pid_file)
+    vhosts = [VHost(f"{s}.test", (tmp / "store" / "live" / s,)) for s in target]
+    if args.server == "haproxy":
+        srv = start_haproxy(tmp / "haproxy", vhosts)
+    else:
+        srv = start_nginx(tmp / "nginx", vhosts, pid_file=args.pid_file)
     probes = {"n": 0}
     real = deploy.served_chain
     lock = threading.Lock()  # deploy handshakes from a pool of threads
