@@ -10,7 +10,9 @@ decides and switches on the local checks and the stored findings; when a network
 its site is decided again at once. Orders to CAs run in background workers (issuance.Workers), never inside a tick: a CA that
 is down, hangs or drips delays no switch. When an order ends the daemon wakes at once and
 decides that site again. Whether a CA may be asked is the issuance budget's call
-(issuance.hold: in flight, budget, backoff from the moment a failure is known).
+(issuance.hold: in flight, budget, backoff from the moment a failure is known). A deploy port
+that follows its switches afterwards (a fleet controller's: `Tracker`) is asked once per tick
+for its alerts, which are notified, and wakes the loop when one of its switches is due.
 
     signal   checks run
     crl      revocation (CRL, OCSP and ARI share one check and its caches)
@@ -29,11 +31,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .caacheck import CAAGateJob
 from .checks import Check
@@ -44,7 +46,7 @@ from .events import EventKind
 from .health import Stamp, file_stamp
 from .issuance import Outcome
 from .metrics import Metrics, MetricsServer
-from .model import Action, Cert, CertState, Clock, Health, Signal
+from .model import Action, Cert, CertState, Clock, Event, Health, Signal
 from .notify.background import Background
 from .policy import healthy_standbys, switch_margin
 from .remote import CheckJob, CheckResult, RemoteChecks
@@ -80,6 +82,16 @@ class Share(Protocol):
             on_gain: Callable[[frozenset[str]], None]) -> None: ...
 
     def release(self) -> None: ...
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """A deploy port that follows its switches after reporting them (fleet.deployer: hosts
+    that have not converged `converge_timeout` after a publish are alerted)."""
+
+    def track(self, sites: frozenset[str] | None) -> Sequence[Event]: ...
+
+    def next_track(self) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -329,10 +341,30 @@ class Daemon:
             report = self.engine.tick(owned)
         else:
             report = self._scheduled_tick(self.scheduler, now, owned)
+        self._track(owned, report)
         self._health.update(report.health)
         if self.metrics is not None:
             self._update_metrics(report, now)
         return report
+
+    def _track(self, owned: frozenset[str] | None, report: TickReport) -> None:
+        """The deploy port's alerts of this tick (stored by it; added to the report and
+        notified here). One query per tick; a database fault is logged by the port."""
+        port = self.engine.deploy
+        if not isinstance(port, Tracker):
+            return
+        events = port.track(owned)
+        if events:
+            log.warning("%d alert(s) of the deploy port: %s%s", len(events),
+                        ", ".join(f"{ev.site} {ev.kind}" for ev in events[:10]),
+                        " ..." if len(events) > 10 else "")
+        for ev in events:
+            report.events.append(ev)
+            if self.engine.notify is not None:
+                try:
+                    self.engine.notify(ev)
+                except Exception:  # notifications never stop the daemon
+                    log.exception("notification of %s failed", ev.kind)
 
     def _scheduled_tick(self, sched: Scheduler, now: datetime,
                         owned: frozenset[str] | None = None) -> TickReport:
@@ -530,7 +562,10 @@ class Daemon:
             if once or (max_ticks is not None and self.ticks >= max_ticks):
                 break
             delay = self.interval * (2 ** min(failures, 5) if failures else 1)
-            self._wake.wait(max(0.0, delay - (time.monotonic() - started)))
+            wait = max(0.0, delay - (time.monotonic() - started))
+            port = self.engine.deploy
+            due = port.next_track() if isinstance(port, Tracker) and not failures else None
+            self._wake.wait(wait if due is None else min(wait, due))
             self._wake.clear()
         return 0
 

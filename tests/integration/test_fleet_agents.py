@@ -1,7 +1,8 @@
 """Fleet agents on real PostgreSQL and real nginx: three hosts (an own vault and nginx each)
 serve the same sites; a controller publishes the desired certificate; every host switches in
 one reload, proves it by handshake and reports. Faults: an agent killed mid-switch, an agent
-cut off from the database, a host that does not converge (alert)."""
+cut off from the database, a host that does not converge (alert), every host failing a
+switch (the controller fails it fast)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
 
@@ -290,21 +291,95 @@ def test_the_controllers_switch_is_done_when_every_host_reports_it(
         for h in f.hosts:
             assert {s: h.served(s) for s in SITES} == {s: f.certs[(s, "ca-b")].sha256
                                                        for s in SITES}
-        stops[2].set()  # web3's agent stops: it will not converge
+        stops[2].set()  # web3's agent stops (not stale yet): it will not converge
         threads[2].join(10)
-        deployer.converge_timeout = 2.0
+        deployer.converge_timeout, deployer.lag_grace = 4.0, 1.0
+        t0 = time.monotonic()
         results = deployer(None, controller_switches(f, vault, "ca-a"))
-        assert not any(r.ok or r.rolled_back for r in results)
-        assert all("web3" in r.message and "web1" not in r.message for r in results)
-        assert sorted((e.site, e.kind, e.data["host"]) for e in recorded) == \
-            sorted((s, EventKind.FLEET_NOT_CONVERGED, "web3") for s in SITES)
+        took = time.monotonic() - t0
+        # switched (web1 and web2 verified it) once web3 had lag_grace, not converge_timeout
+        assert took < 3.5, took
+        assert [(r.site, r.ok) for r in results] == [(s, True) for s in SITES], results
+        assert all(r.message.startswith("verified on web1, web2; web3 not yet verified")
+                   for r in results)
+        assert recorded == []  # tracked: alerted converge_timeout after the publish
         assert {s: f.hosts[0].served(s) for s in SITES} == {s: f.certs[(s, "ca-a")].sha256
                                                             for s in SITES}
+        assert deployer.track() == []
+        time.sleep(deployer.next_track() or 0.0)
+        events = deployer.track()
+        assert sorted((e.site, e.kind, e.data["host"]) for e in events) == \
+            sorted((s, EventKind.FLEET_NOT_CONVERGED, "web3") for s in SITES)
+        assert recorded == events and deployer.track() == []  # once
     finally:
         for stop in stops:
             stop.set()
         for t in threads:
             t.join(40)
+
+
+def test_a_switch_every_host_fails_fails_fast(fleet: Fleet, tmp_path: Path) -> None:
+    """Every host's nginx is down: each agent tries the switch, rolls it back and reports the
+    error; the controller's switch fails as soon as the last error is in (not after the 30 s
+    converge_timeout), naming each host's error, and the hosts are left to the tracker."""
+    f = fleet
+    sync_all(f)
+    for h in f.hosts:
+        assert h.server is not None
+        h.server.stop()
+    vault = Vault(tmp_path / "controller")
+    vault.ensure()
+    recorded: list[Event] = []
+    deployer = FleetDeployer(f.leader, f.ring, vault, converge_timeout=30.0, lag_grace=2.0,
+                             record=recorded.extend)
+    stop = threading.Event()
+    threads = [threading.Thread(target=h.agent.run, args=(f.url, stop), kwargs={"poll": 30.0})
+               for h in f.hosts]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        results = deployer(None, controller_switches(f, vault, "ca-b"))
+        took = time.monotonic() - t0
+        returned = datetime.now(UTC)
+        last_error = max(v.reported for v in controller.progress(f.engine))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(40)
+    print(f"every host failed: the switch returned in {took:.2f} s, "
+          f"{(returned - last_error).total_seconds():.2f} s after the last error was reported")
+    assert (returned - last_error).total_seconds() < 1.5
+    assert took < 15, took
+    assert not any(r.ok or r.rolled_back for r in results), results
+    for r in results:
+        assert r.message.startswith("no host verified it: web1 failed: "), r.message
+        assert all(f"web{i} failed: apply failed: server 'nginx-" in r.message
+                   for i in (1, 2, 3))
+    assert recorded == []  # alerted by track() converge_timeout after the publish
+    assert deployer.next_track() is not None
+    views = controller.progress(f.engine)
+    assert all(controller.failed_attempt(v) and not v.converged for v in views)
+
+
+def test_laggards_of_recent_switches_and_of_named_sites(fleet: Fleet) -> None:
+    """The tracker's one query: switches published after a time, or of named sites."""
+    f = fleet
+    sync_all(f)
+    f.publish("ca-b")  # no host has switched yet: each lags
+    assert len(controller.laggards(f.engine, after=0)) == 9
+    later, earlier = (datetime.now(UTC) + timedelta(hours=h) for h in (1, -1))
+    assert controller.laggards(f.engine, after=0, since_after=later) == []
+    assert {(x.site, x.host) for x in controller.laggards(
+        f.engine, after=0, since_after=later, sites=["www"])} == {("www", h.name)
+                                                                 for h in f.hosts}
+    assert len(controller.laggards(f.engine, after=0, since_after=earlier)) == 9
+    assert controller.laggards(f.engine, after=3600, since_after=earlier, sites=["www"]) == []
+    views = controller.progress(f.engine, sites=["www"])
+    assert {(v.desired_cert, v.since is not None) for v in views} == \
+        {(f.certs[("www", "ca-b")].cert_id, True)}
+    assert not any(controller.failed_attempt(v) for v in views)
 
 
 class SlowVault(Vault):
@@ -581,7 +656,8 @@ def test_stage_links_what_it_can_and_names_the_rest(fleet: Fleet, tmp_path: Path
 
 def test_a_stale_host_does_not_hold_the_controllers_wait(fleet: Fleet, tmp_path: Path) -> None:
     """A host cut off for longer than stale_after is not waited for (the switch returns as soon
-    as the others verified it, not after converge_timeout); it is alerted and named stale."""
+    as the others verified it, not after converge_timeout or lag_grace); it is alerted at once
+    and named stale."""
     f = fleet
     sync_all(f)
     vault = Vault(tmp_path / "controller")
@@ -606,10 +682,10 @@ def test_a_stale_host_does_not_hold_the_controllers_wait(fleet: Fleet, tmp_path:
         stop.set()
         for t in threads:
             t.join(40)
-    assert took < 15, took  # not the 60 s converge_timeout
-    assert not any(r.ok for r in results)
-    assert all("web3 (stale: no report for over 3 s; not waited for)" in r.message
-               and "web1" not in r.message for r in results)
+    assert took < 15, took  # not the 60 s converge_timeout, nor the 10 s lag_grace
+    assert all(r.ok for r in results)  # web1 and web2 verified it
+    assert all(r.message.startswith("verified on web1, web2; web3 stale (no report for over "
+                                    "3 s; not waited for)") for r in results)
     for h in f.hosts[:2]:
         assert {s: h.served(s) for s in SITES} == {s: f.certs[(s, "ca-b")].sha256
                                                    for s in SITES}

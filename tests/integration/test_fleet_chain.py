@@ -177,7 +177,7 @@ def test_a_chain_switch_is_served_reported_and_rolled_back_where_it_fails(
 
     recorded: list[Event] = []
     deployer = FleetDeployer(w.leader, w.ring, Vault(w.tmp / "controller"),
-                             converge_timeout=8.0, record=recorded.extend)
+                             converge_timeout=4.0, lag_grace=3.0, record=recorded.extend)
     stop = threading.Event()
     loops = [threading.Thread(target=agent.run, args=(w.url, stop), kwargs={"poll": 30.0})
              for agent, _ in w.hosts.values()]
@@ -202,14 +202,17 @@ def test_a_chain_switch_is_served_reported_and_rolled_back_where_it_fails(
     web2 = w.hosts["web2"][0]
     assert web2.vault.live_target("www") == web2.vault.archive_dir(*ids)
     assert (web2.vault.archive_dir(*ids) / "chains" / "1" / "privkey.pem").is_file()
-    assert not result.ok and not result.rolled_back
-    assert "not verified on web2 after 8 s" in result.message and "web1" not in result.message
-    assert took < 20
+    # switched (web1 verified it); web2's error for this switch settles it at once
+    assert result.ok and not result.rolled_back
+    assert result.message.startswith("verified on web1; web2 failed: "), result.message
+    assert took < 3.0, took
     views = {v.host: v for v in controller.progress(w.leader.engine)}
     assert views["web1"].converged and views["web1"].served_chain == new
     assert not views["web2"].converged and views["web2"].served == w.cert.sha256
     assert views["web2"].served_chain == old and "does not verify" in views["web2"].error
-    assert [(e.kind, e.data["host"]) for e in recorded] == \
+    assert recorded == []  # alerted converge_timeout after the publish, by track()
+    time.sleep(deployer.next_track() or 0.0)
+    assert [(e.kind, e.data["host"]) for e in deployer.track()] == \
         [(EventKind.FLEET_NOT_CONVERGED, "web2")]
     assert "new chain" in recorded[0].message
     code, rows = status(w, capsys)

@@ -27,8 +27,8 @@ from ..store.db import fleet_desired, fleet_sealed, fleet_served
 from . import coord, sealed
 from .sealed import Keyring, Plain
 
-__all__ = ["Desired", "HostView", "Laggard", "alerts", "laggards", "matches", "progress",
-           "publish"]
+__all__ = ["Desired", "HostView", "Laggard", "alerts", "attempt", "failed_attempt", "laggards",
+           "matches", "progress", "publish"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,36 @@ class HostView:
     stale: bool  # the host has not reported for longer than `stale_after`
     desired_chain: str | None = None  # chain digest desired (None: any chain)
     served_chain: str | None = None  # chain digest the host proved with `served`
+    desired_cert: str | None = None  # the desired certificate's id
+    since: datetime | None = None  # when it was published (the controller's clock)
 
     @property
     def converged(self) -> bool:
         return matches(self.desired, self.desired_chain, self.served, self.served_chain)
+
+    def laggard(self) -> Laggard | None:
+        """This host as a laggard of the desired certificate (None: converged, or nothing
+        desired)."""
+        if self.converged or self.desired is None or self.since is None:
+            return None
+        return Laggard(self.site, self.host, self.desired, self.served, self.since, self.error,
+                       self.desired_chain, self.served_chain)
+
+
+def attempt(cert_id: str, chain: str | None) -> str:
+    """How an agent names an attempt at a desired certificate in the error it reports (the
+    backoff note: `[backoff: attempt 2 with www/a/1f (chain 0a1b2c3d4e5f6a7b) failed; ...]`,
+    fleet/agent.py `_wanted`)."""
+    return cert_id if chain is None else f"{cert_id} (chain {chain[:16]})"
+
+
+def failed_attempt(v: HostView) -> bool:
+    """The host reported an error from an attempt at the certificate desired now, after it
+    was published: its error names that attempt, and its report is not older than the publish
+    (an error kept from an earlier desired certificate, or from before the publish, is not)."""
+    if not v.error or v.desired_cert is None or v.since is None or v.reported < v.since:
+        return False
+    return f"with {attempt(v.desired_cert, v.desired_chain)} failed" in v.error
 
 
 @dataclass(frozen=True)
@@ -125,7 +151,8 @@ def progress(engine: sa.Engine, *, site: str | None = None,
     """Desired vs served for every (site, host) pair (of `site`, or of `sites`), sorted by site
     and host."""
     q = (sa.select(fleet_served, fleet_desired.c.sha256.label("want"),
-                   fleet_desired.c.chain.label("want_chain"))
+                   fleet_desired.c.chain.label("want_chain"),
+                   fleet_desired.c.cert_id.label("want_cert"), fleet_desired.c.since)
          .select_from(fleet_served.outerjoin(fleet_desired,
                                              fleet_desired.c.site == fleet_served.c.site))
          .order_by(fleet_served.c.site, fleet_served.c.host))
@@ -138,13 +165,15 @@ def progress(engine: sa.Engine, *, site: str | None = None,
     with engine.connect() as conn:
         return [HostView(r.site, r.host, r.want, r.sha256, r.verified_at, r.reported, r.error,
                          (now - r.reported).total_seconds() > stale_after, r.want_chain,
-                         r.chain)
+                         r.chain, r.want_cert, r.since)
                 for r in conn.execute(q)]
 
 
-def laggards(engine: sa.Engine, *, after: float, now: datetime | None = None) -> list[Laggard]:
+def laggards(engine: sa.Engine, *, after: float, now: datetime | None = None,
+             since_after: datetime | None = None, sites: Sequence[str] = ()) -> list[Laggard]:
     """Hosts that do not report the desired leaf (and chain, when one is named) `after` seconds
-    after it was published."""
+    after it was published. With `since_after`: only switches published after it, and those of
+    `sites` whenever they were published (one query either way)."""
     cutoff = (now or datetime.now(UTC)) - timedelta(seconds=after)
     q = (sa.select(fleet_served.c.site, fleet_served.c.host, fleet_desired.c.sha256,
                    fleet_served.c.sha256.label("served"), fleet_desired.c.since,
@@ -159,6 +188,10 @@ def laggards(engine: sa.Engine, *, after: float, now: datetime | None = None) ->
                                sa.or_(fleet_served.c.chain.is_(None),
                                       fleet_served.c.chain != fleet_desired.c.chain))))
          .order_by(fleet_served.c.site, fleet_served.c.host))
+    if since_after is not None:
+        recent = fleet_desired.c.since > since_after
+        q = q.where(sa.or_(recent, fleet_desired.c.site == sa.func.any(
+            sa.cast(sa.bindparam("sites", list(sites)), sa.ARRAY(sa.Text)))) if sites else recent)
     with engine.connect() as conn:
         return [Laggard(r.site, r.host, r.sha256, r.served, r.since, r.error, r.chain,
                         r.served_chain)

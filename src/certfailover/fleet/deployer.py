@@ -1,4 +1,4 @@
-"""The controller's deploy port in a fleet: publish the switch, wait until every host proves it.
+"""The controller's deploy port in a fleet: publish the switch, wait until its outcome is known.
 
 `FleetDeployer(server, switches)` is what the engine calls instead of the local deployer when
 `[fleet] role = "controller"`. For one batch (a mass failover is one batch per controller: one
@@ -12,31 +12,51 @@ publish, one NOTIFY, one reload per agent server):
        (`Leader.fenced`). A chain switch (docs/chains.md: the same certificate, another of its
        chain directories) is published like any switch: the desired leaf stays, the chain
        changes;
-    2. wait until every host serving each site reports the desired leaf AND chain as verified
-       (`fleet_served`), at most `converge_timeout` seconds; a host that has not reported for
-       `stale_after` seconds (cut off, stopped) does not hold the wait;
-    3. a site is switched (ok) when every host verified it; a site with a host that did not
-       converge (stale ones included) is reported failed (not rolled back: see docs/fleet.md,
-       "Rollback policy"), and one `fleet_not_converged` event per host is stored.
+    2. watch what the hosts serving each site report (`fleet_served`) until the site's outcome
+       is known. A host holds a site's wait while it is live (reported within `stale_after`),
+       has not verified the desired leaf AND chain, and has not reported an error from an
+       attempt at it since the publish (`controller.failed_attempt`). A site is settled when
+       no host holds it; or `lag_grace` seconds after a first host verified it; or
+       `converge_timeout` seconds after the publish;
+    3. a site verified by at least one host is switched (ok: the engine records it and does
+       not decide it again), the message naming the hosts not verified yet; a site no host
+       verified is failed (fast when every live host reported an error). Nothing is rolled back
+       (docs/fleet.md, "Rollback policy"): the desired certificate stays published.
+
+Hosts not verified are tracked after the switch, not inside it: `track()` (each daemon tick,
+one query) raises one `fleet_not_converged` event per (site, host, desired certificate) for
+hosts still not converged `converge_timeout` after the publish; a stale host, or a host of a
+site that failed at `converge_timeout`, is alerted when the wait ends. One dedup set
+(`alerted`) serves both.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from ..engine import Switch, SwitchResult
 from ..errors import CertFailoverError
 from ..model import Event
 from ..store.vault import Vault
 from . import controller, coord, sealed
+from .controller import HostView, Laggard
 from .coord import Leader
 from .sealed import Keyring
 from .share import ControllerShare
 
 __all__ = ["FleetDeployer"]
+
+log = logging.getLogger(__name__)
+
+LOOKBACK = 3600.0  # a controller's first track() covers the switches of the last hour
+RETRY = 10.0  # a track() the database refused is tried again this much later
 
 
 def _desired(sw: Switch) -> controller.Desired:
@@ -48,14 +68,61 @@ def _desired(sw: Switch) -> controller.Desired:
                               sealed.chain_digest((where / "chain.pem").read_bytes()))
 
 
+def _few(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))
+
+
+@dataclass
+class _Site:
+    """What the wait knows of one site: its hosts by state at the last poll."""
+
+    first: float | None = None  # when a host first verified it (seconds after the publish)
+    last: float = 0.0  # when the last host seen verified proved it
+    seen: int = 0  # how many hosts had verified it then
+    settled: bool = False
+    verified: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # live, not verified, no error yet
+    failed: dict[str, str] = field(default_factory=dict)  # host -> its error for this switch
+    stale: list[str] = field(default_factory=list)  # silent for stale_after: not waited for
+    behind: list[HostView] = field(default_factory=list)  # every host not verified
+
+    def read(self, views: Sequence[HostView], want: tuple[str, str | None], now: float) -> None:
+        self.verified, self.waiting, self.failed, self.stale, self.behind = [], [], {}, [], []
+        for v in views:
+            if controller.matches(want[0], want[1], v.served, v.served_chain):
+                self.verified.append(v.host)
+                continue
+            self.behind.append(v)
+            if v.stale:
+                self.stale.append(v.host)
+            elif controller.failed_attempt(v):
+                line = v.error.splitlines()[0]
+                self.failed[v.host] = line if len(line) <= 300 else line[:300] + "..."
+            else:
+                self.waiting.append(v.host)
+        if self.verified and self.first is None:
+            self.first = now
+        if len(self.verified) > self.seen:
+            self.seen, self.last = len(self.verified), now
+
+    def deadline(self, grace: float, timeout: float) -> float:
+        """Seconds after the publish at which this site stops waiting."""
+        return timeout if self.first is None else min(timeout, self.first + grace)
+
+
 class FleetDeployer:
     def __init__(self, fence: Leader | ControllerShare, ring: Keyring, vault: Vault, *,
                  converge_timeout: float = 60.0, record: Callable[[list[Event]], None],
-                 poll: float = 0.1, stale_after: float = 120.0) -> None:
+                 poll: float = 0.1, stale_after: float = 120.0,
+                 lag_grace: float = 10.0) -> None:
         self.fence, self.ring, self.vault = fence, ring, vault
         self.converge_timeout, self.record, self.poll = converge_timeout, record, poll
         self.stale_after = stale_after  # a host silent this long does not hold the wait
-        self.alerted: set[tuple[str, str, str]] = set()
+        self.lag_grace = lag_grace  # how long the others may lag once one host verified
+        self.alerted: set[tuple[str, str, str]] = set()  # (site, host, desired): said once
+        self._watch: dict[str, float] = {}  # site -> when (monotonic) to look at it again
+        self._tracked: datetime | None = None  # the publish time track() covered up to
+        self._raised: list[Event] = []  # alerts recorded in a switch, for track() to hand on
 
     def __call__(self, server: str | None, switches: Sequence[Switch]) -> list[SwitchResult]:
         unread: list[SwitchResult] = []
@@ -71,8 +138,9 @@ class FleetDeployer:
             return unread
         return unread + self._publish(items)
 
+    # -- one switch ----------------------------------------------------------------------------
     def _publish(self, items: Sequence[controller.Desired]) -> list[SwitchResult]:
-        t0 = time.monotonic()
+        started = time.monotonic()
         lost: list[SwitchResult] = []
         if isinstance(self.fence, ControllerShare):
             with self.fence.fenced([d.site for d in items]) as (conn, held, others):
@@ -90,54 +158,121 @@ class FleetDeployer:
                                         "published")
             with self.fence.fenced() as conn:
                 controller.publish(conn, self.ring, items, epoch=self.fence.epoch or 0)
-        want = {d.site: (d.sha256, d.chain) for d in items}
-        done: dict[str, float] = {}  # site -> when its LAST host proved it
-        pending: dict[str, list[str]] = {}  # hosts waited for
-        stale: dict[str, list[str]] = {}  # hosts silent: not waited for
+        t0 = time.monotonic()  # after the commit: no later than the rows' `since`
+        sites = self._wait({d.site: (d.sha256, d.chain) for d in items}, t0)
+        self._after(sites, t0)
+        return lost + [self._result(d.site, sites[d.site], t0 - started) for d in items]
+
+    def _wait(self, want: dict[str, tuple[str, str | None]], t0: float) -> dict[str, _Site]:
+        """Poll the hosts' reports of the sites not settled yet until every site is."""
+        sites = {s: _Site() for s in want}
+        grace, timeout = self.lag_grace, self.converge_timeout
         while True:
-            # only the sites not done yet: a mass failover's rows shrink as hosts converge
-            todo = [s for s in want if s not in done]
-            waiting: dict[str, list[str]] = defaultdict(list)
-            quiet: dict[str, list[str]] = defaultdict(list)
+            todo = [s for s, st in sites.items() if not st.settled]
+            views: dict[str, list[HostView]] = {s: [] for s in todo}
             for part in coord.chunks(todo, 5000):
                 for v in controller.progress(self.fence.engine, stale_after=self.stale_after,
                                              sites=part):
-                    sha, chain = want[v.site]
-                    if controller.matches(sha, chain, v.served, v.served_chain):
-                        continue
-                    (quiet if v.stale else waiting)[v.site].append(v.host)
+                    views[v.site].append(v)
             now = time.monotonic() - t0
             for s in todo:
-                if s not in waiting and s not in quiet:
-                    done[s] = now
-            pending = {s: waiting[s] for s in waiting}
-            stale = {s: quiet[s] for s in quiet if s not in waiting}
-            if not pending or time.monotonic() - t0 >= self.converge_timeout:
-                break
-            time.sleep(self.poll if len(pending) < 100 else max(self.poll, 0.5))
-        if pending or stale:
-            lag = [x for x in controller.laggards(self.fence.engine, after=0.0)
-                   if (x.site in pending or x.site in stale)
-                   and (x.desired, x.desired_chain) == want[x.site]]
-            events = controller.alerts(lag, self.alerted)
-            if events:
-                self.record(events)
-        took = time.monotonic() - t0
-        out = lost
-        for d in items:
-            hosts, silent = pending.get(d.site, []), stale.get(d.site, [])
-            if hosts or silent:
-                why = []
-                if hosts:
-                    why.append(f"not verified on {', '.join(sorted(hosts))} after "
-                               f"{self.converge_timeout:g} s")
-                if silent:
-                    why.append(f"not verified on {', '.join(sorted(silent))} (stale: no "
-                               f"report for over {self.stale_after:g} s; not waited for)")
-                out.append(SwitchResult(d.site, False, False,
-                                        "; ".join(why) + " (the others serve it; the desired "
-                                        "certificate stays published)", -1.0))
-            else:
-                out.append(SwitchResult(d.site, True, False, "verified on every host",
-                                        done.get(d.site, took)))
-        return out
+                st = sites[s]
+                st.read(views[s], want[s], now)
+                st.settled = not st.waiting or now >= st.deadline(grace, timeout)
+            left = [st for st in sites.values() if not st.settled]
+            if not left:
+                return sites
+            cadence = self.poll if len(left) < 100 else max(self.poll, 0.5)
+            until = min(st.deadline(grace, timeout) for st in left) - (time.monotonic() - t0)
+            time.sleep(max(0.01, min(cadence, until)))
+
+    def _result(self, site: str, st: _Site, took: float) -> SwitchResult:
+        if not st.behind:
+            return SwitchResult(site, True, False, "verified on every host" if st.verified
+                                else "published; no host serves this site yet", took + st.last)
+        why = []
+        if st.waiting and st.verified:
+            why.append(f"{_few(st.waiting)} not yet verified")
+        elif st.waiting:
+            why.append(f"not verified on {_few(st.waiting)} after {self.converge_timeout:g} s")
+        why += [f"{h} failed: {st.failed[h]}" for h in sorted(st.failed)]
+        if st.stale:
+            why.append(f"{_few(st.stale)} stale (no report for over {self.stale_after:g} s; "
+                       "not waited for)")
+        if st.verified:
+            return SwitchResult(site, True, False,
+                                f"verified on {_few(st.verified)}; {'; '.join(why)} (tracked: "
+                                f"alert if not verified {self.converge_timeout:g} s after the "
+                                "publish)", took + st.last)
+        return SwitchResult(site, False, False,
+                            "no host verified it: " + "; ".join(why) +
+                            " (the desired certificate stays published)", -1.0)
+
+    def _after(self, sites: dict[str, _Site], t0: float) -> None:
+        """Alert now the stale hosts, and the hosts of a site that failed at converge_timeout;
+        watch the other hosts not verified, for track() at converge_timeout."""
+        now: list[Laggard] = []
+        lagging: list[str] = []
+        for s, st in sites.items():
+            if not st.behind:
+                continue
+            out = not st.verified and bool(st.waiting)  # failed at converge_timeout
+            now += [lag for v in st.behind if (v.stale or out)
+                    and (lag := v.laggard()) is not None]
+            self._watch[s] = t0 + self.converge_timeout + 0.1
+            if st.verified:
+                lagging.append(f"{s} ({_few(h.host for h in st.behind)})")
+        try:
+            self._raised += self._alert(now)
+        except (sa.exc.SQLAlchemyError, CertFailoverError) as exc:  # track() says them later
+            log.warning("%d fleet_not_converged alert(s) not recorded: %s", len(now),
+                        str(exc).splitlines()[0])
+        if lagging:
+            log.warning("%d site(s) switched, not verified on every host yet (tracked: alert "
+                        "after %g s): %s%s", len(lagging), self.converge_timeout,
+                        ", ".join(lagging[:10]), " ..." if len(lagging) > 10 else "")
+
+    # -- after the switch ------------------------------------------------------------------------
+    def _alert(self, lag: Sequence[Laggard]) -> list[Event]:
+        """One event per (site, host, desired) not alerted yet, recorded. Raises what the
+        record raises; nothing is marked alerted then (it is said at the next try)."""
+        seen = set(self.alerted)
+        events = controller.alerts(lag, seen)
+        if events:
+            self.record(events)
+            self.alerted |= seen
+        return events
+
+    def track(self, sites: Collection[str] | None = None) -> list[Event]:
+        """Alert (once each) the hosts still not converged `converge_timeout` after a switch
+        was published: the switches published since the last call (by any controller) and the
+        sites this deployer left unconverged, in ONE query. Only `sites` (None: all) are
+        alerted: a controller alerts for the sites it holds. Returns the alerts recorded since
+        the last call (those of switches too). A database fault is logged, never raised: the
+        same switches are looked at again (the watched sites RETRY seconds later)."""
+        raised, self._raised = self._raised, []
+        mono, now = time.monotonic(), datetime.now(UTC)
+        ct = timedelta(seconds=self.converge_timeout)
+        due = [s for s, at in self._watch.items() if at <= mono]
+        covered = self._tracked or now - ct - timedelta(seconds=LOOKBACK)
+        try:
+            lag = controller.laggards(self.fence.engine, after=self.converge_timeout, now=now,
+                                      since_after=covered - ct, sites=due)
+            events = self._alert([x for x in lag if sites is None or x.site in sites])
+        except (sa.exc.SQLAlchemyError, CertFailoverError) as exc:
+            log.warning("fleet convergence not checked or not recorded (tried again in %g s): "
+                        "%s", RETRY, str(exc).splitlines()[0])
+            for s in due:
+                self._watch[s] = mono + RETRY
+            return raised
+        self._tracked = now - ct
+        for s in due:
+            del self._watch[s]
+        return raised + events
+
+    def next_track(self) -> float | None:
+        """Seconds until a site this deployer left unconverged is due for track() (None:
+        none is watched)."""
+        if not self._watch:
+            return None
+        return max(0.0, min(self._watch.values()) - time.monotonic())

@@ -18,8 +18,10 @@ __all__ = ["controller_port"]
 
 def controller_port(config: Config, vault: Vault, db: Database) -> DeployPort | None:
     """A FleetDeployer when `[fleet] role = "controller"`, publishing under this controller's
-    share of the sites (fleet.share); None without a [fleet] table (the local servers). On an agent host the engine is refused: a `run` there would issue and
-    switch on its own, beside the fleet's controllers."""
+    share of the sites (fleet.share); None without a [fleet] table (the local servers). On an
+    agent host the engine is refused: a `run` there would issue and switch on its own, beside
+    the fleet's controllers. The daemon calls the deployer's `track()` each tick (hosts not
+    converged are alerted after `converge_timeout`)."""
     fleet = getattr(config, "fleet", None)
     if fleet is None:
         return None
@@ -35,4 +37,5 @@ def controller_port(config: Config, vault: Vault, db: Database) -> DeployPort | 
         ttl=fleet.lease_ttl, stale_orders=config.daemon.issue_timeout + 60.0,
         leader=Leader(fleet.database, holder=holder))
     return FleetDeployer(share, fleet.keyring, vault, converge_timeout=fleet.converge_timeout,
-                         record=db.add_events, stale_after=fleet.stale_after)
+                         record=db.add_events, stale_after=fleet.stale_after,
+                         lag_grace=fleet.lag_grace)

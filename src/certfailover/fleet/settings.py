@@ -8,7 +8,10 @@
     database = "postgresql+psycopg://..."     # default: [store] database
     poll = "30s"                     # agent: re-read the desired state at least this often
     prefetch = 2000                  # agent: standbys unsealed into the vault per pass (0: off)
-    converge_timeout = "60s"         # controller: alert when a host has not switched by then
+    converge_timeout = "60s"         # controller: a switch no host verified fails by then, and
+                                     # a host that has not switched by then is alerted
+    lag_grace = "10s"                # controller: once one host verified a site, how long the
+                                     # others may lag before the switch is done without them
     lease_ttl = "30s"                # controller: a dead controller's sites are taken over
                                      # after this (leases renewed every third of it)
     stale_after = "2m"               # status: a host that has not reported is shown stale
@@ -39,6 +42,7 @@ class FleetSettings:
     database: str = field(repr=False)
     poll: float = 30.0
     converge_timeout: float = 60.0
+    lag_grace: float = 10.0
     stale_after: float = 120.0
     prefetch: int = 2000
     lease_ttl: float = 30.0
@@ -93,6 +97,7 @@ def fleet_settings(t: Table, *, store_database: str,
         role=role, host=host, keyring=Keyring(kek, tuple(k for k in older if k.id != kek.id)),
         database=database, poll=_seconds(t, "poll", 30.0),
         converge_timeout=_seconds(t, "converge_timeout", 60.0),
+        lag_grace=_seconds(t, "lag_grace", 10.0),
         stale_after=_seconds(t, "stale_after", 120.0), prefetch=prefetch,
         lease_ttl=_seconds(t, "lease_ttl", 30.0))
     t.check_unknown()

@@ -89,7 +89,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNam
 
     monkeypatch.setattr(controller, "publish", publish)
     monkeypatch.setattr(controller, "progress", progress)
-    monkeypatch.setattr(controller, "laggards", lambda engine, *, after, now=None: list(w.lag))
+    monkeypatch.setattr(controller, "laggards", lambda engine, **kw: list(w.lag))
     w.deployer = FleetDeployer(FakeLeader(), Keyring(Kek(os.urandom(32))), vault,  # type: ignore[arg-type]
                                converge_timeout=30.0, record=w.recorded.extend, poll=0.01,
                                stale_after=5.0)
@@ -99,7 +99,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNam
 def view(host: str, sha: str, chain: str | None, want: TwoChains, *, stale: bool = False,
          want_chain: int = 1) -> HostView:
     return HostView("www", host, want.cert.sha256, sha, NOW, NOW, "", stale,
-                    want.digests[want_chain], chain)
+                    want.digests[want_chain], chain, want.cert.id, NOW)
 
 
 def chain_switch(c: TwoChains, to: int = 1) -> Switch:
@@ -138,9 +138,13 @@ def test_a_host_on_the_right_leaf_with_the_old_chain_has_not_converged(
     world.lag = [Laggard("www", "web2", c.cert.sha256, c.cert.sha256, NOW, "rolled back",
                          new, old)]
     (result,) = world.deployer(None, [chain_switch(c)])
-    assert not result.ok and not result.rolled_back
-    assert "not verified on web2 after 0.3 s" in result.message and "web1" not in result.message
-    [event] = world.recorded
+    # web1 serves the chain: switched; web2 (the old chain) is tracked, then alerted
+    assert result.ok and not result.rolled_back
+    assert result.message.startswith("verified on web1; web2 not yet verified")
+    assert world.recorded == []
+    time.sleep(world.deployer.next_track() or 0.0)
+    [event] = world.deployer.track()
+    assert world.recorded == [event]
     assert event.kind == EventKind.FLEET_NOT_CONVERGED and event.data["host"] == "web2"
     assert f"new chain ({new[:16]})" in event.message and old[:16] in event.message
     assert event.data["desired_chain"] == new and event.data["served_chain"] == old
@@ -155,11 +159,14 @@ def test_a_stale_host_does_not_hold_the_wait_but_is_alerted(world: SimpleNamespa
     t0 = time.monotonic()
     (result,) = world.deployer(None, [chain_switch(c)])
     assert time.monotonic() - t0 < 2.0  # not the 30 s converge_timeout
-    assert not result.ok
-    assert "not verified on web3 (stale: no report for over 5 s; not waited for)" in \
-        result.message
+    assert result.ok  # web1 verified it
+    assert "web3 stale (no report for over 5 s; not waited for)" in result.message
     assert [(e.kind, e.data["host"]) for e in world.recorded] == \
-        [(EventKind.FLEET_NOT_CONVERGED, "web3")]
+        [(EventKind.FLEET_NOT_CONVERGED, "web3")]  # a stale host is alerted at once
+    # every host stale: nothing is waited for, and no host verified it: failed at once
+    world.views = [[view("web3", c.cert.sha256, old, c, stale=True)]]
+    (result,) = world.deployer(None, [chain_switch(c)])
+    assert not result.ok and result.message.startswith("no host verified it: web3 stale")
 
 
 def test_a_leaf_switch_to_a_chain_directory_names_that_chain(world: SimpleNamespace) -> None:

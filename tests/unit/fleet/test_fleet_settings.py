@@ -39,6 +39,8 @@ def test_defaults_and_database_override() -> None:
     s = parse({"role": "controller", "kek": "env:K", "database": PG + "2"}, store="sqlite:///x")
     assert s.host and s.poll == 30.0 and s.database == PG + "2" and s.keyring.previous == ()
     assert s.prefetch == 2000 and s.lease_ttl == 30.0
+    assert (s.converge_timeout, s.lag_grace) == (60.0, 10.0)
+    assert parse({"role": "controller", "kek": "env:K", "lag_grace": "2s"}).lag_grace == 2.0
     assert parse({"role": "controller", "kek": "env:K", "lease_ttl": "6s"}).lease_ttl == 6.0
     assert parse({"role": "agent", "kek": "env:K", "prefetch": 0}).prefetch == 0  # off
 
@@ -61,6 +63,10 @@ def test_defaults_and_database_override() -> None:
     ({"role": "agent", "kek": "env:K", "prefetch": True}, None, "[fleet].prefetch", "boolean"),
     ({"role": "controller", "kek": "env:K", "lease_ttl": 0}, None, "[fleet].lease_ttl",
      "positive"),
+    ({"role": "controller", "kek": "env:K", "lag_grace": 0}, None, "[fleet].lag_grace",
+     "positive"),
+    ({"role": "controller", "kek": "env:K", "lag_grace": "later"}, None, "[fleet].lag_grace",
+     ""),
     ({"role": "agent", "kek": "env:K", "colour": 1}, None, "[fleet].colour", "unknown key"),
     ({"role": "agent", "kek": "env:K", "database": "sqlite:///x"}, None, "[fleet].database",
      "PostgreSQL"),
