@@ -702,7 +702,9 @@ class Engine:
                     kind = EventKind.FAILOVER if d.action is Action.FAILOVER else EventKind.ACTIVATED
                     self.record(report, sw.site.name, kind,
                                 f"{'failed over' if kind == 'failover' else 'activated'} to "
-                                f"{sw.target.id} ({d.reason}); verified by handshake in {r.seconds:.2f}s",
+                                f"{sw.target.id} ({d.reason}); verified by handshake in {r.seconds:.2f}s"
+                                # where: "at" the endpoints, or "on" the fleet's hosts
+                                f" {r.message.removeprefix('verified ')}".rstrip(),
                                 cert=sw.target.id, previous=sw.previous.id if sw.previous else None,
                                 reason=d.reason, seconds=r.seconds)
                 else:

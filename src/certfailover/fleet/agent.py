@@ -54,7 +54,7 @@ from ..servers.base import Endpoint, ServerAdapter
 from ..store.db import fleet_desired, fleet_sealed, fleet_served
 from ..store.vault import Vault, chain_dirs
 from . import sealed
-from .coord import Listener, chunks
+from .coord import Listener, attempt, attempt_failed, chunks
 from .sealed import Keyring
 
 __all__ = ["Agent", "AgentSite", "SyncResult"]
@@ -99,12 +99,6 @@ class _Retry:
 # a site's desired state: certificate id, leaf SHA-256, chain digest (None: any chain, a row
 # published before schema 9)
 _Want = tuple[str, str, str | None]
-
-
-def _wanted(cert_id: str, chain: str | None) -> str:
-    """What a failed attempt was with (the backoff's key and note): the certificate, and the
-    chain when one is named (a chain switch keeps the certificate id)."""
-    return cert_id if chain is None else f"{cert_id} (chain {chain[:16]})"
 
 
 def _split(cert_id: str) -> tuple[str, str, str]:
@@ -242,7 +236,7 @@ class Agent:
                     for d in chain_dirs(self.vault.archive_dir(*_split(cert_id)))]
         except (OSError, ValueError, StoreError):
             pass
-        return (f"certificate {_wanted(cert_id, chain)}: that chain is neither in its sealed "
+        return (f"certificate {attempt(cert_id, chain)}: that chain is neither in its sealed "
                 f"record nor in the vault (chains here: "
                 f"{', '.join(h[:16] for h in held) or 'none'})")
 
@@ -328,7 +322,7 @@ class Agent:
                         self._retry.pop(site, None)
                         continue
                     wait = self._retry.get(site)
-                    if wait is not None and wait.cert_id == _wanted(cert_id, chain) \
+                    if wait is not None and wait.cert_id == attempt(cert_id, chain) \
                             and now < wait.at:
                         deferred[site] = wait.note  # failed with this certificate: not yet again
                         continue
@@ -379,7 +373,7 @@ class Agent:
                         applies[server] += 1
         spent["switch_and_verify"] = time.monotonic() - t1
         for site in failed:
-            failed[site] += self._back_off(site, _wanted(todo[site][0], todo[site][2]))
+            failed[site] += self._back_off(site, attempt(todo[site][0], todo[site][2]))
         t1 = time.monotonic()
         try:
             queries += self._report(changed, failed)
@@ -414,7 +408,7 @@ class Agent:
         first, cap = self.backoff
         delay = min(cap, first * 2 ** (attempts - 1))
         when = datetime.now(UTC) + timedelta(seconds=delay)
-        note = (f" [backoff: attempt {attempts} with {cert_id} failed; next try in {delay:g} s "
+        note = (f" [backoff: attempt {attempts} {attempt_failed(cert_id)}; next try in {delay:g} s "
                 f"(after {when:%H:%M:%S} UTC), at once if another certificate is desired]")
         self._retry[site] = _Retry(cert_id, attempts, self.clock() + delay, note)
         return note

@@ -27,7 +27,7 @@ from ..store.db import fleet_desired, fleet_sealed, fleet_served
 from . import coord, sealed
 from .sealed import Keyring, Plain
 
-__all__ = ["Desired", "HostView", "Laggard", "alerts", "attempt", "failed_attempt", "laggards",
+__all__ = ["Desired", "HostView", "Laggard", "alerts", "failed_attempt", "laggards",
            "matches", "progress", "publish"]
 
 
@@ -77,20 +77,13 @@ class HostView:
                        self.desired_chain, self.served_chain)
 
 
-def attempt(cert_id: str, chain: str | None) -> str:
-    """How an agent names an attempt at a desired certificate in the error it reports (the
-    backoff note: `[backoff: attempt 2 with www/a/1f (chain 0a1b2c3d4e5f6a7b) failed; ...]`,
-    fleet/agent.py `_wanted`)."""
-    return cert_id if chain is None else f"{cert_id} (chain {chain[:16]})"
-
-
 def failed_attempt(v: HostView) -> bool:
     """The host reported an error from an attempt at the certificate desired now, after it
     was published: its error names that attempt, and its report is not older than the publish
     (an error kept from an earlier desired certificate, or from before the publish, is not)."""
     if not v.error or v.desired_cert is None or v.since is None or v.reported < v.since:
         return False
-    return f"with {attempt(v.desired_cert, v.desired_chain)} failed" in v.error
+    return coord.attempt_failed(coord.attempt(v.desired_cert, v.desired_chain)) in v.error
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ from ..store.lock import (
 if TYPE_CHECKING:  # psycopg is optional (the postgres extra): imported when a Listener connects
     import psycopg
 
-__all__ = ["CHANNEL", "Deadlines", "Fenced", "Leader", "Leases", "Listener", "chunks",
-           "connect_args", "make_engine", "notify"]
+__all__ = ["CHANNEL", "Deadlines", "Fenced", "Leader", "Leases", "Listener", "attempt",
+           "attempt_failed", "chunks", "connect_args", "make_engine", "notify"]
 
 CHANNEL = "certfailover_fleet"
 T = TypeVar("T")
@@ -123,6 +123,18 @@ def make_engine(url: str, app: str, deadlines: Deadlines | None = None, *,
 def chunks(rows: list[T], size: int = 1000) -> list[list[T]]:
     """Rows in parts for multi-row statements (PostgreSQL allows 65,535 parameters in one)."""
     return [rows[i:i + size] for i in range(0, len(rows), size)]
+
+
+def attempt(cert_id: str, chain: str | None) -> str:
+    """How agents and controllers name one attempt at a desired certificate: the certificate,
+    and the chain when one is named (a chain switch keeps the certificate id)."""
+    return cert_id if chain is None else f"{cert_id} (chain {chain[:16]})"
+
+
+def attempt_failed(wanted: str) -> str:
+    """The words of an agent's reported error that say the attempt `wanted` failed (its
+    backoff note); controllers look for them to fail a switch fast."""
+    return f"with {wanted} failed"
 
 
 def _now() -> datetime:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from certfailover import keys
 from certfailover.engine import Switch
 from certfailover.events import EventKind
-from certfailover.fleet import controller, deployer
+from certfailover.fleet import controller, coord, deployer
 from certfailover.fleet.controller import HostView, Laggard
 from certfailover.fleet.deployer import FleetDeployer
 from certfailover.fleet.sealed import Kek, Keyring, chain_digest
@@ -70,9 +70,9 @@ class World:
 
     def failed(self, site: str, host: str, why: str = "handshake failed") -> HostView:
         """The error an agent reports for a failed attempt at the desired certificate."""
-        note = controller.attempt(self.certs[site].id, self.chain)
-        return self.view(site, host, error=f"{why} [backoff: attempt 1 with {note} failed; "
-                                            "next try in 5 s]",
+        wanted = coord.attempt(self.certs[site].id, self.chain)
+        return self.view(site, host, error=f"{why} [backoff: attempt 1 "
+                                            f"{coord.attempt_failed(wanted)}; next try in 5 s]",
                          reported=self.since + timedelta(seconds=1))
 
     def run(self) -> tuple[list[Any], float]:
