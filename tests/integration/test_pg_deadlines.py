@@ -13,7 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from itertools import count
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 from certfailover.errors import StoreError
 from certfailover.fleet import coord
 from certfailover.fleet.coord import Deadlines, Leader, Listener
+from certfailover.model import Cert, CertState
 from certfailover.store import db as dbmod
 from certfailover.store.lock import DatabaseDeadline, PostgresLock
 from certfailover_lab.postgres import PostgresServer
@@ -206,3 +209,92 @@ def test_the_daemon_locks_session_stuck(db: tuple[str, str]) -> None:
     until(lambda: gone(url, pid), "the stuck backend to end")
     with PostgresLock(url, deadline=CALL) as again:  # the next one works
         assert again.held
+
+
+def _cert(n: int) -> Cert:
+    now = datetime.now(UTC)
+    return Cert(id=f"www/a/{n}", site="www", ca="a", serial=str(n), not_before=now,
+                not_after=now + timedelta(days=90), sha256="ab" * 32, key_type="ec-p256",
+                issuer_dn="CN=x", state=CertState.STANDBY, created=now, path=f"/x/{n}")
+
+
+@pytest.mark.parametrize("call", ["read", "write"])
+def test_a_store_call_on_a_stuck_database(db: tuple[str, str], call: str) -> None:
+    """The store's own engine (`Database`) has the client-side deadline too: db.certs() or
+    db.add_cert() on a stuck backend raises DatabaseDeadline naming host:port/database, and
+    the store works again on a new connection."""
+    url, where = db
+    store = dbmod.Database(url, deadline=CALL)
+    try:
+        store.add_cert(_cert(1))
+        with store.engine.connect() as conn:  # the pool's one connection, used next
+            pid = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+        with stopped(pid):
+            t0 = time.monotonic()
+            with pytest.raises(DatabaseDeadline) as exc:
+                if call == "read":
+                    store.certs()
+                else:
+                    store.add_cert(_cert(2))
+            took = time.monotonic() - t0
+            print(f"Database {call} on a stuck backend raised after {took:.2f} s")
+            assert CALL - 0.05 <= took < CALL + SLACK
+            assert isinstance(exc.value, StoreError)
+            check_message(exc.value, where, CALL)
+        until(lambda: gone(url, pid), "the stuck backend to end")
+        store.add_cert(_cert(3))
+        assert [c.id for c in store.certs()] == ["www/a/1", "www/a/3"]  # 2 was never written
+    finally:
+        store.engine.dispose()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _server_pids(server: PostgresServer) -> list[int]:
+    """The postmaster (first line of postmaster.pid) and every process it started."""
+    main = int((server.data / "postmaster.pid").read_text().split()[0])
+    return [main, *(int(p.name) for p in Path("/proc").iterdir()
+                    if p.name.isdigit() and _parent(int(p.name)) == main)]
+
+
+def test_the_store_on_a_stuck_server() -> None:
+    """The whole server stopped (postmaster and every backend, on a server of its own): a call
+    on the pooled connection ends at the deadline, one that needs a new connection at the
+    connect timeout; after SIGCONT the store works again."""
+    with PostgresServer() as server:
+        url = server.create_database("stuck_server").replace(
+            "certfailover@", f"certfailover:{SECRET}@")
+        store = dbmod.Database(url, deadline=CALL, connect_timeout=2)
+        try:
+            store.migrate()
+            store.add_cert(_cert(1))
+            pids = _server_pids(server)
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(DatabaseDeadline) as exc:
+                    store.certs()
+                took = time.monotonic() - t0
+                print(f"Database.certs() on a stopped server raised after {took:.2f} s")
+                assert CALL - 0.05 <= took < CALL + SLACK
+                check_message(exc.value, f"127.0.0.1:{server.port}/stuck_server", CALL)
+                t0 = time.monotonic()
+                with pytest.raises(sa.exc.OperationalError) as failed:  # a new connection
+                    store.certs()
+                took = time.monotonic() - t0
+                print(f"a new connection to a stopped server failed after {took:.2f} s")
+                assert took < 2 + SLACK and SECRET not in str(failed.value)
+            finally:
+                # and the postmaster's parent: runuser (as root) stops itself when its child
+                # stops, and would then not pass the server's stop on
+                for pid in [*pids, *filter(None, [_parent(pids[0])])]:
+                    os.kill(pid, signal.SIGCONT)
+            assert [c.id for c in store.certs()] == ["www/a/1"]
+        finally:
+            store.engine.dispose()

@@ -190,6 +190,8 @@ def test_read_only_store_with_an_old_schema_says_it_cannot_upgrade(
                                      " AND name NOT LIKE 'sqlite_%'").fetchall():
             if table not in schema_2:  # every table a later migration creates
                 conn.execute(f"DROP TABLE {table}")
+        conn.execute("DROP INDEX ix_certs_changed")  # and the column schema 10 adds to certs
+        conn.execute("ALTER TABLE certs DROP COLUMN changed")
     conn.close()
     if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(store), str(store)],
                                            capture_output=True, check=False).returncode:

@@ -14,6 +14,14 @@
        moves here can be checked and switched at once);
     6. close orders left pending by a dead controller (older than the issue deadline).
 
+Step 5 and the desired rows (`served_target`) read only what changed since the last refresh
+(`Seen`): the certificates, sealed records and desired rows written since a change mark
+(store/db.py `read_changes`: transaction ids from the database's own snapshot, no clock, and
+a transaction still running at a refresh is read at the next), plus the certificates of the
+sites this refresh gained. Every `full_every` seconds (and at the first refresh) it reads
+every row again, as a safety net: what the marks cannot show (a row deleted, a key file
+removed from the vault, a write that bypassed the trigger) is caught then.
+
 A controller that dies stops renewing: its leases expire after `ttl` and the others take its
 sites at their next refresh. The engine ticks only the sites held (`Daemon.share`), orders
 only for them, and the database refuses a second pending order for a site and CA anyway
@@ -29,7 +37,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,23 +46,71 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ..errors import CertFailoverError, StoreError
-from ..model import Cert
-from ..store.db import Database, fleet_desired, fleet_sealed
+from ..model import Cert, CertState
+from ..store.db import Database, fleet_desired, fleet_sealed, read_changes
 from ..store.vault import Vault, chain_dirs
 from . import sealed
 from .coord import Leader, Leases
 from .sealed import Keyring
 
-__all__ = ["ControllerShare", "site_work"]
+__all__ = ["FULL_EVERY", "ControllerShare", "Seen", "site_work"]
 
 log = logging.getLogger(__name__)
 
 _SITE = "site:"
 _CONTROLLER = "controller:"
+#: seconds between two refreshes that read every row again (the incremental refresh's net)
+FULL_EVERY = 300.0
 
 
 def site_work(site: str) -> str:
     return _SITE + site
+
+
+class Seen:
+    """The fleet's rows as of the last refresh, kept in step by reading the rows written since:
+    the certificates not retired, the ids of the sealed records, the desired rows of every
+    site, the change mark of each table (None: read everything next time), and `todo`, the
+    certificates whose material the next refresh looks at (new ones, newly sealed ones, those
+    of sites gained; all of them after a full read)."""
+
+    def __init__(self) -> None:
+        self.certs: dict[str, Cert] = {}
+        self.by_site: dict[str, set[str]] = {}
+        self.sealed: set[str] = set()
+        self.desired: dict[str, tuple[str, str | None]] = {}  # site -> (cert id, chain)
+        self.cert_mark: int | None = None
+        self.sealed_mark: int | None = None
+        self.desired_mark: int | None = None
+        self.full_at = -math.inf  # time.monotonic() of the last full read
+        self.todo: set[str] = set()
+
+    def gain(self, sites: Iterable[str]) -> None:
+        for site in sites:
+            self.todo |= self.by_site.get(site, set())
+
+    def take_certs(self, full: bool, certs: Iterable[Cert]) -> None:
+        if full:
+            self.certs, self.by_site = {}, {}
+        for c in certs:
+            old = self.certs.pop(c.id, None)
+            if old is not None:
+                self.by_site[old.site].discard(c.id)
+            if c.state is CertState.RETIRED:
+                self.todo.discard(c.id)
+                continue
+            self.certs[c.id] = c
+            self.by_site.setdefault(c.site, set()).add(c.id)
+            if old is None or full:
+                self.todo.add(c.id)
+
+    def take_sealed(self, full: bool, ids: Iterable[str]) -> None:
+        got = set(ids)
+        self.todo |= got - self.sealed
+        self.sealed = got if full else self.sealed | got
+
+    def take_desired(self, full: bool, rows: dict[str, tuple[str, str | None]]) -> None:
+        self.desired = rows if full else {**self.desired, **rows}
 
 
 def _few(sites: frozenset[str]) -> str:
@@ -67,7 +124,7 @@ class ControllerShare:
 
     def __init__(self, leases: Leases, sites: Sequence[str], *, db: Database, vault: Vault,
                  ring: Keyring, ttl: float = 30.0, stale_orders: float = 600.0,
-                 leader: Leader | None = None) -> None:
+                 leader: Leader | None = None, full_every: float = FULL_EVERY) -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.leases, self.sites = leases, sorted(set(sites))
@@ -83,6 +140,8 @@ class ControllerShare:
         self._desired: dict[str, tuple[str, str | None]] = {}  # site -> (cert id, chain)
         self._desired_read = False
         self._said: set[str] = set()  # material problems already logged
+        self.seen = Seen()
+        self.full_every = full_every
 
     @property
     def holder(self) -> str:
@@ -107,7 +166,10 @@ class ControllerShare:
             self.owned = held
             self._lead()
             try:
-                self._desired, self._desired_read = self._read_desired(held), True
+                self.seen.gain(gained)
+                self._read_changes()
+                self._desired = {s: self.seen.desired[s] for s in held if s in self.seen.desired}
+                self._desired_read = True
                 self._sync_material(held)
                 self._close_stale_orders()
             except (sa.exc.SQLAlchemyError, CertFailoverError, OSError) as exc:
@@ -223,16 +285,12 @@ class ControllerShare:
             log.warning("controller %s: cannot write %s from its sealed record: %s",
                         self.holder, cert.id, exc)
 
-    def _read_desired(self, sites: frozenset[str]) -> dict[str, tuple[str, str | None]]:
-        out: dict[str, tuple[str, str | None]] = {}
+    def _read_desired(self, site: str) -> tuple[str, str | None] | None:
+        """One site's desired row (before the first refresh)."""
         with self.engine.connect() as conn:
-            q = sa.select(fleet_desired.c.site, fleet_desired.c.cert_id, fleet_desired.c.chain)
-            if len(sites) == 1:
-                q = q.where(fleet_desired.c.site.in_(sorted(sites)))
-            for r in conn.execute(q):
-                if r.site in sites:
-                    out[str(r.site)] = (str(r.cert_id), r.chain)
-        return out
+            r = conn.execute(sa.select(fleet_desired.c.cert_id, fleet_desired.c.chain)
+                             .where(fleet_desired.c.site == site)).first()
+        return (str(r.cert_id), r.chain) if r is not None else None
 
     def served_target(self, site: str) -> Path | None:
         """Engine.served_target on a controller: the directory of what the fleet was told to
@@ -242,7 +300,7 @@ class ControllerShare:
         if self._desired_read:
             want = self._desired.get(site)
         else:  # no refresh yet (a command run by hand): read this site's row
-            want = self._read_desired(frozenset((site,))).get(site)
+            want = self._read_desired(site)
         cert = self.db.cert(want[0]) if want is not None else None
         if want is None or cert is None:
             return None
@@ -267,21 +325,87 @@ class ControllerShare:
         with self.engine.begin() as conn:
             return sealed.seal_many(conn, self.ring, items)
 
-    def _sync_material(self, sites: frozenset[str]) -> None:
-        """Seal every certificate of this vault not sealed yet (whichever site: one issued
-        for a site just given away counts too); write the sealed ones of `sites` missing here."""
-        certs = self.db.certs(include_retired=False)
+    def resync_next(self) -> None:
+        """Make the next refresh read every row again (as it does every `full_every` s)."""
+        self.seen.full_at = -math.inf
+
+    def _read_changes(self) -> None:
+        """Bring `seen` up to date: the rows written since the last refresh, or every row
+        when a full read is due. Nothing is taken unless every read succeeded."""
+        seen = self.seen
+        started = time.monotonic()
+        full = started - seen.full_at >= self.full_every
+        cert_mark, certs_full, certs = self.db.cert_changes(None if full else seen.cert_mark)
         with self.engine.connect() as conn:
-            have = {str(r) for r in conn.execute(sa.select(fleet_sealed.c.cert_id)).scalars()}
-        local = {c.id for c in certs if (Path(c.path) / "privkey.pem").is_file()}
-        self.seal([c for c in certs if c.id in local and c.id not in have])
-        fetch = [c for c in certs if c.site in sites and c.id not in local and c.id in have]
+            ids = read_changes(conn, sa.select(fleet_sealed.c.cert_id), fleet_sealed,
+                               None if full else seen.sealed_mark)
+            want = read_changes(conn, sa.select(fleet_desired.c.site, fleet_desired.c.cert_id,
+                                                fleet_desired.c.chain), fleet_desired,
+                                None if full else seen.desired_mark)
+        seen.take_certs(certs_full, certs)
+        seen.take_sealed(ids.full, [str(r.cert_id) for r in ids.rows])
+        seen.take_desired(want.full, {str(r.site): (str(r.cert_id), r.chain) for r in want.rows})
+        seen.cert_mark, seen.sealed_mark, seen.desired_mark = cert_mark, ids.mark, want.mark
+        if full:
+            seen.full_at = started
+        log.debug("controller %s: %s read: %d certificates, %d sealed, %d desired rows",
+                  self.holder, "full" if full else "changes", len(certs), len(ids.rows),
+                  len(want.rows))
+
+    def _sync_material(self, sites: frozenset[str]) -> None:
+        """For the certificates to look at (`Seen.todo`): seal those of this vault not sealed
+        yet (whichever site: one issued for a site just given away counts too); write the
+        sealed ones of `sites` missing here. A certificate leaves `todo` once looked at (a
+        database error leaves it there for the next refresh); a full read puts every one
+        back."""
+        seen = self.seen
+        seal: list[Cert] = []
+        fetch: list[Cert] = []
+        for cert_id in sorted(seen.todo):
+            c = seen.certs.get(cert_id)
+            local = c is not None and (Path(c.path) / "privkey.pem").is_file()
+            if c is not None and local and cert_id not in seen.sealed:
+                seal.append(c)
+            elif c is not None and not local and cert_id in seen.sealed and c.site in sites:
+                fetch.append(c)
+            else:
+                seen.todo.discard(cert_id)
+        self._seal_local(seal)
         if not fetch:
             return
         with self.engine.connect() as conn:
             records = sealed.load_many(conn, [c.id for c in fetch])
         for c in fetch:
-            self._write(c, records[c.id])
+            seen.todo.discard(c.id)
+            if (rec := records.get(c.id)) is None:
+                continue
+            try:
+                self._write(c, rec)
+            except (CertFailoverError, OSError) as exc:
+                self._say(c.id, f"controller {self.holder}: cannot write {c.id} from its "
+                          f"sealed record: {exc}")
+
+    def _seal_local(self, certs: Sequence[Cert]) -> None:
+        """Seal `certs` from this vault in one transaction (one whose files cannot be read is
+        left out, said once)."""
+        items = []
+        for c in certs:
+            try:
+                items.append((c.id, c.site, sealed.material(Path(c.path))))
+            except OSError as exc:
+                self.seen.todo.discard(c.id)
+                self._say(c.id, f"controller {self.holder}: cannot seal {c.id}: {exc}")
+        if items:
+            with self.engine.begin() as conn:
+                sealed.seal_many(conn, self.ring, items)
+            done = {cert_id for cert_id, _, _ in items}
+            self.seen.sealed |= done
+            self.seen.todo -= done
+
+    def _say(self, cert_id: str, text: str) -> None:
+        if cert_id not in self._said:
+            self._said.add(cert_id)
+            log.warning("%s", text)
 
     def _write(self, cert: Cert, rec: sealed.Sealed) -> None:
         """Another controller's certificate into this vault, at the path the store names

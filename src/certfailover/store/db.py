@@ -8,9 +8,11 @@ kept in the `schema_version` table, so a newer certfailover upgrades an existing
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
@@ -19,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import OrderInFlight, StoreError
 from ..model import Cert, CertState, Event, Finding, Order, RevokedFact, Severity, Signal
+from .lock import PG_CALL_DEADLINE, pg_deadlines, pg_extra_time
 
 metadata = sa.MetaData()
 
@@ -36,6 +39,8 @@ certs = sa.Table(
     sa.Column("state", sa.String(20), nullable=False),
     sa.Column("created", sa.DateTime(timezone=True), nullable=False),
     sa.Column("path", sa.Text, nullable=False),
+    # schema 10: the id of the transaction that last wrote the row (`read_changes`)
+    sa.Column("changed", sa.BigInteger, nullable=True, index=True),
 )
 findings = sa.Table(
     "findings", metadata,
@@ -105,6 +110,7 @@ fleet_sealed = sa.Table(
     sa.Column("nonce", sa.LargeBinary, nullable=False),
     sa.Column("ciphertext", sa.LargeBinary, nullable=False),
     sa.Column("sealed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("changed", sa.BigInteger, nullable=True, index=True),  # schema 10
 )
 fleet_epoch = sa.Table(
     "fleet_epoch", metadata,
@@ -128,6 +134,7 @@ fleet_desired = sa.Table(
     sa.Column("since", sa.DateTime(timezone=True), nullable=False),
     # schema 9: SHA-256 of the served chain's DER certificates (None: any chain, an old row)
     sa.Column("chain", sa.String(64), nullable=True),
+    sa.Column("changed", sa.BigInteger, nullable=True, index=True),  # schema 10
 )
 fleet_served = sa.Table(
     "fleet_served", metadata,
@@ -360,11 +367,94 @@ def _m9(op: Operations) -> None:
     op.add_column("fleet_served", sa.Column("chain", sa.String(64), nullable=True))
 
 
+#: the tables whose rows carry a change mark (schema 10)
+CHANGE_MARKED = ("certs", "fleet_sealed", "fleet_desired")
+
+
+def _m10(op: Operations) -> None:
+    """Schema 10: a change mark on the rows fleet controllers keep in step with, so a controller
+    reads only what was written since its last refresh (fleet/share.py, `read_changes`).
+    `changed` is the id of the transaction that last inserted or updated the row, set by a
+    trigger on PostgreSQL (whatever the writer, an older certfailover included); it is NULL on
+    other databases (no fleets there) and in rows written before this schema."""
+    for table in CHANGE_MARKED:
+        op.add_column(table, sa.Column("changed", sa.BigInteger, nullable=True))
+        op.create_index(f"ix_{table}_changed", table, ["changed"])
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(
+        "CREATE OR REPLACE FUNCTION certfailover_mark_changed() RETURNS trigger"
+        " LANGUAGE plpgsql AS $$ BEGIN NEW.changed := txid_current(); RETURN NEW; END $$")
+    for table in CHANGE_MARKED:
+        op.execute(f"CREATE TRIGGER {table}_changed BEFORE INSERT OR UPDATE ON {table}"
+                   " FOR EACH ROW EXECUTE FUNCTION certfailover_mark_changed()")
+
+
 MIGRATIONS: tuple[Callable[[Operations], None], ...] = (_m1, _m2, _m3, _m4, _m5, _m6, _m7, _m8,
-                                                        _m9)
+                                                        _m9, _m10)
 SCHEMA_VERSION = len(MIGRATIONS)
+#: seconds each call of a migration may take beyond the deadline, on PostgreSQL
+MIGRATE_DEADLINE = 300.0
 #: the PostgreSQL advisory lock key taken while migrating (fleet controllers start together)
 _MIGRATE_LOCK = 0x63_66_6D_69_67_72_61_74  # "cfmigrat"
+
+
+@contextmanager
+def _extra_time(conn: sa.Connection, seconds: float) -> Iterator[None]:
+    """`pg_extra_time` on the connection's psycopg connection (nothing on other drivers)."""
+    raw = conn.connection.driver_connection
+    if conn.dialect.driver != "psycopg" or raw is None:
+        yield
+        return
+    with pg_extra_time(raw, seconds):
+        yield
+
+
+def change_mark(conn: sa.Connection) -> int | None:
+    """Where the next read of changes starts: the oldest transaction id still running (every
+    transaction below it has ended), from PostgreSQL's own snapshot, so neither clock skew nor
+    a transaction that commits late (it is still running now, so its id is at or above the
+    mark) makes a reader miss a row. None on other databases (no change marks)."""
+    marks = _snapshot(conn)
+    return marks[0] if marks is not None else None
+
+
+def _snapshot(conn: sa.Connection) -> tuple[int, int] | None:
+    """(oldest transaction id still running, next transaction id) on PostgreSQL."""
+    if conn.dialect.name != "postgresql":
+        return None
+    row = conn.execute(sa.text("SELECT txid_snapshot_xmin(s), txid_snapshot_xmax(s)"
+                               " FROM txid_current_snapshot() AS s")).one()
+    return int(row[0]), int(row[1])
+
+
+class Changes(NamedTuple):
+    """Rows read by `read_changes`: every row (`full`) or those written since the mark asked
+    for, and the mark to ask for next time (None: read everything next time)."""
+
+    mark: int | None
+    full: bool
+    rows: Sequence[sa.Row[Any]]
+
+
+def read_changes(conn: sa.Connection, query: sa.Select[Any], table: sa.Table,
+                 since: int | None, *, full_where: sa.ColumnElement[bool] | None = None
+                 ) -> Changes:
+    """The rows of `query` (on `table`, one of CHANGE_MARKED) written since the mark `since`,
+    a mark an earlier call returned; every row (filtered by `full_where`) when `since` is None,
+    on a database without marks, or when the mark went backwards (a database restored from a
+    dump: its transaction ids start again lower). Rows written at the mark are read again
+    next time (the overlap that catches a transaction still running now). A row marked with
+    an id this database has not reached yet (restored from a dump) is left to full reads."""
+    marks = _snapshot(conn)  # before the rows: a write after it is read next time
+    mark = marks[0] if marks is not None else None
+    full = since is None or marks is None or marks[0] < since
+    if full or marks is None:
+        q = query if full_where is None else query.where(full_where)
+    else:  # BIGINT: the index's type
+        q = query.where(table.c.changed >= sa.cast(since, sa.BigInteger),
+                        table.c.changed < sa.cast(marks[1], sa.BigInteger))
+    return Changes(mark, full, conn.execute(q).all())
 
 
 def _aware(dt: datetime) -> datetime:
@@ -438,20 +528,47 @@ def _cert(row: Any) -> Cert:
     )
 
 
+def _shown(url: str) -> str:
+    """A URL for messages: the password hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(an unreadable URL)"
+
+
 class Database:
-    def __init__(self, url: str) -> None:
+    """The store's tables on one SQLAlchemy URL. On PostgreSQL (psycopg) every call on the
+    database has a client-side deadline, `deadline` seconds per round trip (store/lock.py,
+    `pg_deadlines`): a server that is alive but stuck makes the call raise DatabaseDeadline
+    (a StoreError naming host:port/database, never the password) instead of hanging; a new
+    connection waits at most `connect_timeout` seconds (unless the URL sets its own)."""
+
+    def __init__(self, url: str, *, deadline: float = PG_CALL_DEADLINE,
+                 connect_timeout: int = 5) -> None:
         self.url = url
         try:
-            self.engine = sa.create_engine(url, future=True)
+            u = sa.engine.make_url(url)
+            pg = u.get_backend_name() == "postgresql"
+            args: dict[str, Any] = {}
+            if pg and "connect_timeout" not in u.query:
+                args["connect_timeout"] = max(2, connect_timeout)  # libpq: whole seconds, >= 2
+            self.engine = sa.create_engine(url, future=True, connect_args=args)
         except (sa.exc.ArgumentError, ImportError) as exc:
-            raise StoreError(f"database URL {url!r}: {exc}") from exc
+            raise StoreError(f"database URL {_shown(url)!r}: {exc}") from exc
+        if pg:
+            pg_deadlines(self.engine, url, deadline)
         if url.startswith("sqlite"):
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=5000")
-                cur.close()
+                try:
+                    cur.execute("PRAGMA busy_timeout=5000")
+                    cur.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.DatabaseError as exc:  # a damaged schema page: the connection
+                    if "malformed" not in str(exc):  # is made, its first statement says so
+                        raise
+                finally:
+                    cur.close()
 
     # -- schema ---------------------------------------------------------------------------
     def version(self) -> int:
@@ -461,9 +578,11 @@ class Database:
             return int(conn.execute(sa.text("SELECT version FROM schema_version")).scalar() or 0)
 
     def migrate(self) -> int:
-        """Apply every migration newer than the store's version; returns the new version."""
+        """Apply every migration newer than the store's version; returns the new version.
+        On PostgreSQL each call may take MIGRATE_DEADLINE seconds more than the deadline (a
+        wait for another process's migration, an index built on a large table)."""
         try:
-            with self.engine.begin() as conn:
+            with self.engine.begin() as conn, _extra_time(conn, MIGRATE_DEADLINE):
                 if conn.dialect.name == "postgresql":  # several processes may start at once
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
                                  {"k": _MIGRATE_LOCK})
@@ -474,14 +593,15 @@ class Database:
                 current = int(conn.execute(sa.text("SELECT version FROM schema_version")).scalar() or 0)
                 if current > SCHEMA_VERSION:
                     raise StoreError(
-                        f"{self.url}: store schema version {current} is newer than this certfailover "
-                        f"({SCHEMA_VERSION}); upgrade certfailover")
+                        f"{_shown(self.url)}: store schema version {current} is newer than this "
+                        f"certfailover ({SCHEMA_VERSION}); upgrade certfailover")
                 op = Operations(MigrationContext.configure(conn))
                 for number in range(current, SCHEMA_VERSION):
                     MIGRATIONS[number](op)
                 conn.execute(sa.text("UPDATE schema_version SET version = :v"), {"v": SCHEMA_VERSION})
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"{self.url}: cannot open or migrate the database: {exc}") from exc
+            raise StoreError(f"{_shown(self.url)}: cannot open or migrate the database: "
+                             f"{exc}") from exc
         return SCHEMA_VERSION
 
     # -- certificates ---------------------------------------------------------------------
@@ -504,6 +624,15 @@ class Database:
             q = q.where(certs.c.state != CertState.RETIRED.value)
         with self.engine.connect() as conn:
             return [_cert(r) for r in conn.execute(q)]
+
+    def cert_changes(self, since: int | None) -> tuple[int | None, bool, list[Cert]]:
+        """(mark, full, certificates) as `read_changes` gives them: those written since the
+        mark `since`, retired ones included (so a reader drops them); or every certificate not
+        retired (`full`)."""
+        with self.engine.connect() as conn:
+            got = read_changes(conn, sa.select(certs), certs, since,
+                               full_where=certs.c.state != CertState.RETIRED.value)
+            return got.mark, got.full, [_cert(r) for r in got.rows]
 
     def cert(self, cert_id: str) -> Cert | None:
         with self.engine.connect() as conn:

@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import sqlalchemy as sa
 
-from ..config import Config
 from ..errors import LockError, StoreError
 
-if TYPE_CHECKING:  # psycopg is optional (the postgres extra)
+if TYPE_CHECKING:  # psycopg is optional (the postgres extra); config imports the store
     import psycopg
     from psycopg.abc import PQGen
+
+    from ..config import Config
 
 LOCK_FILE = "daemon.lock"
 ADVISORY_NAME = "certfailover daemon"
