@@ -252,12 +252,14 @@ def test_a_revoked_certificate_is_never_served_after_its_ca_goes_dark(
 @pytest.mark.parametrize("standby", ["healthy", "warning"])
 def test_both_cas_down_before_renewal_the_site_leaves_before_notafter(
         tmp_path: Path, challtestsrv: ChallTestSrv, http01_port: int, standby: str) -> None:
-    """A issues 30-second certificates (renewal point at 20 s). Both CAs go down before it.
+    """A issues 24-second certificates (renewal point at 16 s, switch margin 4 s: half the
+    8-second renewal window, which holds two ticks and the 3-second issue_timeout). Both CAs
+    go down before it.
     With a healthy standby the site switches at the renewal point; with a standby that carries a
     warning the active lacks ("never worse" keeps the active), at the switch margin before
     notAfter. A client loop never sees an expired certificate."""
     a = RevocableCA(tmp_path / "ca-a", name="short-a", http_port=http01_port,
-                    dns_server=challtestsrv.dns_address, validity_seconds=30)
+                    dns_server=challtestsrv.dns_address, validity_seconds=24)
     b = RevocableCA(tmp_path / "ca-b", name="long-b", http_port=http01_port,
                     dns_server=challtestsrv.dns_address)
     a_gate = FaultProxy(_acme_port(a.pebble))
@@ -312,34 +314,57 @@ def test_both_cas_down_before_renewal_the_site_leaves_before_notafter(
 
 # -- a CA whose certificates are unusable is not ordered from every tick ------------------------
 
+#: `[daemon] order_backoff` in the test below (default 1 minute): 5 ticks of 1 s per window
+UNUSABLE_BACKOFF = 5.0
+
+
 @pytest.mark.parametrize("damage", ["root removed", "garbage bundle"])
 def test_unusable_certificates_stay_within_the_budget_and_alert_once(
         tmp_path: Path, pebble_a: PebbleCA, pebble_b: PebbleCA, http01_port: int,
         damage: str) -> None:
+    """B's certificates stop being usable (its root leaves the site's trust, or the trust
+    bundle is garbage). The daemon (interval 1 s) orders from B once; that certificate comes
+    out unusable; the next order waits `order_backoff` from that order's end (not the next
+    tick), also comes out unusable, and the wait after it doubles. One standby_unusable alert
+    for the streak."""
+    backoff = UNUSABLE_BACKOFF
     entries = [LabCAEntry(c.name, c.directory_url, c.ca_bundle) for c in (pebble_a, pebble_b)]
-    with lab_of(tmp_path, entries, [pebble_a.root_pem(), pebble_b.root_pem()],
-                        http01_port, daemon={"verify_timeout": 5, "interval": 1}) as lab:
+    with lab_of(tmp_path, entries, [pebble_a.root_pem(), pebble_b.root_pem()], http01_port,
+                daemon={"verify_timeout": 5, "interval": 1, "order_backoff": backoff}) as lab:
         lab.rt.engine.tick()
         assert lab.active().ca == "pebble-a"
         before = len(lab.rt.db.orders(ca="pebble-b"))
-        if damage == "root removed":  # B's root leaves the site's trust for 60 s
+
+        def ended() -> list[Any]:  # B's orders since the damage that have an outcome
+            return [o for o in lab.rt.db.orders(ca="pebble-b")[before:] if o.finished]
+
+        if damage == "root removed":  # B's root leaves the site's trust
             lab.bundle.write_bytes(pebble_a.root_pem())
         else:
             lab.bundle.write_bytes(b"-----BEGIN CERTIFICATE-----\ngarbage\n")
         daemon, t = _run_daemon(lab)
         try:
-            time.sleep(60 if damage == "root removed" else 30)
+            _until(lambda: len(ended()) >= 1, "the first order to B", 30)
+            _until(lambda: len(ended()) >= 2, "the order to B after the backoff", backoff + 30)
+            # two unusable in a row: the next wait is 2 * backoff from the second's end; no
+            # order in the first `backoff` of it (ticks every second meanwhile)
+            second_end = ended()[1].finished
+            time.sleep(max(0.0, (second_end - datetime.now(UTC)).total_seconds() + backoff))
         finally:
             _stop_daemon(daemon, t)
         orders = lab.rt.db.orders(ca="pebble-b")[before:]
-        budget = lab.rt.config.daemon.max_orders
-        # the first order comes out unusable; the next waits 1 minute from that moment
-        assert 1 <= len(orders) <= 2 and len(orders) <= budget, [o.outcome for o in orders]
-        assert all(o.outcome == "unusable" for o in orders if o.outcome != "pending")
+        assert len(orders) == 2, [(o.outcome, o.started, o.finished) for o in orders]
+        assert len(orders) <= lab.rt.config.daemon.max_orders
+        assert [o.outcome for o in orders] == ["unusable", "unusable"], orders
+        first, second = orders
+        assert first.finished is not None and second.finished is not None
+        gap = (second.started - first.finished).total_seconds()
+        assert gap >= backoff, f"ordered again {gap:.2f}s after an unusable order"
         kinds = lab.kinds()
         assert kinds.count("standby_unusable") == 1, kinds
         assert kinds.count("none_healthy") <= 1
         if damage == "root removed":
             assert lab.served_sha() == lab.active().sha256 and lab.active().ca == "pebble-a"
-        print(f"\n{damage}: {len(orders)} order(s) to pebble-b, "
-              f"{kinds.count('standby_unusable')} standby_unusable alert")
+        print(f"\n{damage}: {len(orders)} orders to pebble-b, {gap:.1f}s apart "
+              f"(order_backoff {backoff:.0f}s), {kinds.count('standby_unusable')} "
+              "standby_unusable alert")
