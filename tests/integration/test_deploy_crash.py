@@ -1,12 +1,21 @@
-"""kill -9 at random points of an activation against real nginx, then recover() and check.
+"""kill -9 at chosen and at random points of an activation against real nginx, then recover()
+and check.
 
 A forked child keeps activating one site with a random one of three certificates: two from
 trusted CAs (a, b) and one from CA c, which validate() rejects, so that rollbacks happen too.
-The parent SIGKILLs it either after a uniformly random delay or a few milliseconds after a
-randomly chosen phase began (journal, flip, apply, verify, rollback-*). Right after the kill the
-server must still complete a handshake with one of the three certificates (a completed handshake
-proves it holds the matching key). After recover(): no journal left, the live link's leaf is
-served steadily, validates, and the key in the store matches it.
+The first trials stop the child at each phase in turn (journal, flip, apply, verify,
+rollback-*: it halts right after the phase began, before the phase's action; a rollback
+phase's trial activates c first) and SIGKILL it there, so that every step boundary of the
+deploy path is killed at at least once in every run, whatever the random trials do; the run
+asserts it. The other trials SIGKILL it either after a uniformly random delay or a few
+milliseconds after a randomly chosen phase began, which lands kills inside the steps' actions
+(a reload under way, a journal being written, a handshake proof half done). Right after the
+kill the server must still complete a handshake with one of the three certificates (a
+completed handshake proves it holds the matching key). After recover(): no journal left, the
+live link's leaf is served steadily, validates, and the key in the store matches it.
+
+CERTFAILOVER_KILL9_TRIALS=N runs N trials in each kill -9 test instead of its default (at
+least one per phase), for long runs (docs/testing.md).
 
 run_kill9_trials is shared with test_deploy_crash_haproxy.py / _apache.py (one file per
 server keeps each file under a minute).
@@ -46,16 +55,28 @@ SNI = "www.test"
 SETTLE = 0.15
 PHASES = ("journal", "flip", "apply", "verify", "rollback-journal", "rollback-flip",
           "rollback-apply", "rollback-verify")
+#: trials per kill -9 test for long runs (unset: each test's own count)
+TRIALS_ENV = "CERTFAILOVER_KILL9_TRIALS"
+
+
+def trial_count(default: int) -> int:
+    """`default`, or $CERTFAILOVER_KILL9_TRIALS; never fewer than one trial per phase."""
+    return max(len(PHASES), int(os.environ.get(TRIALS_ENV) or default))
 
 
 def _child(vault: Vault, adapter: ServerAdapter, targets: dict[Path, str], srv: WebServer,
-           roots: list[x509.Certificate], phase_log: Path, seed: int) -> None:
+           roots: list[x509.Certificate], phase_log: Path, seed: int,
+           halt_at: str | None = None, first: Path | None = None) -> None:
+    """`halt_at`: stop for good once that phase begins (the parent kills it there);
+    `first`: the first activation's target (then random ones)."""
     validate = chain_validator(roots)
     rng = random.Random(seed)
     fd = os.open(phase_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def on_phase(name: str) -> None:
         os.write(fd, name.encode() + b"\n")
+        if name == halt_at:
+            time.sleep(60)  # killed here, before the phase's action
         # a few ms at each phase boundary, so that a kill aimed at a phase lands in it even on
         # HAProxy, whose flip and apply take microseconds (the kill then lands just before or
         # inside the phase's action)
@@ -63,7 +84,9 @@ def _child(vault: Vault, adapter: ServerAdapter, targets: dict[Path, str], srv: 
 
     while True:
         cur = vault.live_target("www")
-        nxt = rng.choice([d for d in targets if d != cur])
+        nxt = first if first is not None and first != cur else rng.choice(
+            [d for d in targets if d != cur])
+        first = None
         activate(vault, adapter, [Activation("www", nxt, targets[nxt], (srv.endpoint,), SNI)],
                  validate=validate, verify_timeout=3.0, settle=SETTLE, on_phase=on_phase)
 
@@ -106,6 +129,7 @@ def run_kill9_trials(kind: str, trials: int, tmp_path: Path, *, pid_file: bool =
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
     ctx = multiprocessing.get_context("fork")
     killed_in: Counter[str] = Counter()
+    halted_in: list[str] = []
     actions: Counter[str] = Counter()
     vhosts = [VHost(SNI, (vault.live_path("www"),))]
     with (start_nginx(tmp_path / kind, vhosts, pid_file=True) if pid_file
@@ -113,10 +137,21 @@ def run_kill9_trials(kind: str, trials: int, tmp_path: Path, *, pid_file: bool =
         adapter = make_adapter(srv.spec)
         for trial in range(trials):
             log = tmp_path / f"phases-{trial}.log"
+            # the first trials halt the child at each phase in turn (an activation of c for the
+            # rollback phases, of the other trusted certificate for the rest); the rest kill at
+            # random
+            halt_at = PHASES[trial] if trial < len(PHASES) else None
+            first = None
+            if halt_at is not None:
+                first = dc if halt_at.startswith("rollback") else next(
+                    d for d in (da, db) if d != vault.live_target("www"))
             proc = ctx.Process(target=_child, args=(vault, adapter, targets, srv, roots, log,
-                                                    rng.getrandbits(32)))
+                                                    rng.getrandbits(32), halt_at, first))
             proc.start()
-            if trial % 2 == 0:
+            reached = True
+            if halt_at is not None:
+                reached = _wait_phase(log, halt_at)
+            elif trial % 2 == 0:
                 time.sleep(rng.uniform(0.0, 0.6))
             else:
                 target_phase = rng.choice(PHASES)
@@ -126,8 +161,12 @@ def run_kill9_trials(kind: str, trials: int, tmp_path: Path, *, pid_file: bool =
             os.kill(proc.pid, signal.SIGKILL)
             proc.join(5)
             assert proc.exitcode == -signal.SIGKILL, f"trial {trial}: child ended on its own"
+            assert reached, f"trial {trial}: the child never began {halt_at}"
             phases = log.read_text().split() if log.exists() else []
             killed_in[phases[-1] if phases else "before-journal"] += 1
+            if halt_at is not None:
+                assert phases[-1] == halt_at, f"trial {trial}: killed in {phases[-1]}, not {halt_at}"
+                halted_in.append(halt_at)
 
             # 1. untouched since the kill, the server completes a handshake with one of ours
             served = leaf_sha256(_served_now(srv))
@@ -152,16 +191,17 @@ def run_kill9_trials(kind: str, trials: int, tmp_path: Path, *, pid_file: bool =
                 assert RuntimeAPI(adapter.socket_path).cert_names()[1] is None  # no stale txn
     print(f"\n{kind}: {trials} kill -9 trials; killed in phase: {dict(killed_in)}; "
           f"recovery: {dict(actions)}")
-    hit = {p for p in killed_in if p in ("flip", "apply", "verify")}
-    assert len(hit) >= 2, f"kills did not land inside activations: {dict(killed_in)}"
-    assert any(p.startswith("rollback") for p in killed_in), dict(killed_in)
+    # every step boundary of the deploy path was killed at, and recovered from, in this run
+    assert halted_in == list(PHASES), halted_in
+    assert set(PHASES) <= set(killed_in), f"a phase was never killed in: {dict(killed_in)}"
+    assert actions["finished"] and actions["undone"], dict(actions)
 
 
 def test_kill9_trials_nginx(tmp_path: Path) -> None:
-    run_kill9_trials("nginx", 50, tmp_path)
+    run_kill9_trials("nginx", trial_count(20), tmp_path)
 
 
 def test_kill9_trials_nginx_pid_file(tmp_path: Path) -> None:
     """The same, reloading by SIGHUP to the master named by the `pid_file` option (fewer
     trials: the kill points are the same, only the reload differs)."""
-    run_kill9_trials("nginx", 12, tmp_path, pid_file=True)
+    run_kill9_trials("nginx", trial_count(12), tmp_path, pid_file=True)

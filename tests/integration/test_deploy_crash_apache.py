@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_deploy_crash import run_kill9_trials
+from test_deploy_crash import run_kill9_trials, trial_count
 
 pytestmark = pytest.mark.integration
 
 
 def test_kill9_trials_apache(tmp_path: Path) -> None:
-    run_kill9_trials("apache", 30, tmp_path)
+    run_kill9_trials("apache", trial_count(16), tmp_path)
