@@ -1,5 +1,6 @@
 """The daemon's CT watch: one background thread polling the logs every `[ct] interval`, apart
-from the tick (a slow log never delays a switch; every request has net's total deadline)."""
+from the tick (a slow log never delays a switch; every request has net's total deadline, and
+a pass `[ct] pass_budget` in all)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class WatchJob:
             self._stop.wait(self.interval)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop after the current pass (its requests end at their own deadlines)."""
+        """Stop after the current pass (it ends within `[ct] pass_budget`)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)

@@ -1,7 +1,8 @@
 """The CT log list v3 JSON format (the one Chrome and Apple publish, schema
 https://www.gstatic.com/ct/log_list/v3/log_list_schema.json): `operators[].logs[]` are RFC 6962
 logs (`url`), `operators[].tiled_logs[]` static-ct-api logs (`monitoring_url`). Each log's
-`key` is its DER SubjectPublicKeyInfo, and `log_id` must be the SHA-256 of it.
+`key` is its DER SubjectPublicKeyInfo, and `log_id` must be the SHA-256 of it; `mmd` is its
+maximum merge delay in seconds (a tree head older than that is stale).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
@@ -21,6 +23,8 @@ from .. import net
 from ..errors import CertFailoverError
 
 __all__ = ["LogInfo", "LogListError", "load", "parse"]
+
+DEFAULT_MMD = 86400  # every log of the Chrome and Apple lists has 24 h
 
 
 class LogListError(CertFailoverError):
@@ -36,6 +40,7 @@ class LogInfo:
     operator: str
     tiled: bool = False
     state: str = ""
+    mmd: int = DEFAULT_MMD  # seconds: the log's maximum merge delay
 
     @property
     def id_b64(self) -> str:
@@ -72,10 +77,14 @@ def _log(item: Any, operator: str, where: str, *, tiled: bool) -> LogInfo:
     url = item.get(url_key)
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise LogListError(f"{where}.{url_key}: must be an http(s) URL")
+    mmd = item.get("mmd", DEFAULT_MMD)
+    if not isinstance(mmd, int) or isinstance(mmd, bool) or mmd <= 0:
+        raise LogListError(f"{where}.mmd: must be a positive number of seconds, not {mmd!r}")
     state = item.get("state") or {}
     return LogInfo(log_id=log_id, key_der=key, url=url if url.endswith("/") else url + "/",
                    description=str(item.get("description", "")), operator=operator,
-                   tiled=tiled, state=next(iter(state), "") if isinstance(state, dict) else "")
+                   tiled=tiled, state=next(iter(state), "") if isinstance(state, dict) else "",
+                   mmd=mmd)
 
 
 def parse(data: Any, source: str) -> list[LogInfo]:
@@ -103,14 +112,18 @@ def parse(data: Any, source: str) -> list[LogInfo]:
 
 def load(source: str, *, timeout: float = 30.0) -> list[LogInfo]:
     """The logs of the list at `source`: a file path or an http(s) URL (fetched under
-    net's total deadline)."""
+    net's total deadline: `timeout` seconds in all, however the server drips)."""
     if source.startswith(("http://", "https://")):
         try:
             with net.deadline(timeout):
-                resp = net.session().get(source, timeout=timeout)
-            resp.raise_for_status()
+                resp = net.session(user_agent="certfailover-ct").get(source, timeout=timeout)
+            if resp.status_code != 200:
+                raise LogListError(f"{source}: cannot fetch the log list: HTTP "
+                                   f"{resp.status_code}: {resp.text[:200]!r}")
             data = resp.json()
-        except (OSError, ValueError) as exc:  # requests' errors are OSErrors; JSON ValueError
+        except requests.JSONDecodeError as exc:  # a RequestException too: said as what it is
+            raise LogListError(f"{source}: the log list is not JSON ({exc})") from None
+        except (OSError, ValueError) as exc:  # requests' errors are OSErrors
             raise LogListError(f"{source}: cannot fetch the log list: {exc}") from None
     else:
         try:

@@ -44,6 +44,19 @@ class CompactTree:
             s >>= 1
         self.size += 1
 
+    def add_subtree(self, digest: bytes, height: int) -> None:
+        """Append a perfect subtree of 2^height leaves whose root is `digest` (the tree's size
+        must be a multiple of 2^height: the subtree is aligned, a node of the larger tree)."""
+        if self.size & ((1 << height) - 1):
+            raise ValueError(f"a subtree of 2^{height} leaves cannot follow {self.size} leaves")
+        self.nodes.append(digest)
+        s = self.size >> height
+        while s & 1:
+            right = self.nodes.pop()
+            self.nodes[-1] = node_hash(self.nodes[-1], right)
+            s >>= 1
+        self.size += 1 << height
+
     def root(self) -> bytes:
         if not self.nodes:
             return EMPTY_ROOT

@@ -1,6 +1,12 @@
 """The watch's position in each log, kept in the store (table `ct_logs`, store/db.py schema 6):
-the last verified tree head (size, root, timestamp), the compact tree at that size, and the
-last poll's problem ("" when it verified)."""
+the last verified tree (size, root, the timestamp of the signed tree head that proved it), the
+compact tree at that size, when it was last polled, and the last poll's problem ("" when it
+verified).
+
+The verified tree is the log's signed tree head, or, when a pass stopped reading a log before
+its signed size (the pass budget ran out, or a request failed), the prefix read so far, proven
+to be the start of the signed tree (a consistency proof, or the hash tiles of a tiled log): the
+next pass goes on from there."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import sqlalchemy as sa
 from ..store.db import Database, ct_logs
 from .merkle import CompactTree
 
-__all__ = ["Position", "all_positions", "load", "save", "set_problem"]
+__all__ = ["Position", "all_positions", "load", "polled", "save", "set_problem"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,14 @@ def all_positions(db: Database) -> list[Position]:
     with db.engine.connect() as conn:
         ids = [r.log_id for r in conn.execute(sa.select(ct_logs.c.log_id))]
     return [p for i in ids if (p := load(db, i)) is not None]
+
+
+def polled(db: Database) -> dict[str, tuple[int, datetime]]:
+    """Each log's verified size and when it was last polled (one query: a pass orders its
+    logs by it)."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(ct_logs.c.log_id, ct_logs.c.tree_size, ct_logs.c.updated))
+        return {r.log_id: (int(r.tree_size), r.updated) for r in rows}
 
 
 def save(db: Database, pos: Position) -> None:

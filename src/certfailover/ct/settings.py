@@ -4,6 +4,8 @@
     log_list = "https://www.gstatic.com/ct/log_list/v3/log_list.json"   # or a file path
     interval = "5m"          # between polls (the daemon's background job)
     timeout = 30             # seconds, whole request, each HTTP call
+    pass_budget = "10m"      # one pass over all the logs, in all: the logs it did not reach
+                             # (and the rest of a log it was reading) come first next pass
     batch = 1000             # entries per get-entries request
     start = "end"            # a log seen for the first time: from its current end, or "beginning"
     subdomains = ["shop"]    # sites whose subdomains are watched too
@@ -32,6 +34,7 @@ class CTSettings:
     interval: float = 300.0
     timeout: float = 30.0
     batch: int = 1000
+    pass_budget: float = 600.0
     start: str = "end"
     subdomains: tuple[str, ...] = ()
     distrust_on_unexpected: tuple[str, ...] = ()  # sites
@@ -79,6 +82,7 @@ def from_table(t: Table, *, base: Path, sites: Iterable[str]) -> CTSettings | No
             raise t.err("distrust_on_unexpected", f"{s!r} is not a configured [[site]]")
     out = CTSettings(log_list=source, interval=_seconds(t, "interval", 300.0),
                      timeout=_seconds(t, "timeout", 30.0), batch=batch, start=start,
+                     pass_budget=_seconds(t, "pass_budget", 600.0),
                      subdomains=subdomains, distrust_on_unexpected=distrust)
     t.check_unknown()
     return out

@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
@@ -90,11 +92,12 @@ class Checkpoint:
 
 
 class TiledClient:
-    def __init__(self, log: LogInfo, *, timeout: float = 30.0) -> None:
+    def __init__(self, log: LogInfo, *, timeout: float = 30.0,
+                 now: Callable[[], float] = time.time) -> None:
         self.log, self.timeout = log, timeout
         self._session = net.session(user_agent="certfailover-ct")
-        from .client import LogClient  # the STH signature check
-        self._verifier = LogClient(log, timeout=timeout)
+        from .client import LogClient  # the tree head checks: signature and age
+        self._verifier = LogClient(log, timeout=timeout, now=now)
 
     def _get(self, path: str) -> bytes:
         url = self.log.url + path
@@ -102,7 +105,7 @@ class TiledClient:
             with net.deadline(self.timeout):
                 resp = self._session.get(url, timeout=self.timeout)
                 if resp.status_code != 200:
-                    raise LogError(f"{url}: HTTP {resp.status_code}")
+                    raise LogError(f"{url}: HTTP {resp.status_code}: {resp.text[:200]!r}")
                 return resp.content
         except requests.RequestException as exc:
             raise LogError(f"{url}: {exc}") from None
@@ -116,10 +119,15 @@ class TiledClient:
         if not sep or len(lines) < 3:
             raise LogError(f"{url}: not a signed checkpoint")
         origin = lines[0]
+        if not (lines[1].isascii() and lines[1].isdigit() and len(lines[1]) <= 20):
+            raise LogError(f"{url}: tree size {lines[1][:40]!r} is not a decimal number")
+        size = int(lines[1])
         try:
-            size, root = int(lines[1]), base64.b64decode(lines[2], validate=True)
+            root = base64.b64decode(lines[2], validate=True)
         except (ValueError, binascii.Error):
-            raise LogError(f"{url}: malformed size or root hash") from None
+            raise LogError(f"{url}: root hash {lines[2][:60]!r} is not base64") from None
+        if len(root) != 32:
+            raise LogError(f"{url}: root hash is {len(root)} bytes, not 32")
         want = note_key_id(origin, self.log.log_id)
         for line in sigs.split("\n"):
             if not line.startswith("\u2014 "):
@@ -132,13 +140,16 @@ class TiledClient:
             if name != origin or raw[:4] != want or len(raw) < 12:
                 continue
             sth = STH(size, int.from_bytes(raw[4:12], "big"), root, raw[12:])
-            self._verifier.verify_sth(sth)
+            self._verifier.verify_sth(sth, where=url)
             return Checkpoint(origin, sth)
         raise LogError(f"{url}: no signature by this log's key (origin {origin!r})")
 
     def data_tile(self, n: int, width: int) -> list[bytes]:
         path = f"tile/data/{tile_path(n)}" + ("" if width == WIDTH else f".p/{width}")
-        leaves = leaf_inputs(self._get(path))
+        try:
+            leaves = leaf_inputs(self._get(path))
+        except tls.TLSDecodeError as exc:
+            raise LogError(f"{self.log.url}{path}: not a data tile: {exc}") from None
         if len(leaves) != width:
             raise LogError(f"{self.log.url}{path}: {len(leaves)} entries, want {width}")
         return leaves
