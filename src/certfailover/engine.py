@@ -127,7 +127,6 @@ class OrderBook:
 
     orders: dict[str, CAOrders] = field(default_factory=dict)
     dead: dict[str, dict[str, str]] = field(default_factory=dict)
-    decided: datetime | None = None  # when the tick read the certificates it decides on
 
 
 @dataclass
@@ -429,7 +428,7 @@ class Engine:
     def _issue(self, site: SiteConfig, ca: str, *, report: TickReport | None = None,
                replaces: str | None = None,
                cancelled: Callable[[], bool] = lambda: False,
-               decided: datetime | None = None) -> tuple[Cert, int]:
+               seen: frozenset[str] | None = None) -> tuple[Cert, int]:
         if ca not in self.issuers:
             raise IssuanceError(f"CA {ca!r} has no issuer configured")
         key = keys.generate(site.key_type)
@@ -440,8 +439,10 @@ class Engine:
         deadline = utcnow() + timedelta(seconds=self.config.daemon.issue_timeout)
         started = time.monotonic()
         order_id = self.db.start_order(site.name, ca, self.clock())
-        if decided is not None:  # under our pending order nobody else orders it: re-check
-            fresh = [c.id for c in self.db.certs(site.name) if c.ca == ca and c.created >= decided]
+        if seen is not None:  # under our pending order nobody else orders it: re-check
+            # by identity, not by time: a certificate is `created` before its row commits
+            # (it is sealed in between), so a decision read between the two would miss it
+            fresh = [c.id for c in self.db.certs(site.name) if c.ca == ca and c.id not in seen]
             if fresh:
                 self.db.drop_order(order_id)
                 raise OrderInFlight(f"{site.name}: {', '.join(fresh)} from {ca} was stored since "
@@ -482,14 +483,14 @@ class Engine:
     def order(self, site: SiteConfig, ca: str, *, replaces: str | None = None,
               report: TickReport | None = None,
               cancelled: Callable[[], bool] = lambda: False,
-              decided: datetime | None = None) -> Cert | None:
+              seen: frozenset[str] | None = None) -> Cert | None:
         """One order, start to end, never raising: issue, then prove the new certificate usable
         as a standby (every check) before it counts. A certificate that comes out unusable
         (chain, trust, key, names) is kept but marks the order "unusable", which backs the CA
         off for this site; `standby_unusable` is said once per streak."""
         try:
             cert, order_id = self._issue(site, ca, report=report, replaces=replaces,
-                                         cancelled=cancelled, decided=decided)
+                                         cancelled=cancelled, seen=seen)
         except OrderInFlight as exc:  # another fleet controller orders it: not a failure
             log.info("%s", exc)
             return None
@@ -523,7 +524,7 @@ class Engine:
         """The background workers' runner (see issuance.Workers)."""
         site = self.config.site(job.site)
         cert = self.order(site, job.ca, replaces=job.replaces, cancelled=cancelled,
-                          decided=job.decided)
+                          seen=job.seen)
         last = max((o for o in self._recent_orders(job.ca) if o.site == job.site),
                    key=lambda o: o.id, default=None)
         transient = bool(last and last.transient)
@@ -565,7 +566,6 @@ class Engine:
     def _tick(self, sites: Iterable[str] | None, *, replenish: bool,
               run: RunPlan | None) -> TickReport:
         report = TickReport()
-        started = self.clock()
         names = None if sites is None else set(sites)
         wanted = [s for s in self.config.sites if names is None or s.name in names]
         # two speeds: decide and switch on the local checks (and stored network findings)
@@ -584,7 +584,7 @@ class Engine:
             done = {s.name: d for s, d in decisions}
             report.decisions = list(done.values())
         if replenish:
-            book = OrderBook(decided=started)
+            book = OrderBook()
             again = []
             # no issuance for a site whose chain was switched in this tick
             switched = {e.site for e in report.events if e.kind == EventKind.CHAIN_SWITCH}
@@ -629,9 +629,10 @@ class Engine:
                 health = self.check_site(site, certs, run=run, revoked=revoked)
                 # check_site adds what it records to `revoked`: one query serves both
                 distrusted = frozenset(self.db.distrusted(site.name))
-                return site, policy.decide(site, certs, health, distrusted=distrusted,
-                                           now=self.clock(), expiry_margin=margin,
-                                           revoked=frozenset(revoked)), health
+                d = policy.decide(site, certs, health, distrusted=distrusted,
+                                  now=self.clock(), expiry_margin=margin,
+                                  revoked=frozenset(revoked))
+                return site, dataclasses.replace(d, seen=frozenset(c.id for c in certs)), health
             except Exception as exc:  # noqa: BLE001 - one site never stops another (logged)
                 self._site_failed(site, "deciding", exc)
                 return site, None, {}
@@ -798,7 +799,7 @@ class Engine:
                 continue
             replaces = self._replaces(site, ca, report)
             if self.orders is not None:
-                queued = self.orders.submit(Job(site.name, ca, replaces, book.decided))
+                queued = self.orders.submit(Job(site.name, ca, replaces, d.seen))
                 got += int(queued)
                 if queued and ca in book.orders:  # counts against the CA's rate this tick
                     book.orders[ca].queued += 1

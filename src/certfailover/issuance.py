@@ -152,9 +152,9 @@ class Job:
     site: str
     ca: str
     replaces: str | None = None
-    #: when the certificates it was decided on were read: a certificate from the CA stored
-    #: since then (another fleet controller's) makes the order needless
-    decided: datetime | None = None
+    #: the ids of the site's certificates it was decided on: a certificate from the CA not
+    #: among them when the order starts (another fleet controller's) makes it needless
+    seen: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

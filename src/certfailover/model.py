@@ -141,6 +141,10 @@ class Decision:
     replenish_from: tuple[str, ...] = ()  # CA names to try for new certificates, in order
     need: int = 0  # how many new certificates the site needs (from distinct CAs in replenish_from)
     retire: tuple[str, ...] = ()  # cert ids no longer worth keeping (expired, superseded)
+    #: the site's certificates this decision was made on (the engine fills it): a certificate
+    #: from the CA not among them when its order starts (another fleet controller's, stored
+    #: since) makes the order needless; None: not known, no such re-check
+    seen: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

@@ -292,3 +292,30 @@ def test_controllers_filling_a_cas_hourly_room_at_once_never_exceed_it(tmp_path:
     assert "issuance_failed" not in [e.kind for e in rt.db.events(site="www")]
     clock.now = T0 + timedelta(minutes=61)  # the hour has passed: room again
     assert rt.engine.order(rt.config.site("www"), "b") is not None and b.calls == 1
+
+
+def test_a_certificate_another_controller_stored_after_the_decision_read_stops_the_order(
+        tmp_path: Path) -> None:
+    """Identity, not time: another controller's certificate is `created` before its row
+    commits (it is sealed in between), so a decision may read the site between the two. Its
+    order must still see, under its pending row, a certificate from the CA that the decision
+    did not, and drop (the time-based check let both controllers issue: s4 twice from one CA
+    in test_fleet_controllers)."""
+    clock = FakeClock(T0)
+    rt, roots = make_runtime(tmp_path, clock)
+    add_cert(rt, roots[0], "a")
+    b = SignsCSRs("b", roots[1])
+    rt.engine.issuers = {**rt.engine.issuers, "b": lambda site: b}
+    report = rt.engine.tick(replenish=False)
+    (decision,) = report.decisions
+    assert decision.seen == frozenset(c.id for c in rt.db.certs("www"))  # what it was made on
+    clock.now = T0 - timedelta(seconds=30)  # the other's certificate, created before the read,
+    add_cert(rt, roots[1], "b")  # its row committed after it
+    clock.now = T0
+    site = rt.config.site("www")
+    assert rt.engine.order(site, "b", seen=decision.seen) is None
+    assert b.calls == 0
+    assert [o.outcome for o in rt.db.orders(ca="b")] == []  # the pending row was dropped
+    # a decision that saw that certificate and still wants one from b (say it is unusable)
+    seen_now = frozenset(c.id for c in rt.db.certs("www"))
+    assert rt.engine.order(site, "b", seen=seen_now) is not None and b.calls == 1
