@@ -85,3 +85,34 @@ def test_atomic_write_replaces_whole_file_with_mode(tmp_path: Path) -> None:
     assert p.read_bytes() == b"new"
     assert stat.S_IMODE(p.stat().st_mode) == 0o600
     assert [x.name for x in tmp_path.iterdir()] == ["k.pem"]
+
+
+def test_two_orders_of_a_new_site_save_at_once(tmp_path: Path) -> None:
+    """Orders to two CAs for a site run in parallel workers: both may find archive/<site>
+    missing and create it; neither may fail (seen: "[Errno 17] File exists" lost a
+    certificate a CA had just issued)."""
+    import threading
+
+    def save(vault: Vault, ca: str, start: threading.Barrier,
+             errors: list[BaseException]) -> None:
+        leaf, chain, key = _material()
+        start.wait()
+        try:
+            vault.save("www", ca, "1f", leaf_pem=leaf, chain_pem=chain, key_pem=key)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    for round_ in range(20):
+        vault = Vault(tmp_path / f"store{round_}")
+        vault.ensure()
+        start = threading.Barrier(4)
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=save, args=(vault, f"ca{i}", start, errors))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert sorted(p.name for p in (tmp_path / f"store{round_}" / "archive" / "www").iterdir()) \
+            == ["ca0", "ca1", "ca2", "ca3"]

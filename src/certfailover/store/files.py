@@ -75,7 +75,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644, root: Path | Non
     check_no_symlinks(path.parent, root)
     inside = root is not None or _store_root_of(Path(os.path.abspath(path))) is not None
     if inside and not path.parent.exists():
-        path.parent.mkdir(parents=True, mode=0o700)  # inside a store: private from the start
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)  # private from the start
         os.chmod(path.parent, 0o700)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

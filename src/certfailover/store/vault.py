@@ -135,14 +135,14 @@ class Vault:
         path that cannot be created or changed (e.g. a read-only store)."""
         try:
             if not self.root.exists():
-                self.root.mkdir(parents=True, mode=0o700)
+                self.root.mkdir(parents=True, mode=0o700, exist_ok=True)
                 os.chmod(self.root, 0o700)  # mkdir's mode is masked by the umask
             private(self.root)
             for sub in ("archive", "live", "accounts"):
                 path = self.root / sub
                 check_no_symlinks(path, self.root)
                 if not path.exists():
-                    path.mkdir(mode=0o700)
+                    path.mkdir(mode=0o700, exist_ok=True)
                     os.chmod(path, 0o700)
                 private(path)
             os.chmod(self.root / "accounts", 0o700)  # ACME account keys: never shared
@@ -189,8 +189,8 @@ class Vault:
         group = self.group_bits()
         dirmode, filemode = 0o700 | group, 0o600 | (group & 0o040)
         for d in (final.parent.parent, final.parent):
-            if not d.exists():
-                d.mkdir(parents=True, mode=dirmode)
+            if not d.exists():  # two orders of a site at once may both get here: exist_ok
+                d.mkdir(parents=True, mode=dirmode, exist_ok=True)
                 os.chmod(d, dirmode)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{serial}.", suffix=".tmp"))
         try:
@@ -224,7 +224,7 @@ class Vault:
         dirmode, filemode = 0o700 | group, 0o600 | (group & 0o040)
         alt = base / CHAINS
         if not alt.exists():
-            alt.mkdir(mode=dirmode)
+            alt.mkdir(mode=dirmode, exist_ok=True)
             os.chmod(alt, dirmode)
         tmp = Path(tempfile.mkdtemp(dir=alt, prefix=".chain.", suffix=".tmp"))
         try:
