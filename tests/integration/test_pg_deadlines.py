@@ -25,7 +25,8 @@ from certfailover.fleet import coord
 from certfailover.fleet.coord import Deadlines, Leader, Listener
 from certfailover.model import Cert, CertState
 from certfailover.store import db as dbmod
-from certfailover.store.lock import DatabaseDeadline, PostgresLock
+from certfailover.store.lock import PostgresLock
+from certfailover.store.pgdeadline import DatabaseDeadline
 from certfailover_lab.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration

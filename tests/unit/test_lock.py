@@ -20,15 +20,9 @@ from certfailover import config as config_mod
 from certfailover.config import Config
 from certfailover.errors import CertFailoverError, LockError, StoreError
 from certfailover.fleet.coord import Leader
-from certfailover.store import lock as lock_mod
-from certfailover.store.lock import (
-    DatabaseDeadline,
-    FileLock,
-    acquire_daemon_lock,
-    advisory_key,
-    pg_deadlines,
-    pg_where,
-)
+from certfailover.store import pgdeadline
+from certfailover.store.lock import FileLock, acquire_daemon_lock, advisory_key
+from certfailover.store.pgdeadline import DatabaseDeadline, pg_deadlines, pg_where
 
 HOLDER = """
 import sys, time
@@ -169,20 +163,20 @@ def test_engines_of_other_drivers_are_left_alone() -> None:
 def test_the_watchdog_ends_a_blocked_read_at_its_deadline() -> None:
     a, b = socket.socketpair()  # b never answers: a peer that is alive but stuck
     try:
-        w = lock_mod._watchdog.watch(a.fileno(), time.monotonic() + 0.3)
+        w = pgdeadline._watchdog.watch(a.fileno(), time.monotonic() + 0.3)
         t0 = time.monotonic()
         try:
             assert a.recv(10) == b""  # the shut socket reads as EOF
         finally:
-            lock_mod._watchdog.unwatch(w)
+            pgdeadline._watchdog.unwatch(w)
         assert 0.25 < time.monotonic() - t0 < 2 and w.fired
     finally:
         a.close()
         b.close()
     a, b = socket.socketpair()
     try:
-        w = lock_mod._watchdog.watch(a.fileno(), time.monotonic() + 0.2)
-        lock_mod._watchdog.unwatch(w)  # finished in time: never fired, the socket still works
+        w = pgdeadline._watchdog.watch(a.fileno(), time.monotonic() + 0.2)
+        pgdeadline._watchdog.unwatch(w)  # finished in time: never fired, the socket still works
         time.sleep(0.3)
         assert not w.fired and a.send(b"x") == 1 and b.recv(1) == b"x"
     finally:

@@ -38,15 +38,8 @@ import sqlalchemy as sa
 
 from ..errors import CertFailoverError, StoreError
 from ..store.db import fleet_epoch, fleet_leases
-from ..store.lock import (
-    advisory_held,
-    advisory_key,
-    is_deadline,
-    pg_connect,
-    pg_deadlines,
-    pg_extra_time,
-    pg_where,
-)
+from ..store.lock import advisory_held, advisory_key
+from ..store.pgdeadline import is_deadline, pg_connect, pg_deadlines, pg_extra_time, pg_where
 
 if TYPE_CHECKING:  # psycopg is optional (the postgres extra): imported when a Listener connects
     import psycopg

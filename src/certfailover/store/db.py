@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import OrderInFlight, StoreError
 from ..model import Cert, CertState, Event, Finding, Order, RevokedFact, Severity, Signal
-from .lock import PG_CALL_DEADLINE, pg_deadlines, pg_extra_time
+from .pgdeadline import PG_CALL_DEADLINE, pg_deadlines, pg_extra_time
 
 metadata = sa.MetaData()
 
