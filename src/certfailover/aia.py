@@ -1,6 +1,6 @@
 """Completing a chain that misses an intermediate, from the AIA `caIssuers` URL (RFC 5280
 4.2.2.1) of its top certificate: each fetch is bounded by a total deadline (net.py, through
-revocation.fetch.Fetcher), a size limit and a few redirects, cached per URL, and a fetched certificate is used only if it really signed the one
+fetch.Fetcher), a size limit and a few redirects, cached per URL, and a fetched certificate is used only if it really signed the one
 below it. A root (self-issued) is never added: anchors are the trust stores' business.
 docs/chains.md.
 """
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from .errors import FetchError
-from .revocation.fetch import Fetcher
+from .fetch import Fetcher
 
 __all__ = ["IssuerFetcher", "ca_issuers_urls", "parse_certs"]
 

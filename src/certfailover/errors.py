@@ -67,7 +67,7 @@ class ServerConfigError(ServerError):
 
 class FetchError(CertFailoverError):
     def __init__(self, url: str, message: str) -> None:
-        self.url = url
+        self.url, self.reason = url, message
         super().__init__(f"{url}: {message}")
 
 

@@ -858,3 +858,60 @@ def test_compact_tree_add_subtree() -> None:
     with pytest.raises(ValueError, match="cannot follow 13 leaves"):
         t.add_subtree(log._tree.mth(0, 2), 1)
 
+
+
+# ------------------------------------------------------------------------- size limits
+
+LIMIT = 4096
+
+
+def _oversized(declared: bool) -> Fault:
+    """A JSON answer of more than LIMIT bytes: its length declared, or a body that runs to
+    the end of the connection (no Content-Length) and must be cut off while it streams."""
+    big = b'{"x": "' + b"a" * (4 * LIMIT) + b'"}'
+
+    def fault(r: Request) -> None:
+        if declared:
+            r.send(200, "application/json", big)
+        else:
+            r.raw(b"HTTP/1.1 200 X\r\nContent-Type: application/json\r\n"
+                  b"Connection: close\r\n\r\n" + big)
+            r.close_connection = True
+    return fault
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "until-close"])
+def test_an_answer_over_the_size_limit_is_refused(rfc: FaultServer, declared: bool) -> None:
+    """Every CT request is bounded in size as in time: an endless or huge answer from a log or
+    a log list ends with an error naming the URL, never a process that grows without bound."""
+    rfc.files["/list.json"] = rfc.listed()
+    for path in ("ct/v1/get-sth", "ct/v1/get-entries", "checkpoint", "tile/data/000.p/6",
+                 "list.json"):
+        rfc.faults["/" + path] = _oversized(declared)
+    words = "exceeds the limit of 4096"
+    c = LogClient(rfc.info(), timeout=TIMEOUT, max_bytes=LIMIT)
+    _fails(c.sth, LogError, rfc.url + "ct/v1/get-sth", words=words)
+    _fails(lambda: c.entries(0, 3), LogError, rfc.url + "ct/v1/get-entries?start=0&end=3",
+           words=words)
+    t = TiledClient(rfc.info(tiled=True), timeout=TIMEOUT, max_bytes=LIMIT)
+    _fails(t.checkpoint, LogError, rfc.url + "checkpoint", words=words)
+    _fails(lambda: t.data_tile(0, 6), LogError, rfc.url + "tile/data/000.p/6", words=words)
+    url = rfc.url + "list.json"
+    _fails(lambda: loglist.load(url, timeout=TIMEOUT, max_bytes=LIMIT), loglist.LogListError,
+           url, words="cannot fetch the log list: body")
+
+
+def test_an_answer_within_the_size_limit_is_read(rfc: FaultServer) -> None:
+    """The same clients with the default limit read the same log: the limit is what refused."""
+    assert LogClient(rfc.info(), timeout=TIMEOUT).sth().tree_size == 6
+    assert len(TiledClient(rfc.info(tiled=True), timeout=TIMEOUT).data_tile(0, 6)) == 6
+
+
+def test_a_proof_by_hash_is_asked_for_with_the_hash_url_encoded(rfc: FaultServer) -> None:
+    """A leaf hash in base64 has "+", "/" and "=": the query must encode them, or the log
+    reads another hash (a "+" is a space in a query)."""
+    c = LogClient(rfc.info(), timeout=TIMEOUT)
+    for i in range(6):
+        leaf = rfc.log._tree.leaves[i]
+        assert c.proof_by_hash(leaf, 6)[0] == i
+    assert "%2B" in c.url("ct/v1/get-proof-by-hash", {"hash": "a+b/c="})

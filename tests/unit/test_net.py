@@ -14,7 +14,7 @@ import trustme
 
 from certfailover import net
 from certfailover.errors import FetchError
-from certfailover.revocation.fetch import Fetcher
+from certfailover.fetch import Fetcher
 from certfailover_lab.faults import FaultProxy
 
 DRIP = 0.2  # seconds between bytes: far below any per-read timeout used here

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
-import requests
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from .. import net
 from ..errors import CertFailoverError
-from . import tls
+from . import http, tls
 from .loglist import LogInfo
 
 __all__ = ["STH", "LogClient", "LogError"]
@@ -70,33 +70,27 @@ def _dict(data: Any, url: str) -> dict[str, Any]:
 
 class LogClient:
     def __init__(self, log: LogInfo, *, timeout: float = 30.0, batch: int = 1000,
-                 now: Callable[[], float] = time.time) -> None:
-        """`now`: the wall clock (seconds since the epoch) a tree head's age is judged by."""
+                 now: Callable[[], float] = time.time, max_bytes: int = http.MAX_BYTES) -> None:
+        """`now`: the wall clock (seconds since the epoch) a tree head's age is judged by;
+        `timeout`: each request's total deadline; `max_bytes`: each answer's size limit."""
         self.log, self.timeout, self.batch, self.now = log, timeout, batch, now
         self._key = log.public_key()
-        self._session = net.session(user_agent="certfailover-ct")
+        self._http = http.fetcher(timeout, max_bytes)
 
     def url(self, path: str, params: Mapping[str, int | str] | None = None) -> str:
-        """The request's URL as error messages name it."""
-        query = "&".join(f"{k}={v}" for k, v in (params or {}).items())
-        return self.log.url + path + ("?" + query if query else "")
+        """The request's URL, as fetched and as error messages name it."""
+        return self.log.url + path + ("?" + urlencode(params) if params else "")
 
     def _get(self, path: str, params: Mapping[str, int | str] | None = None) -> dict[str, Any]:
-        """The JSON object at `path`, in at most `timeout` seconds in all (net.deadline)."""
+        """The JSON object at `path`, in at most `timeout` seconds in all and `max_bytes`."""
         url = self.url(path, params)
+        body = http.get(self._http, url, LogError)
         try:
-            with net.deadline(self.timeout):
-                resp = self._session.get(self.log.url + path, params=params,
-                                         timeout=self.timeout)
-                if resp.status_code != 200:
-                    raise LogError(f"{url}: HTTP {resp.status_code}: {resp.text[:200]!r}")
-                data = resp.json()
-        except requests.JSONDecodeError as exc:  # before RequestException: it is one too
+            data = json.loads(body)
+        except ValueError as exc:  # not UTF-8, not JSON, a number too long for Python
             raise LogError(f"{url}: not JSON ({exc})") from None
-        except requests.RequestException as exc:
-            raise LogError(f"{url}: {exc}") from None
-        except ValueError as exc:
-            raise LogError(f"{url}: not JSON ({exc})") from None
+        except RecursionError:
+            raise LogError(f"{url}: not JSON (nested too deeply)") from None
         return _dict(data, url)
 
     def verify_sth(self, sth: STH, *, where: str = "") -> None:

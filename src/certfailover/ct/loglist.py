@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from .. import net
 from ..errors import CertFailoverError
+from . import http
 
 __all__ = ["LogInfo", "LogListError", "load", "parse"]
 
@@ -110,21 +109,20 @@ def parse(data: Any, source: str) -> list[LogInfo]:
     return out
 
 
-def load(source: str, *, timeout: float = 30.0) -> list[LogInfo]:
+def load(source: str, *, timeout: float = 30.0, max_bytes: int = http.MAX_BYTES) -> list[LogInfo]:
     """The logs of the list at `source`: a file path or an http(s) URL (fetched under
-    net's total deadline: `timeout` seconds in all, however the server drips)."""
+    net's total deadline: `timeout` seconds in all, however the server drips; at most
+    `max_bytes`)."""
     if source.startswith(("http://", "https://")):
+        body = http.get(http.fetcher(timeout, max_bytes), source, LogListError,
+                        "cannot fetch the log list: ")
         try:
-            with net.deadline(timeout):
-                resp = net.session(user_agent="certfailover-ct").get(source, timeout=timeout)
-            if resp.status_code != 200:
-                raise LogListError(f"{source}: cannot fetch the log list: HTTP "
-                                   f"{resp.status_code}: {resp.text[:200]!r}")
-            data = resp.json()
-        except requests.JSONDecodeError as exc:  # a RequestException too: said as what it is
+            data = json.loads(body)
+        except ValueError as exc:
             raise LogListError(f"{source}: the log list is not JSON ({exc})") from None
-        except (OSError, ValueError) as exc:  # requests' errors are OSErrors
-            raise LogListError(f"{source}: cannot fetch the log list: {exc}") from None
+        except RecursionError:
+            raise LogListError(f"{source}: the log list is not JSON (nested too deeply)") \
+                from None
     else:
         try:
             data = json.loads(Path(source).read_text())

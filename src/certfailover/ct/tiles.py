@@ -23,10 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import requests
-
-from .. import net
-from . import tls
+from . import http, tls
 from .client import STH, LogError
 from .loglist import LogInfo
 
@@ -93,22 +90,14 @@ class Checkpoint:
 
 class TiledClient:
     def __init__(self, log: LogInfo, *, timeout: float = 30.0,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, max_bytes: int = http.MAX_BYTES) -> None:
         self.log, self.timeout = log, timeout
-        self._session = net.session(user_agent="certfailover-ct")
+        self._http = http.fetcher(timeout, max_bytes)
         from .client import LogClient  # the tree head checks: signature and age
-        self._verifier = LogClient(log, timeout=timeout, now=now)
+        self._verifier = LogClient(log, timeout=timeout, now=now, max_bytes=max_bytes)
 
     def _get(self, path: str) -> bytes:
-        url = self.log.url + path
-        try:
-            with net.deadline(self.timeout):
-                resp = self._session.get(url, timeout=self.timeout)
-                if resp.status_code != 200:
-                    raise LogError(f"{url}: HTTP {resp.status_code}: {resp.text[:200]!r}")
-                return resp.content
-        except requests.RequestException as exc:
-            raise LogError(f"{url}: {exc}") from None
+        return http.get(self._http, self.log.url + path, LogError)
 
     def checkpoint(self) -> Checkpoint:
         """The latest checkpoint, its RFC6962NoteSignature verified with the log's key."""

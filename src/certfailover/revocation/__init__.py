@@ -2,15 +2,12 @@
 
 from .ari import RenewalInfo, ari_cert_id
 from .check import CASources, RevocationCheck, RevocationConfig
-from .fetch import Fetcher, Response
 from .result import InvalidRevocationData, RevocationResult, Status
 
 __all__ = [
     "CASources",
-    "Fetcher",
     "InvalidRevocationData",
     "RenewalInfo",
-    "Response",
     "RevocationCheck",
     "RevocationConfig",
     "RevocationResult",

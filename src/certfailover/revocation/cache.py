@@ -45,8 +45,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from ..errors import FetchError
+from ..fetch import Fetcher
 from .crl import DEFAULT_SKEW, VerifiedCRL, load_crl, verify_crl
-from .fetch import Fetcher
 from .result import InvalidRevocationData
 
 __all__ = ["DEFAULT_FAILURE_BACKOFF", "DEFAULT_REVALIDATE", "CRLCache", "TTLCache"]

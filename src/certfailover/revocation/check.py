@@ -36,11 +36,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from ..checks import CertMaterial, CheckContext
 from ..errors import FetchError
+from ..fetch import Fetcher
 from ..model import Finding, RevocationMode, Severity, Signal
 from .ari import RenewalInfo, ari_cert_id, parse_renewal_info
 from .cache import DEFAULT_FAILURE_BACKOFF, DEFAULT_REVALIDATE, CRLCache, TTLCache
 from .crl import cdp_urls
-from .fetch import Fetcher
 from .ocsp import OCSPAnswer, aia_ocsp_urls, build_request, get_url, verify_response
 from .result import InvalidRevocationData, RevocationResult, Status
 

@@ -14,8 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from revpki import NOW, PKI, Route, TestServer, make_ca, make_crl
 
+from certfailover.fetch import Fetcher
 from certfailover.revocation.cache import CRLCache
-from certfailover.revocation.fetch import Fetcher
 from certfailover.revocation.result import InvalidRevocationData, Status
 
 DER = serialization.Encoding.DER

@@ -11,9 +11,9 @@ from cryptography.x509 import ocsp
 from revpki import NOW, PKI, Route, TestServer, context, make_ca, make_crl, make_ocsp
 
 from certfailover.checks import Check
+from certfailover.fetch import Fetcher, Response
 from certfailover.model import RevocationMode, Severity, Signal
 from certfailover.revocation import CASources, RevocationCheck, RevocationConfig, ari_cert_id
-from certfailover.revocation.fetch import Fetcher, Response
 from certfailover.testing.pki import material
 
 DER = serialization.Encoding.DER

@@ -7,7 +7,7 @@ import pytest
 from revpki import Route, TestServer
 
 from certfailover.errors import FetchError
-from certfailover.revocation.fetch import Fetcher
+from certfailover.fetch import Fetcher
 
 
 def test_ok_and_headers(server: TestServer) -> None:

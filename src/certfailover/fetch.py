@@ -1,4 +1,5 @@
-"""Bounded HTTP for revocation data: http(s) only, limited in size, time and redirects.
+"""Bounded HTTP: http(s) only, limited in size, time and redirects (revocation data, AIA
+issuers, CT logs).
 
 Every failure (refused, reset, slow, oversized, bad scheme, too many redirects, 5xx) is a
 `FetchError` naming the URL; callers turn it into an "unknown" status, never a crash.
@@ -16,8 +17,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from .. import net
-from ..errors import FetchError
+from . import net
+from .errors import FetchError
 
 __all__ = ["Fetcher", "Response", "check_url"]
 
