@@ -126,6 +126,8 @@ class DaemonConfig:
     orders_window: float = 7 * 86400.0
     order_backoff: float = 60.0  # first wait after a failed or unusable order, doubling
     order_backoff_cap: float = 6 * 3600.0
+    switch_backoff: float = 30.0  # first wait after a switch rolled back or failed, doubling
+    switch_backoff_cap: float = 300.0
     switch_before_expiry: float | None = None  # None: 2 intervals, at least 60 s
 
     @property
@@ -381,10 +383,12 @@ def _daemon(t: Table) -> DaemonConfig:
         orders_window=_seconds(t, "orders_window", 7 * 86400.0),
         order_backoff=_seconds(t, "order_backoff", 60.0),
         order_backoff_cap=_seconds(t, "order_backoff_cap", 6 * 3600.0),
+        switch_backoff=_seconds(t, "switch_backoff", 30.0),
+        switch_backoff_cap=_seconds(t, "switch_backoff_cap", 300.0),
         switch_before_expiry=None if margin is None else float(margin),
     )
     for key in ("interval", "issue_timeout", "verify_timeout", "orders_window", "order_backoff",
-                "order_backoff_cap"):
+                "order_backoff_cap", "switch_backoff", "switch_backoff_cap"):
         if getattr(daemon, key) <= 0:
             raise t.err(key, "must be > 0 seconds")
     if daemon.max_orders < 1:
@@ -393,6 +397,8 @@ def _daemon(t: Table) -> DaemonConfig:
         raise t.err("switch_before_expiry", "must be >= 0 seconds")
     if daemon.order_backoff_cap < daemon.order_backoff:
         raise t.err("order_backoff_cap", "must be >= order_backoff")
+    if daemon.switch_backoff_cap < daemon.switch_backoff:
+        raise t.err("switch_backoff_cap", "must be >= switch_backoff")
     t.check_unknown()
     return daemon
 

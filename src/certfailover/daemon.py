@@ -565,6 +565,9 @@ class Daemon:
             wait = max(0.0, delay - (time.monotonic() - started))
             port = self.engine.deploy
             due = port.next_track() if isinstance(port, Tracker) and not failures else None
+            retry = self.engine.next_switch_retry()  # a failed switch's next try
+            if retry is not None and not failures:
+                due = retry if due is None else min(due, retry)
             self._wake.wait(wait if due is None else min(wait, due))
             self._wake.clear()
         return 0

@@ -54,6 +54,7 @@ from .names import cert_names, name_matches
 from .sitetrust import programs
 from .store.db import Database
 from .store.vault import Vault, base_dir, chain_dir, load_key, load_pem_certs
+from .switchhold import SwitchHold
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,11 @@ class TickReport:
     health: dict[str, Health] = field(default_factory=dict)
 
 
+def _span(t: timedelta) -> str:
+    s = int(t.total_seconds())
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def _urgency(d: Decision) -> int:
     """Which sites get a CA's room first: nothing healthy to serve (or nothing served), then a
     site that just failed over (its standby became its active), then one short of standbys."""
@@ -191,6 +197,9 @@ class Engine:
         self.budget = Budget(max_orders=d.max_orders, window=timedelta(seconds=d.orders_window),
                              backoff_base=timedelta(seconds=d.order_backoff),
                              backoff_cap=timedelta(seconds=d.order_backoff_cap))
+        #: switches that failed wait before they are tried again ([daemon] switch_backoff)
+        self.switch_hold = SwitchHold(timedelta(seconds=d.switch_backoff),
+                                      timedelta(seconds=d.switch_backoff_cap))
         #: background order workers (the daemon); None: orders run inline (CLI, run --once)
         self.orders: Workers | None = None
         self._materials: dict[str, CertMaterial] | None = None  # loaded once per tick
@@ -654,9 +663,24 @@ class Engine:
             self._site_errors[site.name] = message
             self.record(None, site.name, EventKind.SITE_ERROR, message, step=step)
 
-    def _apply(self, decisions: Sequence[tuple[SiteConfig, Decision]], report: TickReport) -> None:
+    def _apply(self, decisions: Sequence[tuple[SiteConfig, Decision]], report: TickReport, *,
+               now_or_never: bool = False) -> None:
+        """Deploy the decided switches, one batch per server. A switch that failed to the same
+        target waits out its backoff (SwitchHold) unless `now_or_never` (an operator's)."""
         batches: dict[str | None, list[Switch]] = {}
         chain_switch: dict[str, str] = {}  # site -> why its served chain changes
+        now = self.clock()
+
+        def add(server: str | None, sw: Switch) -> None:
+            until = None if now_or_never else self.switch_hold.until(sw.site.name, sw.target.path,
+                                                                     now)
+            if until is None:
+                batches.setdefault(server, []).append(sw)
+            else:
+                chain_switch.pop(sw.site.name, None)
+                log.info("site %s: the switch to %s failed before; next try at %sZ",
+                         sw.site.name, sw.target.id, f"{until:%H:%M:%S}")
+
         for site, d in decisions:
             for cid in d.retire:
                 self.db.set_state(cid, CertState.RETIRED)
@@ -670,13 +694,12 @@ class Engine:
             if d.target is None:
                 sw = self._chain_switch(site, d, chain_switch)
                 if sw is not None:
-                    batches.setdefault(site.server, []).append(sw)
+                    add(site.server, sw)
                 continue
             target = self.db.cert(d.target)
             previous = self.db.cert(d.active) if d.active else None
             assert target is not None
-            batches.setdefault(site.server, []).append(
-                Switch(site, self._with_chain(site, target), previous))
+            add(site.server, Switch(site, self._with_chain(site, target), previous))
         by_site = {s.name: d for s, d in decisions}
         for server, switches in batches.items():
             try:
@@ -692,6 +715,8 @@ class Engine:
             for sw in switches:
                 r = results.get(sw.site.name)
                 d = by_site[sw.site.name]
+                if r is not None and r.ok:
+                    self.switch_hold.succeeded(sw.site.name)
                 if r is not None and r.ok and sw.site.name in chain_switch:
                     self.record(report, sw.site.name, EventKind.CHAIN_SWITCH,
                                 f"{sw.target.id} now serves {chain_switch[sw.site.name]}; same "
@@ -710,8 +735,11 @@ class Engine:
                                 reason=d.reason, seconds=r.seconds)
                 else:
                     msg = r.message if r else "deploy returned no result"
+                    n, wait = self.switch_hold.failed(sw.site.name, sw.target.path, self.clock())
                     self.record(report, sw.site.name, EventKind.ROLLBACK if r and r.rolled_back else EventKind.DEPLOY_FAILED,
-                                f"could not activate {sw.target.id}: {msg}", cert=sw.target.id)
+                                f"could not activate {sw.target.id}: {msg} (failure {n} in a row; "
+                                f"tried again in {_span(wait)})", cert=sw.target.id,
+                                failures=n, retry_in=wait.total_seconds())
 
     def _served_chain(self, site: SiteConfig, cert: Cert, *, load: bool = True
                       ) -> tuple[ServedChain, int | None] | None:
@@ -886,5 +914,9 @@ class Engine:
             choice = ranked[0]
         d = Decision(site.name, Action.FAILOVER, active.id if active else None, choice.id, reason)
         report.decisions.append(d)
-        self._apply([(site, d)], report)
+        self._apply([(site, d)], report, now_or_never=True)
         return report
+
+    def next_switch_retry(self) -> float | None:
+        """Seconds until a switch that failed may be tried again (the daemon wakes for it)."""
+        return self.switch_hold.next_retry(self.clock())

@@ -96,8 +96,10 @@ def test_rollback_when_the_server_keeps_serving_the_old_certificate(
         entries(pebble_a, pebble_b),
         [pebble_a.root_pem(), pebble_b.root_pem()],
         http01_port,
-        reload=["true"],
+        reload=["sh", "-c", f"echo reload >> {tmp_path / 'reloads'}"],  # nginx never reloads
+        daemon={"verify_timeout": 5, "switch_backoff": 1.5},
     ):
+        reloads = tmp_path / "reloads"
         lab.rt.engine.tick()  # activation of the bootstrap cert verifies: it is already served
         old = lab.active()
         live_before = lab.rt.vault.live_target("www")
@@ -108,6 +110,17 @@ def test_rollback_when_the_server_keeps_serving_the_old_certificate(
         assert lab.active().id == old.id, "the store still names what is served"
         assert lab.rt.vault.live_target("www") == live_before
         assert lab.served_sha() == old.sha256
+        # tried again after [daemon] switch_backoff, not at every tick: no reload meanwhile
+        n = len(reloads.read_text().splitlines())
+        report = lab.rt.engine.tick()
+        assert "rollback" not in [e.kind for e in report.events]
+        assert len(reloads.read_text().splitlines()) == n, "a held switch reloads nothing"
+        time.sleep(1.6)
+        report = lab.rt.engine.tick()
+        again = [e for e in report.events if e.kind == "rollback"]
+        assert len(again) == 1 and "failure 2 in a row; tried again in 3s" in again[0].message
+        assert len(reloads.read_text().splitlines()) > n
+        assert lab.served_sha() == old.sha256 and lab.active().id == old.id
 
 
 def test_ca_down_during_replenishment_keeps_serving_and_retries(

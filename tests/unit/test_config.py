@@ -61,6 +61,14 @@ def test_ca_rate_cap_is_optional(tmp_path: Path) -> None:
     assert cfg.cas["a"].max_orders_per_hour is None, "default: no cap"
 
 
+def test_switch_backoff_defaults_and_durations(tmp_path: Path) -> None:
+    d = config.load(write(tmp_path, GOOD), env={"B_HMAC": "c2VjcmV0"}).daemon
+    assert (d.switch_backoff, d.switch_backoff_cap) == (30.0, 300.0)
+    text = GOOD + '[daemon]\nswitch_backoff = "2m"\nswitch_backoff_cap = "1h"\n'
+    d = config.load(write(tmp_path, text), env={"B_HMAC": "c2VjcmV0"}).daemon
+    assert (d.switch_backoff, d.switch_backoff_cap) == (120.0, 3600.0)
+
+
 @pytest.mark.parametrize(("edit", "where", "message"), [
     (("cas = [\"a\", \"b\"]", "cas = [\"a\", \"zz\"]"), "[[site]] 'www'.cas", "'zz' is not a configured"),
     (("server = \"web\"", "server = \"web\"\nkee_type = \"rsa-2048\""), "[[site]] 'www'.kee_type",

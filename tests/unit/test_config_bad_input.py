@@ -189,6 +189,11 @@ CASES: list[tuple[str, tuple[str, str], str, str]] = [
      "[notify.webhook].secret", "NOT_SET_HERE"),
     ("daemon-max-orders-zero", _append("[daemon]\nmax_orders = 0"), "[daemon].max_orders",
      "at least 1"),
+    ("daemon-switch-backoff-zero", _append('[daemon]\nswitch_backoff = "0s"'),
+     "[daemon].switch_backoff", "> 0"),
+    ("daemon-switch-backoff-cap-below", _append('[daemon]\nswitch_backoff = "10m"\n'
+                                                'switch_backoff_cap = "1m"'),
+     "[daemon].switch_backoff_cap", ">= switch_backoff"),
     ("ct-log-list-missing", _append('[ct]\nlog_list = "nowhere/logs.json"'), "[ct].log_list",
      "does not exist"),
     ("ct-subdomains-unknown-site", _append('[ct]\nlog_list = "https://logs.test/list.json"\n'

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -342,3 +344,26 @@ def test_a_lost_daemon_lock_stops_the_daemon(tmp_path: Path) -> None:
     daemon.on_tick = on_tick
     assert daemon.run(max_ticks=10) == 3 and len(ticks) == 2
     assert "lock_lost" in [e.kind for e in rt.db.events()]
+
+
+def test_the_daemon_wakes_when_a_failed_switch_may_be_tried_again(tmp_path: Path) -> None:
+    """A switch that was rolled back waits [daemon] switch_backoff, not a whole interval: the
+    daemon sleeps until the earliest retry, then ticks (the held site is still pending)."""
+    clock = FakeClock(T0)
+    rt, _ = with_two_certs(tmp_path, clock)
+    due_in = 0.3
+    # another site's (this one's first tick activates, which forgets its own failures)
+    rt.engine.switch_hold.failed("shop", "/elsewhere", clock() - timedelta(seconds=30 - due_in))
+    assert rt.engine.next_switch_retry() == pytest.approx(due_in)
+    daemon = Daemon(rt.engine, interval=300.0, clock=clock)
+    started = time.monotonic()
+    runner = threading.Thread(target=daemon.run, kwargs={"max_ticks": 2}, daemon=True)
+    runner.start()
+    runner.join(20)
+    took = time.monotonic() - started
+    if runner.is_alive():
+        daemon.stop_event.set()
+        daemon.wake()
+        runner.join(10)
+        pytest.fail("the daemon slept the whole 300 s interval past the switch's retry")
+    assert daemon.ticks == 2 and due_in <= took < 20

@@ -246,9 +246,48 @@ def test_wrong_leaf_served_is_rolled_back_and_tried_again_later(world: World) ->
     rollback = [e for e in world.engine.db.events(site="www") if e.kind == "rollback"]
     assert len(rollback) == 1 and "rolled back" in rollback[0].message
     assert world.deployer.activations[-1].ok is False
+    assert "failure 1 in a row; tried again in 30s" in rollback[0].message
+    tried = len(world.deployer.activations)
+    world.tick(after=timedelta(seconds=10))  # inside [daemon] switch_backoff (30 s): held
+    assert len(world.deployer.activations) == tried and world.kinds().count("rollback") == 1
+    assert world.engine.next_switch_retry() == pytest.approx(20.0)
+    world.tick(after=timedelta(seconds=25))  # past it: tried again, fails again, waits twice as long
+    assert len(world.deployer.activations) == tried + 1 and world.kinds().count("rollback") == 2
+    second = [e for e in world.engine.db.events(site="www") if e.kind == "rollback"][-1]
+    assert "failure 2 in a row; tried again in 1m00s" in second.message
+    assert second.data["failures"] == 2 and second.data["retry_in"] == 60.0
     world.deployer.heal()
-    world.tick()
+    world.tick(after=timedelta(seconds=30))  # the server is fixed, the wait is not over
+    assert world.active().id == a.id and len(world.deployer.activations) == tried + 1
+    world.tick(after=timedelta(seconds=31))
     assert world.active().ca != "a" and world.deployer.activations[-1].ok
+    assert world.engine.next_switch_retry() is None, "a success forgets the failures"
+
+
+def test_an_operator_failover_does_not_wait_for_the_switch_backoff(world: World) -> None:
+    world.tick()
+    a = world.active()
+    world.deployer.serve_wrong_leaf(ca="b")
+    world.revoke(a)
+    world.tick()
+    assert world.kinds().count("rollback") == 1
+    world.deployer.heal()
+    report = world.engine.failover("www")  # at once, though the automatic retry waits
+    assert [e.kind for e in report.events] == ["failover"]
+    assert world.active().ca == "b" and world.engine.next_switch_retry() is None
+
+
+def test_another_target_is_not_held_by_the_failures_of_the_first(world: World) -> None:
+    world.tick()
+    a = world.active()
+    world.deployer.serve_wrong_leaf(ca="b")
+    world.revoke(a)
+    world.tick()
+    held = world.engine.switch_hold
+    b = next(c for c in world.certs() if c.ca == "b")
+    assert held.until("www", b.path, world.clock()) is not None
+    assert held.until("www", b.path + "-other", world.clock()) is None
+    assert held.until("shop", b.path, world.clock()) is None
 
 
 def test_none_healthy_keeps_serving_and_says_so_once(world: World) -> None:
