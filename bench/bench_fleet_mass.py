@@ -19,6 +19,9 @@ run their normal loop (LISTEN/NOTIFY, poll 30 s as fallback). Measured:
   queries     SQL statements by the agents and the controller's publish during the incident
   client      a client loop per host: TLS handshakes to random affected sites throughout;
               failed = handshake errors (either certificate is a success: both are valid)
+  cpu_s       CPU seconds in the fleet window: the machine ("busy") and per group (agents,
+              bench = client loops + progress polls, haproxy/nginx, postgres, other);
+              cores_busy = busy / fleet: at the machine's core count the run is CPU-bound
   baseline    the same switch on ONE host without any database: deploy.activate of the same
               N/2 sites back to CA "a" on host 1's nginx (journal, flip, one reload, verify)
 
@@ -104,6 +107,37 @@ class Queries:
             with self.lock:
                 self.n += 1
         return engine
+
+
+def cpu_snapshot(agents: set[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far: the whole machine ("busy", from /proc/stat) and per
+    group of processes alive now: the agents (their pids), this bench (the client loops and
+    the controller's progress polls), the web servers, PostgreSQL, everything else."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq = (int(x) for x in fields[:7])
+    out = {"busy": (user + nice + system + irq + softirq) / tick, "idle": (idle + iowait) / tick}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+        except OSError:
+            continue  # gone between listing and reading
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        rest = raw[raw.rindex(")") + 2:].split()
+        used = (int(rest[11]) + int(rest[12])) / tick  # utime, stime
+        pid = int(d.name)
+        group = ("agents" if pid in agents else "bench" if pid == os.getpid()
+                 else comm if comm in ("haproxy", "nginx", "postgres") else "other")
+        out[group] = out.get(group, 0.0) + used
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per group between two snapshots (processes that ended in between are not
+    counted in their group, only in "busy")."""
+    return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 1) for k in after}
 
 
 def agent_process(agent: Agent, adapter: Counting, url: str, stop: Any, out: Any) -> None:
@@ -255,6 +289,8 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
     time.sleep(1.0)  # the agents are listening
     queries.n = 0
     progress_engine = coord.make_engine(url, "progress")
+    agent_pids = {p.pid for p in procs}
+    cpu0 = cpu_snapshot(agent_pids)
     want = {s: certs[(s, "b")].sha256 for s in affected}
     t0 = time.monotonic()
     with leader.fenced() as conn:
@@ -272,6 +308,7 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
             raise SystemExit(f"not converged after 1800 s: {done}/{len(want) * HOSTS}")
         time.sleep(0.25)
     fleet = time.monotonic() - t0
+    cpu = cpu_used(cpu0, cpu_snapshot(agent_pids))
     agent_queries = queries.n
     phases = {a.host: {k: round(v, 2) for k, v in a.last_switch.seconds.items()}
               for a, _, _ in hosts if a.last_switch is not None}
@@ -316,6 +353,8 @@ def _incident(n: int, url: str, ring: Keyring, cas: dict[str, LabCA],
         "reloads_per_server": reloads, "agent_queries": agent_queries,
         "agent_phases_s": phases,
         "controller_progress_polls": polls,
+        # CPU seconds spent during the fleet window, and the cores that means on average
+        "cpu_s": cpu, "cores_busy": round(cpu["busy"] / fleet, 2), "cpus": os.cpu_count(),
         "client_handshakes": [c["ok"] for c in counts],
         "client_failed": [c["failed"] for c in counts],
         "setup_s": round(setup, 1), "make_certs_s": round(make_certs, 1),
