@@ -1,8 +1,9 @@
 """Completing a chain that misses an intermediate, from the AIA `caIssuers` URL (RFC 5280
 4.2.2.1) of its top certificate: each fetch is bounded by a total deadline (net.py, through
-fetch.Fetcher), a size limit and a few redirects, cached per URL, and a fetched certificate is used only if it really signed the one
-below it. A root (self-issued) is never added: anchors are the trust stores' business.
-docs/chains.md.
+fetch.Fetcher), a size limit and a few redirects, cached per URL, and a fetched certificate is
+used only if it really signed the one below it. A root (self-issued) is never added: anchors
+are the trust stores' business. All the fetches of one completion may also share a caller's
+deadline (`until`: an order's issue_timeout), which no fetch outlasts. docs/chains.md.
 """
 
 from __future__ import annotations
@@ -63,21 +64,26 @@ class IssuerFetcher:
 
     def __init__(self, *, timeout: float = 5.0, ttl: float = 86400.0, retry: float = 600.0,
                  max_bytes: int = MAX_BYTES) -> None:
-        self.ttl, self.retry = ttl, retry
+        self.ttl, self.retry, self.timeout = ttl, retry, timeout
         self._http = Fetcher(timeout=timeout, max_bytes=max_bytes,
                              user_agent="certfailover-aia/0.1")
         self._cache: dict[str, tuple[float, list[x509.Certificate]]] = {}
         self._lock = threading.Lock()
 
-    def _get(self, url: str) -> list[x509.Certificate]:
+    def _get(self, url: str, until: float | None = None) -> list[x509.Certificate]:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get(url)
             if hit is not None and hit[0] > now:
                 return hit[1]
+        timeout = self.timeout if until is None else min(self.timeout, until - now)
+        if timeout <= 0:  # the caller's time is up: not fetched, nothing remembered
+            log.warning("AIA caIssuers %s: not fetched, the order's time is up", url)
+            return []
         certs: list[x509.Certificate] = []
         try:
-            resp = self._http.fetch(url)  # bounded: total deadline (net.py), size, redirects
+            # bounded: total deadline (net.py), size, redirects
+            resp = self._http.fetch(url, timeout=timeout)
             if resp.status != 200:
                 raise FetchError(url, f"HTTP {resp.status}")
             certs = parse_certs(resp.body, url)
@@ -87,10 +93,11 @@ class IssuerFetcher:
             self._cache[url] = (now + (self.ttl if certs else self.retry), certs)
         return certs
 
-    def issuer_of(self, cert: x509.Certificate) -> x509.Certificate | None:
+    def issuer_of(self, cert: x509.Certificate,
+                  until: float | None = None) -> x509.Certificate | None:
         """The certificate that signed `cert`, from its caIssuers URLs (None: not found)."""
         for url in ca_issuers_urls(cert):
-            for cand in self._get(url):
+            for cand in self._get(url, until):
                 if cand.subject != cert.issuer:
                     continue
                 try:
@@ -102,30 +109,31 @@ class IssuerFetcher:
                 return cand
         return None
 
-    def complete(self, leaf: x509.Certificate,
-                 chain: Sequence[x509.Certificate]) -> tuple[x509.Certificate, ...] | None:
+    def complete(self, leaf: x509.Certificate, chain: Sequence[x509.Certificate],
+                 until: float | None = None) -> tuple[x509.Certificate, ...] | None:
         """`chain` with the intermediates it misses above its top certificate, or None when
-        it misses none (the top's issuer is a root, or nothing could be fetched)."""
+        it misses none (the top's issuer is a root, or nothing could be fetched by `until`,
+        a time.monotonic() deadline for every fetch together)."""
         out = list(chain)
         for _ in range(MAX_ADDED):
             top = out[-1] if out else leaf
             if top.issuer == top.subject:
                 break  # a root was sent along: nothing above it
-            parent = self.issuer_of(top)
+            parent = self.issuer_of(top, until)
             if parent is None or parent.issuer == parent.subject or parent in out:
                 break  # nothing found, or a root: the trust store's business
             out.append(parent)
         return tuple(out) if len(out) > len(chain) else None
 
-    def completions(self, leaf: x509.Certificate,
-                    chains: Sequence[Sequence[x509.Certificate]]) -> list[bytes]:
+    def completions(self, leaf: x509.Certificate, chains: Sequence[Sequence[x509.Certificate]],
+                    until: float | None = None) -> list[bytes]:
         """PEM of each of `chains` completed from AIA, for the ones that missed an
         intermediate and are not already among `chains` (kept as extra alternates: what the
-        CA sent is never rewritten)."""
+        CA sent is never rewritten); every fetch ends by `until` (time.monotonic())."""
         have = [tuple(c) for c in chains]
         out: list[bytes] = []
         for chain in chains:
-            done = self.complete(leaf, chain)
+            done = self.complete(leaf, chain, until)
             if done is not None and done not in have:
                 have.append(done)
                 out.append(b"".join(c.public_bytes(Encoding.PEM) for c in done))

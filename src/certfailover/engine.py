@@ -380,12 +380,13 @@ class Engine:
     # -- adding certificates ---------------------------------------------------------------
     def store_cert(self, site: SiteConfig, ca: str, *, leaf_pem: bytes, chain_pem: bytes,
                    key_pem: bytes, source: str, alt_chains_pem: Sequence[bytes] = (),
-                   fresh_key: bool = False) -> Cert:
+                   fresh_key: bool = False, until: float | None = None) -> Cert:
         """Check a certificate for consistency, then write it to the vault as a standby.
         `alt_chains_pem`: the other chains offered for it (docs/chains.md). `fresh_key`: the
         key was generated for this order just now, so no other certificate can hold it (the
         reuse check, which reads every other certificate's material, is skipped: on a fleet
-        controller another one's may not be in this vault yet)."""
+        controller another one's may not be in this vault yet). `until`: a time.monotonic()
+        deadline for its network work (the AIA completion of a chain; an order's)."""
         leaf_list = load_pem_certs(leaf_pem, f"{source} certificate")
         if not leaf_list:
             raise InputError(f"{source}: no certificate found")
@@ -405,7 +406,8 @@ class Engine:
         for i, alt_chain in enumerate(alts, start=1):
             check_chain_order(leaf, alt_chain, f"{source} chain {i}")
         if self.aia is not None:  # a chain missing an intermediate: completed as one more
-            alt_chains_pem = (*alt_chains_pem, *self.aia.completions(leaf, [chain, *alts]))
+            alt_chains_pem = (*alt_chains_pem,
+                              *self.aia.completions(leaf, [chain, *alts], until=until))
         spki = keys.spki_sha256(leaf.public_key())
         for other in () if fresh_key else self.db.certs(site.name, include_retired=True):
             if other.ca != ca:
@@ -473,7 +475,8 @@ class Engine:
                     f"{self.config.daemon.issue_timeout:.0f}s; its result is discarded")
             cert = self.store_cert(site, ca, leaf_pem=issued.leaf_pem, chain_pem=issued.chain_pem,
                                    key_pem=keys.key_pem(key), source=f"CA {ca}",
-                                   alt_chains_pem=issued.alt_chains_pem, fresh_key=True)
+                                   alt_chains_pem=issued.alt_chains_pem, fresh_key=True,
+                                   until=started + self.config.daemon.issue_timeout)
         except BaseException as exc:
             self.db.finish_order(order_id, self.clock(), "failed", reason=str(exc)[:2000],
                                  transient=isinstance(exc, (TransientIssuanceError, OSError)))

@@ -167,3 +167,23 @@ def test_parse_certs_reads_der_pem_and_pkcs7() -> None:
         assert parse_certs(body, "x") == [root.cert]
     with pytest.raises(ValueError, match="lab-url: not a certificate"):
         parse_certs(b"<html>", "lab-url")
+
+
+def test_the_callers_deadline_bounds_every_fetch_together(lab: Lab) -> None:
+    """An order's AIA completion ends by the order's deadline (`until`), however long each
+    fetch may take: a dripping URL under a 5 s fetch timeout is cut at `until`."""
+    p = Pki(lab)
+    lab.drip.add("/i1.der")
+    fetcher = IssuerFetcher(timeout=5.0)
+    t0 = time.monotonic()
+    assert fetcher.complete(p.leaf, [p.i2.cert], until=t0 + 0.6) is None
+    assert time.monotonic() - t0 < 1.5, "cut at the caller's deadline, not the fetch timeout"
+
+
+def test_no_fetch_once_the_callers_time_is_up_and_nothing_is_remembered(lab: Lab) -> None:
+    p = Pki(lab)
+    fetcher = IssuerFetcher(timeout=2)
+    assert fetcher.completions(p.leaf, [[p.i2.cert]], until=time.monotonic() - 1) == []
+    assert lab.hits == {}, "no request once the time is up"
+    assert fetcher.complete(p.leaf, [p.i2.cert]) == (p.i2.cert, p.i1.cert), \
+        "the skipped URL was not cached as failed: the next completion fetches it"

@@ -319,3 +319,36 @@ def test_a_certificate_another_controller_stored_after_the_decision_read_stops_t
     # a decision that saw that certificate and still wants one from b (say it is unusable)
     seen_now = frozenset(c.id for c in rt.db.certs("www"))
     assert rt.engine.order(site, "b", seen=seen_now) is not None and b.calls == 1
+
+
+def test_an_orders_aia_completion_ends_by_the_orders_deadline(tmp_path: Path) -> None:
+    """A CA sends a chain missing its intermediate and the AIA URL drips: completing the chain
+    is part of the order, so it ends by issue_timeout, not by a fetch timeout of its own."""
+    from test_aia import Lab, Pki
+
+    from certfailover.aia import IssuerFetcher
+    lab = Lab()
+    try:
+        p = Pki(lab)
+        lab.drip.add("/i1.der")
+        clock = FakeClock(T0)
+        rt, roots = make_runtime(tmp_path, clock, daemon={"issue_timeout": 2})
+        add_cert(rt, roots[0], "a")
+        b = SignsCSRs("b", p.i2, delay=1.0)  # leaf signed by i2, sent with i2; i1 from AIA
+
+        class WithI2:
+            def issue(self, csr_pem: bytes, *, deadline: Any,
+                      replaces: str | None = None) -> Issued:
+                got = b.issue(csr_pem, deadline=deadline, replaces=replaces)
+                return Issued(got.leaf_pem, p.i2.cert.public_bytes(PEM), got.ca)
+
+        rt.engine.issuers = {**rt.engine.issuers, "b": lambda site: WithI2()}
+        rt.engine.aia = IssuerFetcher(timeout=30.0)
+        t0 = time.monotonic()
+        rt.engine.order(rt.config.site("www"), "b")
+        took = time.monotonic() - t0
+        assert b.calls == 1 and lab.hits.get("/i1.der") == 1, "the completion was tried"
+        assert took < 2 + 1.5, f"the order took {took:.1f}s of its 2 s (a fetch may take 30 s)"
+    finally:
+        lab.httpd.shutdown()
+        lab.httpd.server_close()
