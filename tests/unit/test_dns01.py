@@ -247,6 +247,41 @@ def test_failed_cleanup_stays_in_the_journal(tmp_path: Path, hook: Path) -> None
     assert [e.value for e in journal.entries(s.owner)] == ["AAAA"]
 
 
+def test_an_orders_records_share_one_cleanup_deadline(tmp_path: Path, hook: Path) -> None:
+    """A DNS that hangs at cleanup costs the order one cleanup_timeout, not one per record;
+    the records it could not remove stay in the journal for the next start."""
+    journal = Journal(tmp_path / "journal")
+    s = CommandSolver([str(hook)], timeout=30, journal=journal)
+    names = ["a.example.test", "b.example.test", "c.example.test"]
+    for n in names:
+        s.present(n, "V" + n[0], deadline=time.monotonic() + 5)
+    hook.write_text("#!/bin/sh\nsleep 30\n")  # the DNS stopped answering
+    started = time.monotonic()
+    until = started + 1.0
+    for n in names:
+        s.cleanup(n, "V" + n[0], deadline=until)  # never raises
+    assert time.monotonic() - started < 2.0, "three records, one deadline"
+    assert sorted(e.value for e in journal.entries(s.owner)) == ["Va", "Vb", "Vc"]
+
+
+def test_leftovers_are_removed_within_one_budget_at_a_start(tmp_path: Path, hook: Path) -> None:
+    journal = Journal(tmp_path / "journal")
+    s = CommandSolver([str(hook)], timeout=30, journal=journal)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    for i in range(3):  # added by a process that is gone
+        journal.add(s.owner, f"_acme-challenge.n{i}.example.test", f"L{i}")
+        entry = next(e for e in journal.entries(s.owner) if e.value == f"L{i}")
+        entry.path.write_text(entry.path.read_text().replace(
+            f'"pid": {os.getpid()}', f'"pid": {int(gone.stdout)}'))
+    hook.write_text("#!/bin/sh\nsleep 30\n")
+    s.leftovers_budget, s.cleanup_timeout = 1.0, 5.0
+    started = time.monotonic()
+    assert s.clean_leftovers() == 0
+    assert time.monotonic() - started < 2.0, "bounded by the budget, not 3 x cleanup_timeout"
+    assert len(journal.entries(s.owner)) == 3, "kept for the next start"
+
+
 # -------------------------------------------------------------- RFC 2136, no server
 
 

@@ -589,9 +589,12 @@ class AcmeIssuer:
                         f" failed ({authz.status.name}): {'; '.join(errors) or 'no detail'}"
                     )
         finally:
+            # one cleanup deadline for the order's records: a DNS that stopped answering costs
+            # one cleanup_timeout, not one per record, before the order goes on to finalize
+            until = time.monotonic() + (self.solver.cleanup_timeout if kind == "dns-01" else 0)
             for what, validation in presented:
                 if kind == "dns-01":
-                    self.solver.cleanup(what, validation)
+                    self.solver.cleanup(what, validation, deadline=until)
                 else:
                     self.solver.cleanup(what)
 

@@ -79,12 +79,13 @@ def challenge_name(identifier: str) -> str:
 @runtime_checkable
 class Dns01Solver(Protocol):
     challenge_type: str  # "dns-01"
+    cleanup_timeout: float  # seconds for one record's removal; an order's records share it
 
     def present(self, identifier: str, value: str, *, deadline: float) -> None: ...
 
     def wait(self, *, deadline: float) -> None: ...
 
-    def cleanup(self, identifier: str, value: str) -> None: ...
+    def cleanup(self, identifier: str, value: str, *, deadline: float | None = None) -> None: ...
 
     def clean_leftovers(self) -> int: ...
 
@@ -163,7 +164,8 @@ class _Journaled:
 
     owner: str
     journal: Journal | None
-    cleanup_timeout: float = 5.0
+    cleanup_timeout: float = 5.0  # one record's removal
+    leftovers_budget: float = 30.0  # every leftover's removal together, at a start
     _cleaned = False
     _clean_lock: threading.Lock
 
@@ -186,15 +188,19 @@ class _Journaled:
         self.clean_leftovers()
 
     def clean_leftovers(self) -> int:
-        """Remove the records a process that is gone added and never removed; returns how many."""
+        """Remove the records a process that is gone added and never removed; returns how many.
+        All of them within `leftovers_budget` seconds (each within `cleanup_timeout`): what is
+        left then stays in the journal for the next start."""
         if self.journal is None:
             return 0
         done = 0
+        end = time.monotonic() + self.leftovers_budget
         for entry in self.journal.entries(self.owner):
             if _alive(entry.pid):
                 continue
             try:
-                self._delete(entry.name, entry.value, time.monotonic() + self.cleanup_timeout)
+                self._delete(entry.name, entry.value,
+                             min(end, time.monotonic() + self.cleanup_timeout))
             except IssuanceError as exc:
                 log.warning("DNS-01: cannot remove the leftover TXT %s (added by pid %d): %s",
                             entry.name, entry.pid, exc)
@@ -205,11 +211,14 @@ class _Journaled:
             done += 1
         return done
 
-    def cleanup(self, identifier: str, value: str) -> None:
-        """Remove one record; never raises (a record left behind stays in the journal)."""
+    def cleanup(self, identifier: str, value: str, *, deadline: float | None = None) -> None:
+        """Remove one record within `cleanup_timeout` and by `deadline` (time.monotonic(): one
+        deadline shared by an order's records); never raises (a record left behind stays in
+        the journal, removed at the next start)."""
         name = challenge_name(identifier)
+        end = time.monotonic() + self.cleanup_timeout
         try:
-            self._delete(name, value, time.monotonic() + self.cleanup_timeout)
+            self._delete(name, value, end if deadline is None else min(end, deadline))
         except IssuanceError as exc:
             log.warning("DNS-01: cannot remove TXT %s now (kept in the journal, removed at the "
                         "next start): %s", name, exc)
