@@ -97,7 +97,7 @@ def test_rollback_when_the_server_keeps_serving_the_old_certificate(
         [pebble_a.root_pem(), pebble_b.root_pem()],
         http01_port,
         reload=["sh", "-c", f"echo reload >> {tmp_path / 'reloads'}"],  # nginx never reloads
-        daemon={"verify_timeout": 5, "switch_backoff": 1.5},
+        daemon={"verify_timeout": 2, "switch_backoff": 1.5},
     ):
         reloads = tmp_path / "reloads"
         lab.rt.engine.tick()  # activation of the bootstrap cert verifies: it is already served
