@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from .chains import ChainJudge, describe, pick
 from .config import DaemonConfig, SiteConfig
 from .errors import CertFailoverError
+from .events import EventKind
 from .model import Cert, CertState, Health, Severity, to_jsonable
 from .policy import healthy_standbys, unprotected
 from .sitetrust import programs as program_names
@@ -142,6 +143,9 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
                                                     for ca, why in sorted(distrusted.items())))
     dead = {f.reason for h in healths.values() for f in h.findings if f.cannot_issue_for}
     notes += sorted(dead)  # per CA: "CA X can no longer issue certificates trusted by P: ..."
+    held = failed_switch(db, site.name, now)
+    if held:
+        notes.append(held)
     if daemon is not None:
         for c in certs:
             why = unprotected(c, site, interval=daemon.interval, issue_timeout=daemon.issue_timeout)
@@ -150,6 +154,30 @@ def site_status(db: Database, site: SiteConfig, now: datetime, *,
     return {"site": site.name, "domains": list(site.domains), "active": active.id if active else None,
             "min_standbys": site.min_standbys, "standbys_healthy": standbys,
             "certs": rows, "notes": notes, "chain_lines": chain_lines}
+
+
+#: the events that end or start a switch's story (the last of them says where it stands)
+_SWITCH_KINDS = (EventKind.ROLLBACK, EventKind.DEPLOY_FAILED, EventKind.FAILOVER,
+                 EventKind.ACTIVATED, EventKind.CHAIN_SWITCH)
+
+
+def failed_switch(db: Database, site: str, now: datetime) -> str | None:
+    """A note when the site's last switch failed (rolled back or not deployed): to what, how
+    many times in a row, and when the daemon tries again (Engine.switch_hold)."""
+    last = db.events(site=site, kinds=[str(k) for k in _SWITCH_KINDS], limit=1)
+    if not last or last[0].kind not in (EventKind.ROLLBACK, EventKind.DEPLOY_FAILED):
+        return None
+    ev = last[0]
+    what = f"the switch to {ev.data.get('cert', '?')} failed"
+    n, wait = ev.data.get("failures"), ev.data.get("retry_in")
+    if isinstance(n, int):
+        what += f" {n} time(s) in a row"
+    what += f", last at {ev.time:%Y-%m-%d %H:%M:%S}Z ({ev.kind})"
+    if isinstance(wait, (int, float)):
+        at = ev.time + timedelta(seconds=wait)
+        what += (f"; the daemon tries again at {at:%H:%M:%S}Z" if at > now
+                 else "; the daemon tries again at its next tick")
+    return what + "; `certfailover events` says why"
 
 
 def _live(vault: Vault, site: SiteConfig) -> Path | None:

@@ -5,6 +5,7 @@ Pebble's default 5% nonce rejection stays on throughout.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from certfailover.cli.main import main
 from certfailover_lab.pebble import PebbleCA
 from certfailover_lab.sitelab import Gate, Lab, make_lab
 from certfailover_lab.sites import LabCAEntry
@@ -89,7 +91,8 @@ def test_root_leaving_the_trust_bundle_fails_over(lab: Lab, pebble_b: PebbleCA) 
 
 
 def test_rollback_when_the_server_keeps_serving_the_old_certificate(
-    tmp_path: Path, pebble_a: PebbleCA, pebble_b: PebbleCA, http01_port: int
+    tmp_path: Path, pebble_a: PebbleCA, pebble_b: PebbleCA, http01_port: int,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     for lab in make_lab(
         tmp_path,
@@ -119,6 +122,10 @@ def test_rollback_when_the_server_keeps_serving_the_old_certificate(
         report = lab.rt.engine.tick()
         again = [e for e in report.events if e.kind == "rollback"]
         assert len(again) == 1 and "failure 2 in a row; tried again in 3s" in again[0].message
+        capsys.readouterr()
+        assert main(["--config", str(lab.config_path), "--json", "status", "www"]) == 0
+        notes = json.loads(capsys.readouterr().out)["sites"][0]["notes"]
+        assert any("failed 2 time(s) in a row" in n and "tries again at" in n for n in notes)
         assert len(reloads.read_text().splitlines()) > n
         assert lab.served_sha() == old.sha256 and lab.active().id == old.id
 

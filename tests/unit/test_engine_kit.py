@@ -24,6 +24,7 @@ from certfailover import config as config_mod
 from certfailover.engine import Engine
 from certfailover.health import BundleStores
 from certfailover.model import Action, Cert, CertState
+from certfailover.status import site_status
 from certfailover.testing import FakeClock, FakeIssuer, RecordingDeployer, pki
 from certfailover.wiring import build_checks, open_store
 
@@ -247,6 +248,12 @@ def test_wrong_leaf_served_is_rolled_back_and_tried_again_later(world: World) ->
     assert len(rollback) == 1 and "rolled back" in rollback[0].message
     assert world.deployer.activations[-1].ok is False
     assert "failure 1 in a row; tried again in 30s" in rollback[0].message
+    site = world.engine.config.site("www")
+    [note] = [n for n in site_status(world.engine.db, site, world.clock())["notes"]
+              if "the switch to" in n]
+    assert note.startswith(f"the switch to {rollback[0].data['cert']} failed 1 time(s) in a row")
+    retry_at = rollback[0].time + timedelta(seconds=30)
+    assert f"the daemon tries again at {retry_at:%H:%M:%S}Z" in note
     tried = len(world.deployer.activations)
     world.tick(after=timedelta(seconds=10))  # inside [daemon] switch_backoff (30 s): held
     assert len(world.deployer.activations) == tried and world.kinds().count("rollback") == 1
@@ -262,6 +269,8 @@ def test_wrong_leaf_served_is_rolled_back_and_tried_again_later(world: World) ->
     world.tick(after=timedelta(seconds=31))
     assert world.active().ca != "a" and world.deployer.activations[-1].ok
     assert world.engine.next_switch_retry() is None, "a success forgets the failures"
+    assert not [n for n in site_status(world.engine.db, site, world.clock())["notes"]
+                if "the switch to" in n], "the last switch succeeded: no note"
 
 
 def test_an_operator_failover_does_not_wait_for_the_switch_backoff(world: World) -> None:

@@ -683,14 +683,17 @@ class Database:
                 conn.execute(events.insert(), rows)
 
     def events(self, *, site: str | None = None, since: datetime | None = None,
-               limit: int = 1000) -> list[Event]:
-        q = sa.select(events).order_by(events.c.id)
+               limit: int = 1000, kinds: Iterable[str] | None = None) -> list[Event]:
+        """The last `limit` events (of `kinds`, for `site`, since `since`), oldest first."""
+        q = sa.select(events).order_by(events.c.id.desc()).limit(limit)
         if site is not None:
             q = q.where(events.c.site == site)
         if since is not None:
             q = q.where(events.c.time >= since)
+        if kinds is not None:
+            q = q.where(events.c.kind.in_(list(kinds)))
         with self.engine.connect() as conn:
-            rows = list(conn.execute(q))[-limit:]
+            rows = list(conn.execute(q))[::-1]
         return [Event(_aware(r.time), r.site, r.kind, r.message, json.loads(r.data)) for r in rows]
 
     # -- operator distrust ----------------------------------------------------------------
