@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from . import aia, chains, keys, policy
+from .backoff import Backoff
 from .checks import CertMaterial, Check, CheckContext
 from .config import Config, SiteConfig
 from .errors import (
@@ -54,7 +55,6 @@ from .names import cert_names, name_matches
 from .sitetrust import programs
 from .store.db import Database
 from .store.vault import Vault, base_dir, chain_dir, load_key, load_pem_certs
-from .switchhold import SwitchHold
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ class TickReport:
     health: dict[str, Health] = field(default_factory=dict)
 
 
-def _span(t: timedelta) -> str:
-    s = int(t.total_seconds())
+def _span(seconds: float) -> str:
+    s = int(seconds)
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
@@ -198,8 +198,7 @@ class Engine:
                              backoff_base=timedelta(seconds=d.order_backoff),
                              backoff_cap=timedelta(seconds=d.order_backoff_cap))
         #: switches that failed wait before they are tried again ([daemon] switch_backoff)
-        self.switch_hold = SwitchHold(timedelta(seconds=d.switch_backoff),
-                                      timedelta(seconds=d.switch_backoff_cap))
+        self.switch_hold: Backoff[str] = Backoff(d.switch_backoff, d.switch_backoff_cap)
         #: background order workers (the daemon); None: orders run inline (CLI, run --once)
         self.orders: Workers | None = None
         self._materials: dict[str, CertMaterial] | None = None  # loaded once per tick
@@ -669,20 +668,21 @@ class Engine:
     def _apply(self, decisions: Sequence[tuple[SiteConfig, Decision]], report: TickReport, *,
                now_or_never: bool = False) -> None:
         """Deploy the decided switches, one batch per server. A switch that failed to the same
-        target waits out its backoff (SwitchHold) unless `now_or_never` (an operator's)."""
+        target waits out its backoff (backoff.Backoff) unless `now_or_never` (an operator's)."""
         batches: dict[str | None, list[Switch]] = {}
         chain_switch: dict[str, str] = {}  # site -> why its served chain changes
         now = self.clock()
 
         def add(server: str | None, sw: Switch) -> None:
-            until = None if now_or_never else self.switch_hold.until(sw.site.name, sw.target.path,
-                                                                     now)
-            if until is None:
+            wait = None if now_or_never else self.switch_hold.waiting(
+                sw.site.name, sw.target.path, now.timestamp())
+            if wait is None:
                 batches.setdefault(server, []).append(sw)
             else:
                 chain_switch.pop(sw.site.name, None)
-                log.info("site %s: the switch to %s failed before; next try at %sZ",
-                         sw.site.name, sw.target.id, f"{until:%H:%M:%S}")
+                log.info("site %s: the switch to %s failed %d time(s) in a row; next try at %sZ",
+                         sw.site.name, sw.target.id, wait.failures,
+                         f"{datetime.fromtimestamp(wait.at, UTC):%H:%M:%S}")
 
         for site, d in decisions:
             for cid in d.retire:
@@ -719,7 +719,7 @@ class Engine:
                 r = results.get(sw.site.name)
                 d = by_site[sw.site.name]
                 if r is not None and r.ok:
-                    self.switch_hold.succeeded(sw.site.name)
+                    self.switch_hold.forget(sw.site.name)
                 if r is not None and r.ok and sw.site.name in chain_switch:
                     self.record(report, sw.site.name, EventKind.CHAIN_SWITCH,
                                 f"{sw.target.id} now serves {chain_switch[sw.site.name]}; same "
@@ -738,11 +738,12 @@ class Engine:
                                 reason=d.reason, seconds=r.seconds)
                 else:
                     msg = r.message if r else "deploy returned no result"
-                    n, wait = self.switch_hold.failed(sw.site.name, sw.target.path, self.clock())
+                    at = self.clock().timestamp()
+                    w = self.switch_hold.failed(sw.site.name, sw.target.path, at)
                     self.record(report, sw.site.name, EventKind.ROLLBACK if r and r.rolled_back else EventKind.DEPLOY_FAILED,
-                                f"could not activate {sw.target.id}: {msg} (failure {n} in a row; "
-                                f"tried again in {_span(wait)})", cert=sw.target.id,
-                                failures=n, retry_in=wait.total_seconds())
+                                f"could not activate {sw.target.id}: {msg} (failure {w.failures} "
+                                f"in a row; tried again in {_span(w.at - at)})", cert=sw.target.id,
+                                failures=w.failures, retry_in=w.at - at)
 
     def _served_chain(self, site: SiteConfig, cert: Cert, *, load: bool = True
                       ) -> tuple[ServedChain, int | None] | None:
@@ -922,4 +923,4 @@ class Engine:
 
     def next_switch_retry(self) -> float | None:
         """Seconds until a switch that failed may be tried again (the daemon wakes for it)."""
-        return self.switch_hold.next_retry(self.clock())
+        return self.switch_hold.next_retry(self.clock().timestamp(), overdue=False)

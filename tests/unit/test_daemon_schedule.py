@@ -353,7 +353,7 @@ def test_the_daemon_wakes_when_a_failed_switch_may_be_tried_again(tmp_path: Path
     rt, _ = with_two_certs(tmp_path, clock)
     due_in = 0.3
     # another site's (this one's first tick activates, which forgets its own failures)
-    rt.engine.switch_hold.failed("shop", "/elsewhere", clock() - timedelta(seconds=30 - due_in))
+    rt.engine.switch_hold.failed("shop", "/elsewhere", clock().timestamp() - (30 - due_in))
     assert rt.engine.next_switch_retry() == pytest.approx(due_in)
     daemon = Daemon(rt.engine, interval=300.0, clock=clock)
     started = time.monotonic()

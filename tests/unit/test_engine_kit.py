@@ -292,11 +292,11 @@ def test_another_target_is_not_held_by_the_failures_of_the_first(world: World) -
     world.deployer.serve_wrong_leaf(ca="b")
     world.revoke(a)
     world.tick()
-    held = world.engine.switch_hold
+    held, now = world.engine.switch_hold, world.clock().timestamp()
     b = next(c for c in world.certs() if c.ca == "b")
-    assert held.until("www", b.path, world.clock()) is not None
-    assert held.until("www", b.path + "-other", world.clock()) is None
-    assert held.until("shop", b.path, world.clock()) is None
+    assert held.waiting("www", b.path, now) is not None
+    assert held.waiting("www", b.path + "-other", now) is None
+    assert held.waiting("shop", b.path, now) is None
 
 
 def test_none_healthy_keeps_serving_and_says_so_once(world: World) -> None:

@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from .. import deploy
+from ..backoff import Backoff
 from ..errors import CertFailoverError, StoreError
 from ..probe import leaf_sha256
 from ..servers.base import Endpoint, ServerAdapter
@@ -86,16 +87,6 @@ class SyncResult:
     deferred: Mapping[str, str] = field(default_factory=dict)  # site -> its backoff (not tried)
 
 
-@dataclass(frozen=True)
-class _Retry:
-    """A site that failed with `cert_id` desired: not tried again before `at` (monotonic)."""
-
-    cert_id: str
-    attempts: int
-    at: float
-    note: str  # the backoff state, as appended to the reported error
-
-
 # a site's desired state: certificate id, leaf SHA-256, chain digest (None: any chain, a row
 # published before schema 9)
 _Want = tuple[str, str, str | None]
@@ -122,8 +113,10 @@ class Agent:
         self.prefetch_batch = prefetch  # records per pass (0: no prefetch)
         self.prefetch_slice = 100  # records between two looks for a waiting notice
         self.backoff, self.clock = backoff, clock
-        self._retry: dict[str, _Retry] = {}  # site -> backoff after a failed switch
-        self._prefetch_retry: dict[tuple[str, datetime], _Retry] = {}  # (cert id, sealed at)
+        # site -> its wait after a failed switch (target: the attempt), on self.clock
+        self._retry: Backoff[str] = Backoff(*backoff)
+        # (cert id, sealed at) -> its wait after it failed to unseal or be written
+        self._prefetch_retry: Backoff[tuple[str, datetime]] = Backoff(*backoff)
         self._in_vault: set[str] = set()  # certificate ids known to be in the vault
         # set by run(): True when a notice is waiting (prefetch then yields to the switch)
         self.interrupted: Callable[[], bool] = lambda: False
@@ -319,11 +312,10 @@ class Agent:
                 for site, (cert_id, sha, chain) in desired.items():
                     if self.verified.get(site) == sha and \
                             (chain is None or self.verified_chain.get(site) == chain):
-                        self._retry.pop(site, None)
+                        self._retry.forget(site)
                         continue
-                    wait = self._retry.get(site)
-                    if wait is not None and wait.cert_id == attempt(cert_id, chain) \
-                            and now < wait.at:
+                    wait = self._retry.waiting(site, attempt(cert_id, chain), now)
+                    if wait is not None:
                         deferred[site] = wait.note  # failed with this certificate: not yet again
                         continue
                     todo[site] = (cert_id, sha, chain)
@@ -365,7 +357,7 @@ class Agent:
                 if r.ok:
                     self.verified[r.site] = a.expected_sha256
                     self.verified_chain[r.site] = self._digest(a.target)
-                    self._retry.pop(r.site, None)
+                    self._retry.forget(r.site)
                     changed.append(r.site)
                 else:
                     failed[r.site] = r.message
@@ -403,21 +395,16 @@ class Agent:
     # -- backoff -------------------------------------------------------------------------------
     def _back_off(self, site: str, cert_id: str) -> str:
         """Record a failed attempt of `site` with `cert_id`; returns the note for its error."""
-        prev = self._retry.get(site)
-        attempts = prev.attempts + 1 if prev is not None and prev.cert_id == cert_id else 1
-        first, cap = self.backoff
-        delay = min(cap, first * 2 ** (attempts - 1))
-        when = datetime.now(UTC) + timedelta(seconds=delay)
-        note = (f" [backoff: attempt {attempts} {attempt_failed(cert_id)}; next try in {delay:g} s "
-                f"(after {when:%H:%M:%S} UTC), at once if another certificate is desired]")
-        self._retry[site] = _Retry(cert_id, attempts, self.clock() + delay, note)
-        return note
+        def note(attempts: int, delay: float) -> str:
+            when = datetime.now(UTC) + timedelta(seconds=delay)
+            return (f" [backoff: attempt {attempts} {attempt_failed(cert_id)}; next try in "
+                    f"{delay:g} s (after {when:%H:%M:%S} UTC), at once if another certificate "
+                    "is desired]")
+        return self._retry.failed(site, cert_id, self.clock(), note).note
 
     def next_retry(self) -> float | None:
         """Seconds until the earliest backed-off site may be tried again (None: none waits)."""
-        if not self._retry:
-            return None
-        return max(0.0, min(r.at for r in self._retry.values()) - self.clock())
+        return self._retry.next_retry(self.clock())
 
     # -- prefetch ------------------------------------------------------------------------------
     def prefetch(self, limit: int, *, slice_size: int | None = None
@@ -444,8 +431,7 @@ class Agent:
                         if cid in self._in_vault or cid.count("/") != 2 \
                                 or _split(cid)[0] != r.site:
                             continue
-                        retry = self._prefetch_retry.get((cid, r.sealed_at))
-                        if retry is not None and now < retry.at:
+                        if self._prefetch_retry.waiting((cid, r.sealed_at), cid, now):
                             continue
                         if not self._has(cid):
                             todo.append((cid, r.sealed_at))
@@ -474,14 +460,10 @@ class Agent:
                 if cid not in records:
                     continue  # removed since the listing: nothing to stage
                 if cid in errors:
-                    prev = self._prefetch_retry.get((cid, at))
-                    attempts = prev.attempts + 1 if prev is not None else 1
-                    delay = min(self.backoff[1], self.backoff[0] * 2 ** (attempts - 1))
-                    self._prefetch_retry[(cid, at)] = _Retry(cid, attempts, self.clock() + delay,
-                                                             "")
+                    self._prefetch_retry.failed((cid, at), cid, self.clock())
                     failed[cid] = errors[cid]
                 else:
-                    self._prefetch_retry.pop((cid, at), None)
+                    self._prefetch_retry.forget((cid, at))
                     written += 1
         if written or failed:
             log.info("agent %s: prefetched %d certificate(s) into the vault, %d failed",
