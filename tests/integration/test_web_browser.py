@@ -70,8 +70,14 @@ def browser() -> Iterator[object]:
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str,
           proc: subprocess.Popen[bytes] | None = None) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     deadline = time.monotonic() + timeout
-    while not cond():
+    while True:
+        try:
+            if cond():
+                return
+        except StaleElementReferenceException:
+            pass  # the live update replaced the element between finding and reading it
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the daemon exited ({proc.returncode}) while waiting for {what}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
