@@ -49,7 +49,8 @@ def _entries(*cas: PebbleCA) -> list[LabCAEntry]:
 @pytest.fixture()
 def lab(tmp_path: Path, pebble_a: PebbleCA, pebble_b: PebbleCA, http01_port: int) -> Iterator[Lab]:
     yield from make_lab(tmp_path, _entries(pebble_a, pebble_b),
-                        [pebble_a.root_pem(), pebble_b.root_pem()], http01_port)
+                        [pebble_a.root_pem(), pebble_b.root_pem()], http01_port,
+                        daemon={"verify_timeout": 2.5})  # a failed proof waits it out
 
 
 def test_issue_reports_a_failed_first_activation_then_activates(
@@ -64,7 +65,7 @@ def test_issue_reports_a_failed_first_activation_then_activates(
         # (config, argv, exit code, lines that must appear (regex), text that must not)
         ("closed", [], 1, [r"^www: issued www/pebble-b/\w+ from pebble-b",
                            (r"^FAILED www: activation (rolled back|failed): could not activate "
-                            r"www/pebble-a/\w+: not verified after 5 s: 127\.0\.0\.1:\d+ \(SNI "
+                            r"www/pebble-a/\w+: not verified after 2\.5 s: 127\.0\.0\.1:\d+ \(SNI "
                             r"www\.example\.test\): cannot connect")],
          "nothing to issue"),
         ("good", [], 0, [(r"^www: activated to www/pebble-a/\w+ \(no certificate active yet\); "
@@ -91,7 +92,8 @@ def test_issue_reports_a_rollback_with_its_reason(
     """The server ignores reloads (reload = true): a failover is rolled back. Before this, issue
     printed "nothing to issue" and exited 0."""
     for lab in make_lab(tmp_path, _entries(pebble_a, pebble_b),
-                        [pebble_a.root_pem(), pebble_b.root_pem()], http01_port, reload=["true"]):
+                        [pebble_a.root_pem(), pebble_b.root_pem()], http01_port, reload=["true"],
+                        daemon={"verify_timeout": 2.5}):
         cfg = str(lab.config_path)
         code, out, _ = _run(capsys, "--config", cfg, "--json", "issue")
         assert code == 0, out
