@@ -12,9 +12,15 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["Backoff", "Wait"]
+__all__ = ["Backoff", "Wait", "doubling"]
 
 K = TypeVar("K", bound=Hashable)
+
+
+def doubling(base: float, cap: float, failures: int, factor: float = 2.0) -> float:
+    """The wait after `failures` failures in a row: base, base x factor, ... at most cap (the
+    one rule of every backoff here: orders, CAs, notifications, switches, agents' records)."""
+    return float(min(cap, base * factor ** min(max(failures, 1) - 1, 64)))
 
 
 @dataclass(frozen=True)
@@ -33,9 +39,6 @@ class Backoff(Generic[K]):
         self._waits: dict[K, Wait] = {}
         self._lock = threading.Lock()
 
-    def delay(self, failures: int) -> float:
-        return float(min(self.cap, self.base * 2 ** min(failures - 1, 32)))
-
     def waiting(self, key: K, target: str, now: float) -> Wait | None:
         """The wait in force for `key` with `target` (None: it may be tried now)."""
         with self._lock:
@@ -48,7 +51,7 @@ class Backoff(Generic[K]):
         with self._lock:
             prev = self._waits.get(key)
             n = prev.failures + 1 if prev is not None and prev.target == target else 1
-            delay = self.delay(n)
+            delay = doubling(self.base, self.cap, n)
             w = Wait(target, n, now + delay, note(n, delay) if note is not None else "")
             self._waits[key] = w
         return w

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from .backoff import doubling
 from .model import Order, utcnow
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ class Budget:
     factor: float = 2.0
 
     def delay(self, failures: int) -> timedelta:
-        seconds = self.backoff_base.total_seconds() * self.factor ** min(failures - 1, 32)
-        return min(self.backoff_cap, timedelta(seconds=seconds))
+        return timedelta(seconds=doubling(self.backoff_base.total_seconds(),
+                                          self.backoff_cap.total_seconds(), failures, self.factor))
 
 
 @dataclass(frozen=True)

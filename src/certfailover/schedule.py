@@ -42,11 +42,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from .backoff import doubling
+
 __all__ = [
     "SIGNALS",
     "Alert",
-    "Backoff",
     "BackoffState",
+    "CABackoff",
     "Intervals",
     "Scheduler",
     "parse_duration",
@@ -152,7 +154,7 @@ class BackoffState:
     until: datetime  # blocked before this moment
 
 
-class Backoff:
+class CABackoff:
     """Per-CA exponential backoff: base, base*factor, ... capped at cap, plus jitter."""
 
     def __init__(self, intervals: Intervals, rng: random.Random) -> None:
@@ -165,9 +167,8 @@ class Backoff:
         _aware(now, "now")
         old = self._state.get(ca)
         n = 1 if old is None else old.failures + 1
-        base = self._iv.backoff_base.total_seconds()
         cap = self._iv.backoff_cap.total_seconds()
-        delay = min(cap, base * self._iv.backoff_factor ** min(n - 1, 64))
+        delay = doubling(self._iv.backoff_base.total_seconds(), cap, n, self._iv.backoff_factor)
         delay = min(cap, delay * (1 + self._rng.uniform(0, self._iv.jitter)))
         until = now + timedelta(seconds=delay)
         self._state[ca] = BackoffState(n, now if old is None else old.since, until)
@@ -202,7 +203,7 @@ class Scheduler:
         self._heap: list[tuple[datetime, int, str, str]] = []
         self._next: dict[tuple[str, str], datetime] = {}
         self._seq = 0
-        self.backoff = Backoff(self.intervals, rng)
+        self.backoff = CABackoff(self.intervals, rng)
         self._unknown: dict[tuple[str, str], datetime] = {}
         self._alerted: set[Alert] = set()
 

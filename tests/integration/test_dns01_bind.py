@@ -23,7 +23,7 @@ from certfailover import keys
 from certfailover.errors import IssuanceError, TransientIssuanceError
 from certfailover.issuers.acme import AcmeIssuer
 from certfailover.issuers.challenges import StandaloneSolver
-from certfailover.issuers.dns01 import Journal, Rfc2136Solver, TsigKey
+from certfailover.issuers.dns01 import DeadlineReached, Journal, Rfc2136Solver, TsigKey
 from certfailover.issuers.dns_settings import journal_dir
 from certfailover.model import CertState, utcnow
 from certfailover.names import cert_names, name_matches
@@ -78,6 +78,39 @@ def test_two_cas_issue_a_wildcard_and_its_base_through_bind(
              (pebble_dns_a, pebble_dns_b)}
     assert roots["pebble-dns-a"].subject != roots["pebble-dns-b"].subject, "independent CAs"
     assert issued["pebble-dns-a"].issuer != issued["pebble-dns-b"].issuer
+
+
+class SilentAtCleanup(Rfc2136Solver):
+    """BIND answers the records' additions, then stops answering: every removal waits out the
+    deadline it is given (recorded) and fails."""
+
+    deadlines: list[float]
+
+    def _delete(self, name: str, value: str, deadline: float) -> None:
+        self.deadlines.append(deadline)
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        raise DeadlineReached(f"DNS-01: {name}: deadline reached")
+
+
+def test_an_orders_records_share_one_cleanup_deadline(
+    tmp_path: Path, bind_dns: BindServer, pebble_dns_a: PebbleCA
+) -> None:
+    """Two records (the name and its wildcard), a DNS that goes silent before they are removed:
+    the order pays one cleanup_timeout, not one per record, then finalizes; both records stay
+    in the journal for the next start."""
+    s = SilentAtCleanup(bind_dns.address, TsigKey(bind_dns.key_name, bind_dns.key_secret),
+                        nameserver_port=bind_dns.port, journal=Journal(tmp_path / "journal"))
+    s.deadlines, s.cleanup_timeout = [], 1.5
+    out = issuer(pebble_dns_a, tmp_path, s).issue(csr(NAMES),
+                                                  deadline=utcnow() + timedelta(seconds=60))
+    assert sorted(cert_names(x509.load_pem_x509_certificate(out.leaf_pem))) == sorted(NAMES)
+    assert len(s.deadlines) == 2 and s.deadlines[0] == s.deadlines[1], s.deadlines
+    left = Journal(tmp_path / "journal").entries(s.owner)
+    assert len(left) == 2 and bind_dns.txt(RECORD) != []
+    plain = solver(bind_dns, tmp_path)  # the DNS answers again: the next start's clean-up
+    for e in left:
+        plain._delete(e.name, e.value, time.monotonic() + 5)
+    assert bind_dns.txt(RECORD) == []
 
 
 def test_wrong_tsig_secret_and_unknown_key_name_are_named(
@@ -142,7 +175,7 @@ from datetime import timedelta
 from pathlib import Path
 from certfailover import keys
 from certfailover.issuers.acme import AcmeIssuer
-from certfailover.issuers.dns01 import Journal, Rfc2136Solver, TsigKey
+from certfailover.issuers.dns01 import DeadlineReached, Journal, Rfc2136Solver, TsigKey
 from certfailover.model import utcnow
 s = Rfc2136Solver({bind_dns.address!r}, TsigKey({bind_dns.key_name!r}, {bind_dns.key_secret!r}),
                   nameserver_port={bind_dns.closed_port()}, propagation_timeout=300,
@@ -242,7 +275,7 @@ def test_daemon_start_removes_the_records_of_a_crashed_run(
     code = f"""
 import os, time
 from pathlib import Path
-from certfailover.issuers.dns01 import Journal, Rfc2136Solver, TsigKey
+from certfailover.issuers.dns01 import DeadlineReached, Journal, Rfc2136Solver, TsigKey
 s = Rfc2136Solver({bind_dns.address!r}, TsigKey({bind_dns.key_name!r}, {bind_dns.key_secret!r}),
                   journal=Journal(Path({str(journal_dir(store))!r})))
 s.present("*.example.test", "C" * 43, deadline=time.monotonic() + 10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from certfailover.backoff import Backoff
+from certfailover.backoff import Backoff, doubling
 
 T0 = 1_000.0
 
@@ -60,3 +60,10 @@ def test_keys_are_apart() -> None:
 def test_bad_bounds_are_refused(base: float, cap: float) -> None:
     with pytest.raises(ValueError):
         Backoff(base, cap)
+
+
+def test_doubling_is_the_one_rule_with_its_factor_and_cap() -> None:
+    assert [doubling(5, 300, n) for n in range(1, 9)] == [5, 10, 20, 40, 80, 160, 300, 300]
+    assert doubling(60, 6 * 3600, 3, factor=3.0) == 540
+    assert doubling(1, 60, 10_000) == 60, "no overflow however long the streak"
+    assert doubling(0, 60, 4) == 0 and doubling(5, 300, 0) == 5

@@ -446,6 +446,26 @@ def test_a_number_too_long_for_python_is_not_json(rfc: FaultServer) -> None:
            rfc.url + "list.json")
 
 
+def test_json_nested_too_deeply_is_not_json(rfc: FaultServer, tmp_path: Path) -> None:
+    """A small answer of 100,000 "[" overflows json's recursion: an error naming the URL (or
+    the file), never a RecursionError out of the pass."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    rfc.faults["/ct/v1/get-sth"] = body(deep)
+    _fails(LogClient(rfc.info(), timeout=TIMEOUT).sth, LogError, rfc.url + "ct/v1/get-sth",
+           words="not JSON (nested too deeply)")
+    rfc.files["/list.json"] = {"x": 1}
+    rfc.faults["/list.json"] = body(deep)
+    _fails(lambda: loglist.load(rfc.url + "list.json", timeout=TIMEOUT), loglist.LogListError,
+           rfc.url + "list.json", words="the log list is not JSON (nested too deeply)")
+    local = tmp_path / "logs.json"
+    local.write_bytes(deep)
+    _fails(lambda: loglist.load(str(local)), loglist.LogListError, str(local),
+           words="the log list is not JSON (nested too deeply)")
+    local.write_text("{not json")
+    _fails(lambda: loglist.load(str(local)), loglist.LogListError, str(local),
+           words="the log list is not JSON (")
+
+
 def test_a_tree_head_whose_signature_does_not_verify(rfc: FaultServer) -> None:
     url = rfc.url + "ct/v1/get-sth"
     c = LogClient(rfc.info(), timeout=TIMEOUT)

@@ -103,6 +103,16 @@ class World:
     def revoke(self, cert: Cert) -> None:
         self.publisher.revoked[cert.ca].add(int(cert.serial, 16))
 
+    def rolled_back(self) -> Cert:
+        """A site active on CA a whose failover to b is rolled back (the server goes on
+        serving a's leaf after a's revocation); a's certificate."""
+        self.tick()
+        a = self.active()
+        self.deployer.serve_wrong_leaf(ca="b")
+        self.revoke(a)
+        self.tick()
+        return a
+
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
@@ -236,11 +246,7 @@ def test_superseded_standby_is_retired_after_its_successor_is_issued(tmp_path: P
 
 
 def test_wrong_leaf_served_is_rolled_back_and_tried_again_later(world: World) -> None:
-    world.tick()
-    a = world.active()
-    world.deployer.serve_wrong_leaf(ca="b")
-    world.revoke(a)
-    world.tick()
+    a = world.rolled_back()
     assert world.active().id == a.id, "the store keeps what is really served"
     assert world.deployer.serving["www"] == a.id
     assert world.engine.vault.live_target("www") == Path(a.path).resolve()
@@ -274,11 +280,7 @@ def test_wrong_leaf_served_is_rolled_back_and_tried_again_later(world: World) ->
 
 
 def test_an_operator_failover_does_not_wait_for_the_switch_backoff(world: World) -> None:
-    world.tick()
-    a = world.active()
-    world.deployer.serve_wrong_leaf(ca="b")
-    world.revoke(a)
-    world.tick()
+    world.rolled_back()
     assert world.kinds().count("rollback") == 1
     world.deployer.heal()
     report = world.engine.failover("www")  # at once, though the automatic retry waits
@@ -287,11 +289,7 @@ def test_an_operator_failover_does_not_wait_for_the_switch_backoff(world: World)
 
 
 def test_another_target_is_not_held_by_the_failures_of_the_first(world: World) -> None:
-    world.tick()
-    a = world.active()
-    world.deployer.serve_wrong_leaf(ca="b")
-    world.revoke(a)
-    world.tick()
+    world.rolled_back()
     held, now = world.engine.switch_hold, world.clock().timestamp()
     b = next(c for c in world.certs() if c.ca == "b")
     assert held.waiting("www", b.path, now) is not None

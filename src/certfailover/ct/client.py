@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -84,14 +83,7 @@ class LogClient:
     def _get(self, path: str, params: Mapping[str, int | str] | None = None) -> dict[str, Any]:
         """The JSON object at `path`, in at most `timeout` seconds in all and `max_bytes`."""
         url = self.url(path, params)
-        body = http.get(self._http, url, LogError)
-        try:
-            data = json.loads(body)
-        except ValueError as exc:  # not UTF-8, not JSON, a number too long for Python
-            raise LogError(f"{url}: not JSON ({exc})") from None
-        except RecursionError:
-            raise LogError(f"{url}: not JSON (nested too deeply)") from None
-        return _dict(data, url)
+        return _dict(http.json_of(http.get(self._http, url, LogError), url, LogError), url)
 
     def verify_sth(self, sth: STH, *, where: str = "") -> None:
         """The tree head's signature verifies with the log's key, and the tree head is not

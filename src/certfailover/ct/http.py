@@ -1,12 +1,15 @@
 """CT's HTTP: one bounded GET (`fetch.Fetcher`: total deadline, size limit, few redirects),
-with every failure raised as the caller's error naming the URL."""
+and its JSON, with every failure raised as the caller's error naming the URL."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from ..errors import CertFailoverError, FetchError
 from ..fetch import Fetcher
 
-__all__ = ["MAX_BYTES", "fetcher", "get"]
+__all__ = ["MAX_BYTES", "fetcher", "get", "json_of"]
 
 MAX_BYTES = 32 << 20  # a get-entries batch of 1,000 or a data tile is a few MB; a list ~100 KB
 
@@ -26,3 +29,15 @@ def get(http: Fetcher, url: str, error: type[CertFailoverError], what: str = "")
         raise error(f"{url}: {what}HTTP {resp.status}: "
                     f"{resp.body[:200].decode('utf-8', 'replace')!r}")
     return resp.body
+
+
+def json_of(data: bytes | str, where: str, error: type[CertFailoverError],
+            what: str = "") -> Any:
+    """`data` as JSON; else `error("<where>: <what>not JSON (<why>)")`: not UTF-8, not JSON,
+    a number too long for Python, nested too deeply."""
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise error(f"{where}: {what}not JSON ({exc})") from None
+    except RecursionError:
+        raise error(f"{where}: {what}not JSON (nested too deeply)") from None

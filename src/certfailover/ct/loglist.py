@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,21 +112,13 @@ def load(source: str, *, timeout: float = 30.0, max_bytes: int = http.MAX_BYTES)
     """The logs of the list at `source`: a file path or an http(s) URL (fetched under
     net's total deadline: `timeout` seconds in all, however the server drips; at most
     `max_bytes`)."""
+    raw: bytes | str
     if source.startswith(("http://", "https://")):
-        body = http.get(http.fetcher(timeout, max_bytes), source, LogListError,
-                        "cannot fetch the log list: ")
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise LogListError(f"{source}: the log list is not JSON ({exc})") from None
-        except RecursionError:
-            raise LogListError(f"{source}: the log list is not JSON (nested too deeply)") \
-                from None
+        raw = http.get(http.fetcher(timeout, max_bytes), source, LogListError,
+                       "cannot fetch the log list: ")
     else:
         try:
-            data = json.loads(Path(source).read_text())
+            raw = Path(source).read_text()
         except OSError as exc:
             raise LogListError(f"{source}: cannot read the log list: {exc.strerror}") from None
-        except ValueError as exc:
-            raise LogListError(f"{source}: not JSON: {exc}") from None
-    return parse(data, source)
+    return parse(http.json_of(raw, source, LogListError, "the log list is "), source)

@@ -112,7 +112,7 @@ class Agent:
         self.writers = writers
         self.prefetch_batch = prefetch  # records per pass (0: no prefetch)
         self.prefetch_slice = 100  # records between two looks for a waiting notice
-        self.backoff, self.clock = backoff, clock
+        self.clock = clock
         # site -> its wait after a failed switch (target: the attempt), on self.clock
         self._retry: Backoff[str] = Backoff(*backoff)
         # (cert id, sealed at) -> its wait after it failed to unseal or be written

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from ..backoff import doubling
 from ..errors import CertFailoverError
 from ..events import CRITICAL, INFO, KINDS, SEVERITIES, WARNING, severity
 from ..model import Event, to_jsonable
@@ -62,7 +63,7 @@ class Limits:
 
     def delay(self, attempt: int) -> float:
         """The wait after failed attempt number `attempt` (1-based)."""
-        return float(min(MAX_BACKOFF, self.backoff * 2.0 ** (attempt - 1)))
+        return doubling(self.backoff, MAX_BACKOFF, attempt)
 
     @property
     def total(self) -> float:
